@@ -1,0 +1,50 @@
+# Two commands do everything on a fresh machine:
+#   make demo   - set up, then train/evaluate/sample a VRNN and its RNN baseline on bundled data
+#   make test   - set up, then run the test suite
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+DEBIAN_SOUNDS := asterisk-core-sounds-en-wav asterisk-core-sounds-es-wav \
+                 asterisk-core-sounds-fr-wav asterisk-core-sounds-it-wav asterisk-core-sounds-ru-wav
+
+.PHONY: demo test test-slow lint bench data clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# constraints.txt pins torch==2.13.0 (CPU build); an open range would pull CUDA wheels.
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[data,export,dev]'
+	touch $(STAMP)
+
+# The speech data sets ship in Debian packages. Installed with apt-get when we are root;
+# otherwise we print the command and the speech data sets stay absent (`vrnn data list`).
+data:
+	@missing=""; for p in $(DEBIAN_SOUNDS); do \
+	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing speech data:$$missing"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null) \
+	    || echo "apt-get failed: the speech data sets stay absent"; \
+	else \
+	  echo "speech data sets absent; to install them run: sudo apt-get install$$missing"; \
+	fi
+
+demo: $(STAMP) data
+	$(PY) -m vrnn demo
+
+test: $(STAMP) data
+	$(PY) -m pytest -q
+
+test-slow: $(STAMP) data
+	$(PY) -m pytest -q -m slow
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+bench: $(STAMP)
+	$(PY) -m vrnn benchmark
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache

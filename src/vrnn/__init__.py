@@ -1,0 +1,28 @@
+"""vrnn: the Variational Recurrent Neural Network (Chung et al., NIPS 2015), its RNN baselines,
+the paper's evaluation and experiments.
+
+    >>> from vrnn import model_config, build_model
+    >>> model = build_model(model_config("vrnn-gmm", x_dim=200, preset="small"))
+    >>> loss, terms = model.loss(x, mask)          # x (B, T, D), mask (B, T)
+    >>> est = estimate_log_likelihood(model, x, mask, num_samples=40)
+    >>> samples = model.sample(4, 100, temperature=0.8)
+"""
+
+from vrnn.config import MODEL_NAMES, ModelConfig, parse_model_name
+from vrnn.evaluate import (
+    EvaluationResult,
+    LikelihoodEstimate,
+    estimate_log_likelihood,
+    evaluate_sequences,
+)
+from vrnn.model import RNN, VRNN, SequenceModel, StepTerms, build_model, count_parameters, masked_sum
+from vrnn.presets import PRESETS, model_config
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "MODEL_NAMES", "PRESETS", "RNN", "VRNN", "EvaluationResult", "LikelihoodEstimate",
+    "ModelConfig", "SequenceModel", "StepTerms", "build_model", "count_parameters",
+    "estimate_log_likelihood", "evaluate_sequences", "masked_sum", "model_config",
+    "parse_model_name", "__version__",
+]

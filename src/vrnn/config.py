@@ -1,0 +1,126 @@
+"""Typed model configuration: one dataclass that a checkpoint stores and rebuilds its model from."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from vrnn.distributions import OUTPUTS
+
+FAMILIES = ("rnn", "vrnn")
+PRIORS = ("learned", "standard")
+CELLS = ("lstm", "gru")
+
+# The paper's Table 1 names, and the Bernoulli models for binary data.
+MODEL_NAMES = (
+    "rnn-gauss", "rnn-gmm", "vrnn-gauss", "vrnn-gmm", "vrnn-i-gauss",
+    "rnn-bernoulli", "vrnn-bernoulli", "vrnn-i-bernoulli", "vrnn-i-gmm",
+)
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild a model. Widths are tuples of hidden-layer sizes (ReLU MLPs)."""
+
+    family: str = "vrnn"
+    """'vrnn' (latent variable per step) or 'rnn' (the paper's RNN baselines)."""
+    x_dim: int = 1
+    """Frame size D: values per time step (200 audio samples, 3 for pen strokes, 88 for rolls)."""
+    output: str = "gauss"
+    """Output distribution: gauss, gmm, bernoulli, stroke-gauss or stroke-gmm."""
+    prior: str = "learned"
+    """VRNN prior: 'learned' phi_prior(h_{t-1}) (Eq. 5) or 'standard' N(0, I) (VRNN-I)."""
+    cell: str = "lstm"
+    """Recurrence f of Eq. 7: 'lstm' (the paper) or 'gru'."""
+    h_dim: int = 64
+    """Recurrent units H."""
+    z_dim: int = 16
+    """Latent size Z (unused by the RNN family)."""
+    components: int = 20
+    """Mixture components K for gmm / stroke-gmm outputs."""
+    phi_x: tuple[int, ...] = (64,)
+    """Hidden widths of the feature extractor phi_x(x_t)."""
+    phi_z: tuple[int, ...] = (64,)
+    """Hidden widths of the feature extractor phi_z(z_t)."""
+    encoder: tuple[int, ...] = (64,)
+    """Hidden widths of phi_enc(phi_x(x_t), h_{t-1}) (Eq. 9); at least one layer."""
+    prior_net: tuple[int, ...] = (64,)
+    """Hidden widths of phi_prior(h_{t-1}) (Eq. 5)."""
+    decoder: tuple[int, ...] = (64,)
+    """Hidden widths of phi_dec(phi_z(z_t), h_{t-1}) (Eq. 6), or of the RNN's output MLP of h_{t-1}."""
+    min_scale: float = 1e-4
+    """Floor added to every softplus scale (the original code's 1e-4)."""
+    scale_bias: float = 0.6
+    """Initial bias of every raw scale output (the original code's 0.6)."""
+    learn_h0: bool = True
+    """Learn the initial recurrent state h_0 (else zeros)."""
+    name: str = field(default="")
+    """The model's name in the paper's tables (e.g. 'VRNN-GMM'); informational."""
+
+    def __post_init__(self) -> None:
+        for key in ("phi_x", "phi_z", "encoder", "prior_net", "decoder"):
+            value = getattr(self, key)
+            if isinstance(value, int):
+                value = (value,)
+            value = tuple(int(v) for v in value)
+            if any(v <= 0 for v in value):
+                raise ValueError(f"ModelConfig.{key}: widths must be positive, got {value}")
+            setattr(self, key, value)
+        checks = [("family", FAMILIES), ("prior", PRIORS), ("cell", CELLS), ("output", OUTPUTS)]
+        for key, allowed in checks:
+            if getattr(self, key) not in allowed:
+                raise ValueError(f"ModelConfig.{key} must be one of {', '.join(allowed)}; "
+                                 f"got {getattr(self, key)!r}")
+        for key in ("x_dim", "h_dim", "z_dim", "components"):
+            if int(getattr(self, key)) < 1:
+                raise ValueError(f"ModelConfig.{key} must be >= 1, got {getattr(self, key)}")
+        if self.family == "vrnn" and not self.encoder:
+            raise ValueError("ModelConfig.encoder needs at least one hidden layer for a VRNN")
+        if self.output.startswith("stroke") and self.x_dim != 3:
+            raise ValueError(f"output {self.output!r} needs x_dim=3 (dx, dy, pen_up), "
+                             f"got x_dim={self.x_dim}")
+        if self.min_scale <= 0:
+            raise ValueError(f"ModelConfig.min_scale must be > 0, got {self.min_scale}")
+
+    def to_dict(self) -> dict:
+        """Plain values only (lists for tuples), safe for ``torch.load(weights_only=True)``."""
+        d = dataclasses.asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ModelConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown ModelConfig fields {sorted(unknown)}")
+        return cls(**d)
+
+
+def parse_model_name(name: str, data_kind: str = "audio") -> dict:
+    """Map a paper model name to config fields for a data kind ('audio', 'strokes', 'binary').
+
+    ``vrnn-gauss`` on pen strokes is the bivariate Gaussian with a pen bit (stroke-gauss);
+    binary frames take Bernoulli outputs (``rnn-bernoulli``, ``vrnn-bernoulli``, ...).
+
+    Returns:
+        dict with ``family``, ``prior``, ``output`` and ``name`` (the paper's spelling).
+    """
+    key = name.lower()
+    if key not in MODEL_NAMES:
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
+    parts = key.split("-")
+    family = parts[0]
+    prior = "standard" if parts[1] == "i" else "learned"
+    dist = parts[-1]
+    if data_kind == "binary" and dist != "bernoulli":
+        raise ValueError(f"binary data needs a Bernoulli output: use --model "
+                         f"{key.rsplit('-', 1)[0]}-bernoulli instead of {key}")
+    if data_kind != "binary" and dist == "bernoulli":
+        raise ValueError(f"model {key} has a Bernoulli output, which needs binary frames; "
+                         f"this data is {data_kind!r}")
+    output = {"gauss": "gauss", "gmm": "gmm", "bernoulli": "bernoulli"}[dist]
+    if data_kind == "strokes":
+        output = "stroke-" + output
+    pretty = "-".join(p.upper() if p in ("rnn", "vrnn", "i", "gmm") else p.capitalize()
+                      for p in parts)
+    return {"family": family, "prior": prior, "output": output, "name": pretty}

@@ -1,0 +1,119 @@
+"""Named model sizes: the paper's, and scaled-down ones that train on two CPU cores.
+
+``paper`` keeps the paper's settings (Section 5 and the authors' code): for speech an LSTM of 2000
+units (``paper-blizzard``: 4000), z of 200, four ReLU layers of 500-600 units in each of phi_x,
+phi_z, phi_prior, phi_enc and phi_dec; for handwriting an LSTM of 1200 units, z of 50 and one
+ReLU layer each (phi_x 250, phi_z 150, encoder 150, prior 150, decoder 250). These need a GPU.
+``small`` trains on two CPU cores in minutes, ``tiny`` in seconds (tests and smoke runs).
+
+As in the paper, an RNN baseline is given wider MLPs (phi_x and its output MLP) so that its
+parameter count matches the VRNN of the same preset: :func:`model_config` does the matching.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from vrnn.config import ModelConfig, parse_model_name
+from vrnn.model import build_model, count_parameters
+
+PRESETS = ("paper", "paper-blizzard", "small", "tiny")
+DATA_KINDS = ("audio", "strokes", "binary")
+
+
+def _mlps(phi_x, phi_z, enc, prior, dec) -> dict:
+    return {"phi_x": phi_x, "phi_z": phi_z, "encoder": enc, "prior_net": prior, "decoder": dec}
+
+
+# VRNN sizes per (data kind, preset). The RNN baselines derive from these by width matching.
+_SIZES: dict[tuple[str, str], dict] = {
+    ("audio", "paper"): {"h_dim": 2000, "z_dim": 200,
+                         **_mlps((600,) * 4, (500,) * 4, (500,) * 4, (500,) * 4, (600,) * 4)},
+    ("audio", "paper-blizzard"): {"h_dim": 4000, "z_dim": 200,
+                                  **_mlps((600,) * 4, (500,) * 4, (500,) * 4, (500,) * 4,
+                                          (600,) * 4)},
+    ("audio", "small"): {"h_dim": 256, "z_dim": 32,
+                         **_mlps((256, 256), (128,), (128,), (128,), (256, 256))},
+    ("audio", "tiny"): {"h_dim": 32, "z_dim": 8, **_mlps((32,), (16,), (16,), (16,), (32,))},
+    ("strokes", "paper"): {"h_dim": 1200, "z_dim": 50,
+                           **_mlps((250,), (150,), (150,), (150,), (250,))},
+    ("strokes", "small"): {"h_dim": 256, "z_dim": 16,
+                           **_mlps((64,), (64,), (64,), (64,), (128,))},
+    ("strokes", "tiny"): {"h_dim": 32, "z_dim": 4, **_mlps((16,), (16,), (16,), (16,), (16,))},
+    # Binary frames (piano rolls, digit rows): not in the VRNN paper; sizes of the same family.
+    ("binary", "paper"): {"h_dim": 600, "z_dim": 100,
+                          **_mlps((300,), (200,), (200,), (200,), (300,))},
+    ("binary", "small"): {"h_dim": 128, "z_dim": 16,
+                          **_mlps((128,), (64,), (64,), (64,), (128,))},
+    ("binary", "tiny"): {"h_dim": 32, "z_dim": 4, **_mlps((32,), (16,), (16,), (16,), (32,))},
+}
+_SIZES[("strokes", "paper-blizzard")] = _SIZES[("strokes", "paper")]
+_SIZES[("binary", "paper-blizzard")] = _SIZES[("binary", "paper")]
+
+
+def vrnn_sizes(data_kind: str, preset: str) -> dict:
+    """The VRNN layer sizes of a preset for a data kind."""
+    if data_kind not in DATA_KINDS:
+        raise ValueError(f"unknown data kind {data_kind!r}; one of {', '.join(DATA_KINDS)}")
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    return dict(_SIZES[(data_kind, preset)])
+
+
+def _scaled(widths: tuple[int, ...], factor: float) -> tuple[int, ...]:
+    return tuple(max(1, round(w * factor)) for w in widths)
+
+
+def _count(cfg: ModelConfig) -> int:
+    """Parameter count without allocating: the model is built on the meta device."""
+    with torch.device("meta"):
+        return count_parameters(build_model(cfg))
+
+
+def match_rnn_to(target: int, cfg: ModelConfig) -> ModelConfig:
+    """Widen the RNN's phi_x and output MLP by one common factor so its parameter count comes as
+    close to ``target`` as integer widths allow (bisection on the factor)."""
+
+    def count(factor: float) -> int:
+        c = dataclasses.replace(cfg, phi_x=_scaled(cfg.phi_x, factor),
+                                decoder=_scaled(cfg.decoder, factor))
+        return _count(c)
+
+    lo, hi = 0.05, 1.0
+    while count(hi) < target and hi < 1024:
+        hi *= 2
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        if count(mid) < target:
+            lo = mid
+        else:
+            hi = mid
+    best = min((lo, hi), key=lambda f: abs(count(f) - target))
+    return dataclasses.replace(cfg, phi_x=_scaled(cfg.phi_x, best),
+                               decoder=_scaled(cfg.decoder, best))
+
+
+def model_config(model: str, *, x_dim: int, data_kind: str = "audio", preset: str = "small",
+                 match_parameters: bool = True, **overrides) -> ModelConfig:
+    """The config of a paper model (``vrnn-gmm``, ``rnn-gauss``, ...) at a preset size.
+
+    Args:
+        model: one of ``vrnn.config.MODEL_NAMES``.
+        x_dim: frame size D of the data.
+        data_kind: 'audio', 'strokes' (pen offsets + pen bit) or 'binary'.
+        preset: one of ``PRESETS``.
+        match_parameters: widen an RNN baseline to the parameter count of the VRNN with the same
+            output at the same preset, as the paper does.
+        overrides: any other ``ModelConfig`` field.
+    """
+    fields = {**vrnn_sizes(data_kind, preset), **parse_model_name(model, data_kind)}
+    fields.update(x_dim=x_dim, **overrides)
+    cfg = ModelConfig(**fields)
+    if cfg.family == "rnn" and match_parameters:
+        ref = "vrnn-" + model.lower().rsplit("-", 1)[1]  # the VRNN with the same output
+        ref_cfg = model_config(ref, x_dim=x_dim, data_kind=data_kind, preset=preset,
+                               **{k: v for k, v in overrides.items() if k != "name"})
+        cfg = match_rnn_to(_count(ref_cfg), cfg)
+    return cfg
