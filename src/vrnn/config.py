@@ -47,7 +47,7 @@ class ModelConfig:
     prior_net: tuple[int, ...] = (64,)
     """Hidden widths of phi_prior(h_{t-1}) (Eq. 5)."""
     decoder: tuple[int, ...] = (64,)
-    """Hidden widths of phi_dec(phi_z(z_t), h_{t-1}) (Eq. 6), or of the RNN's output MLP of h_{t-1}."""
+    """Hidden widths of phi_dec(phi_z(z_t), h_{t-1}) (Eq. 6), or of the RNN's output MLP."""
     min_scale: float = 1e-4
     """Floor added to every softplus scale (the original code's 1e-4)."""
     scale_bias: float = 0.6

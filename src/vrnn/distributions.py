@@ -31,6 +31,8 @@ from torch.distributions import (
 
 OUTPUTS = ("gauss", "gmm", "bernoulli", "stroke-gauss", "stroke-gmm")
 
+_NO_SHAPE = torch.Size()
+
 # |rho| is kept below this so that 1 - rho^2 stays representable in float32.
 MAX_CORRELATION = 0.999
 
@@ -85,7 +87,7 @@ class BivariateNormal(Distribution):
             - 0.5 * quad
         )
 
-    def rsample(self, sample_shape: torch.Size = torch.Size(), generator=None) -> Tensor:
+    def rsample(self, sample_shape: torch.Size = _NO_SHAPE, generator=None) -> Tensor:
         shape = self._extended_shape(sample_shape)
         eps = torch.randn(shape, dtype=self.loc.dtype, device=self.loc.device, generator=generator)
         e1, e2 = eps.unbind(-1)
@@ -95,7 +97,7 @@ class BivariateNormal(Distribution):
         x2 = m2 + s2 * (self.rho * e1 + (1.0 - self.rho.square()).sqrt() * e2)
         return torch.stack([x1, x2], -1)
 
-    def sample(self, sample_shape: torch.Size = torch.Size(), generator=None) -> Tensor:
+    def sample(self, sample_shape: torch.Size = _NO_SHAPE, generator=None) -> Tensor:
         with torch.no_grad():
             return self.rsample(sample_shape, generator=generator)
 

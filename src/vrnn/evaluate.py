@@ -3,7 +3,8 @@
 For a VRNN, each of S importance samples is a whole latent trajectory z^s_{<=T} drawn from the
 filtering posterior q, and
 
-    log p(x_{<=T}) ~ log (1/S) sum_s exp( sum_t [log p(x_t | .) + log p(z^s_t | .) - log q(z^s_t | .)] )
+    log p(x_{<=T}) ~ log (1/S) sum_s exp( sum_t [log p(x_t | .) + log p(z^s_t | .)
+                                                 - log q(z^s_t | .)] )
 
 computed with logsumexp. The estimate is a stochastic lower bound whose expectation rises to
 log p(x) as S grows (Burda et al., 2016), so on average it sits at or above the ELBO. For an RNN

@@ -270,7 +270,7 @@ class VRNN(SequenceModel):
         self._check_input(x, mask)
         c = self.config
         B, T, _ = x.shape
-        Z, H = c.z_dim, c.h_dim
+        Z = c.z_dim
         if noise is None:
             noise = torch.randn(B, T, Z, dtype=x.dtype, device=x.device, generator=generator)
         elif noise.shape != (B, T, Z):

@@ -1,0 +1,144 @@
+"""Output densities against independent numpy/scipy formulas, and the sampler against moments."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+from scipy.special import logsumexp
+from torch.distributions import Independent, Normal, kl_divergence
+
+from vrnn.distributions import (
+    BivariateNormal,
+    GMMHead,
+    StrokeHead,
+    draw,
+    make_head,
+)
+
+
+@pytest.fixture(autouse=True)
+def _float64():
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
+
+
+def test_gaussian_head_matches_scipy():
+    torch.manual_seed(0)
+    head = make_head("gauss", 5, 4, components=1, min_scale=1e-4, scale_bias=0.6)
+    h = torch.randn(3, 2, 5)
+    x = torch.randn(3, 2, 4)
+    dist = head(h)
+    loc, raw = head.linear(h).chunk(2, -1)
+    scale = np.log1p(np.exp(raw.detach().numpy())) + 1e-4  # softplus + floor, a std
+    ref = stats.norm.logpdf(x.numpy(), loc.detach().numpy(), scale).sum(-1)
+    np.testing.assert_allclose(dist.log_prob(x).detach().numpy(), ref, rtol=1e-10)
+    assert dist.batch_shape == (3, 2) and dist.event_shape == (4,)
+
+
+def test_gmm_density_matches_numpy_formula():
+    torch.manual_seed(1)
+    K, D = 3, 4
+    head = GMMHead(6, D, K, min_scale=1e-4, scale_bias=0.6)
+    h = torch.randn(5, 6)
+    x = torch.randn(5, D)
+    out = head.linear(h).detach().numpy()
+    logits, loc, raw = out[:, :K], out[:, K:K + K * D], out[:, K + K * D:]
+    loc = loc.reshape(5, K, D)
+    scale = (np.log1p(np.exp(raw)) + 1e-4).reshape(5, K, D)
+    log_w = logits - logsumexp(logits, -1, keepdims=True)
+    comp = stats.norm.logpdf(x.numpy()[:, None, :], loc, scale).sum(-1)  # (5, K)
+    ref = logsumexp(log_w + comp, -1)
+    np.testing.assert_allclose(head(h).log_prob(x).detach().numpy(), ref, rtol=1e-10)
+
+
+def test_stroke_density_matches_scipy():
+    torch.manual_seed(2)
+    K = 4
+    head = StrokeHead(7, K, min_scale=1e-4, scale_bias=0.6)
+    with torch.no_grad():
+        head.linear.weight.mul_(3.0)  # strong correlations and distinct components
+    h = torch.randn(6, 7)
+    x = torch.randn(6, 3)
+    x[:, 2] = torch.tensor([0.0, 1.0, 0.0, 1.0, 1.0, 0.0])
+    dist = head(h)
+    comp = dist.offset.component_distribution
+    probs = dist.offset.mixture_distribution.probs.detach().numpy()
+    loc, scale, rho = (t.detach().numpy() for t in (comp.loc, comp.scale, comp.rho))
+    pen_p = dist.pen.probs.detach().numpy()
+    for n in range(6):
+        dens = 0.0
+        for k in range(K):
+            s1, s2 = scale[n, k]
+            cov = [[s1 * s1, rho[n, k] * s1 * s2], [rho[n, k] * s1 * s2, s2 * s2]]
+            dens += probs[n, k] * stats.multivariate_normal(loc[n, k], cov).pdf(x[n, :2].numpy())
+        pen = pen_p[n] if x[n, 2] == 1 else 1 - pen_p[n]
+        assert dist.log_prob(x)[n].item() == pytest.approx(math.log(dens * pen), rel=1e-9)
+
+
+def test_bivariate_sampler_moments():
+    gen = torch.Generator().manual_seed(3)
+    loc = torch.tensor([1.0, -2.0])
+    scale = torch.tensor([0.5, 2.0])
+    rho = torch.tensor(-0.7)
+    d = BivariateNormal(loc.expand(200_000, 2), scale.expand(200_000, 2), rho.expand(200_000))
+    s = d.sample(generator=gen).numpy()
+    np.testing.assert_allclose(s.mean(0), loc.numpy(), atol=0.02)
+    cov = np.cov(s.T)
+    np.testing.assert_allclose(cov, [[0.25, -0.7], [-0.7, 4.0]], atol=0.03)
+
+
+def test_draw_mixture_weights_and_seed():
+    torch.manual_seed(4)
+    head = GMMHead(3, 2, 3, min_scale=1e-4, scale_bias=-5.0)  # tiny scales: samples sit on locs
+    h = torch.randn(1, 3).expand(50_000, 3)
+    dist = head(h)
+    x = draw(dist, torch.Generator().manual_seed(0))
+    locs = dist.component_distribution.base_dist.loc[0]  # (K, D)
+    nearest = torch.cdist(x, locs).argmin(-1)
+    freq = torch.bincount(nearest, minlength=3).double() / len(x)
+    np.testing.assert_allclose(freq.numpy(), dist.mixture_distribution.probs[0].detach().numpy(),
+                               atol=0.01)
+    again = draw(dist, torch.Generator().manual_seed(0))
+    assert torch.equal(x, again)
+
+
+def test_temperature_scales_and_logits():
+    torch.manual_seed(5)
+    head = GMMHead(3, 2, 3, min_scale=1e-4, scale_bias=0.6)
+    h = torch.randn(4, 3)
+    d1, d2 = head(h), head(h, temperature=0.25)
+    s1 = d1.component_distribution.base_dist.scale
+    s2 = d2.component_distribution.base_dist.scale
+    torch.testing.assert_close(s2, s1 * 0.5)
+    torch.testing.assert_close(d2.mixture_distribution.logits.softmax(-1),
+                               (d1.mixture_distribution.logits / 0.25).softmax(-1))
+
+
+def test_analytic_kl_against_torch_and_monte_carlo():
+    """The KL the model uses (diagonal Gaussians, scales are stds) against a Monte-Carlo
+    estimate E_q[log q - log p] with 400k draws."""
+    torch.manual_seed(6)
+    q = Independent(Normal(torch.tensor([0.3, -1.0]), torch.tensor([0.5, 1.5])), 1)
+    p = Independent(Normal(torch.tensor([0.0, 0.5]), torch.tensor([1.0, 0.8])), 1)
+    analytic = kl_divergence(q, p)
+    closed = sum(
+        math.log(sp / sq) + (sq**2 + (mq - mp) ** 2) / (2 * sp**2) - 0.5
+        for mq, sq, mp, sp in ((0.3, 0.5, 0.0, 1.0), (-1.0, 1.5, 0.5, 0.8))
+    )
+    assert analytic.item() == pytest.approx(closed, rel=1e-12)
+    z = q.sample((400_000,))
+    mc = (q.log_prob(z) - p.log_prob(z)).mean()
+    assert mc.item() == pytest.approx(analytic.item(), abs=0.01)
+
+
+def test_bad_shapes_are_value_errors():
+    with pytest.raises(ValueError, match="x_dim must be 3"):
+        make_head("stroke-gmm", 4, 5, components=2, min_scale=1e-4, scale_bias=0.6)
+    with pytest.raises(ValueError, match="unknown output"):
+        make_head("poisson", 4, 5, components=2, min_scale=1e-4, scale_bias=0.6)
+    with pytest.raises(ValueError, match=r"loc \(3, 2\)"):
+        BivariateNormal(torch.zeros(3, 2), torch.ones(3, 3), torch.zeros(3))
