@@ -1,0 +1,176 @@
+"""Checkpoints: one dict of tensors and plain values, written atomically, read with
+``torch.load(..., weights_only=True)``.
+
+A checkpoint alone rebuilds its model and its data normalisation:
+
+    {"format": "vrnn-checkpoint", "version": 1,
+     "model": state_dict, "optimizer": state_dict, "model_config": ModelConfig.to_dict(),
+     "train_config": TrainConfig.to_dict(), "data_info": DataInfo.to_dict(),
+     "step": int, "epoch": int, "batch_in_epoch": int, "best_bound": float | None,
+     "bad_validations": int, "rng": {"torch": ByteTensor, "noise": ByteTensor,
+                                      "numpy": [...], "python": [...]},
+     "tbptt_state": [Tensor, ...] | None, "metrics": {...}, "versions": {...}}
+
+Writes go to a temporary file in the destination folder, then ``os.replace`` (atomic on POSIX
+and Windows): a crash or Ctrl-C mid-write never leaves a truncated ``last.pt`` / ``best.pt``.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vrnn.config import ModelConfig
+from vrnn.model import SequenceModel, build_model
+
+FORMAT = "vrnn-checkpoint"
+VERSION = 1
+LAST, BEST = "last.pt", "best.pt"
+
+
+class CheckpointError(ValueError):
+    """A file that is not a readable vrnn checkpoint (corrupt, truncated or foreign)."""
+
+
+def save_atomic(obj: Any, path: str | Path) -> Path:
+    """``torch.save(plain(obj))`` to ``path`` via a temporary file in the folder + os.replace."""
+    path = Path(path)
+    obj = plain(obj)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def plain(obj: Any) -> Any:
+    """``obj`` with numpy scalars / arrays, Paths and str subclasses turned into plain values
+    (tensors kept), so that ``torch.load(weights_only=True)`` accepts it."""
+    if isinstance(obj, torch.Tensor):
+        return obj
+    if isinstance(obj, dict):
+        return {k: plain(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [plain(v) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(plain(v) for v in obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, (Path, str)):  # str subclasses too (torch.__version__)
+        return str(obj)
+    return obj
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """Read a checkpoint with ``weights_only=True``.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        CheckpointError: the file is not a vrnn checkpoint (names the path).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch raises several types for garbage / truncated zips
+        raise CheckpointError(f"cannot read checkpoint {path}: corrupt or not a vrnn checkpoint "
+                              f"({type(e).__name__})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a vrnn checkpoint")
+    for key in ("model", "model_config", "data_info"):
+        if key not in ckpt:
+            raise CheckpointError(f"checkpoint {path} lacks {key!r}")
+    return ckpt
+
+
+def model_from_checkpoint(ckpt: dict, device: str | torch.device = "cpu") -> SequenceModel:
+    """Rebuild the model a checkpoint describes and load its weights, in eval mode."""
+    model = build_model(ModelConfig.from_dict(ckpt["model_config"]))
+    model.load_state_dict(ckpt["model"])
+    return model.to(device).eval()
+
+
+def data_info_from_checkpoint(ckpt: dict):
+    """The checkpoint's ``DataInfo`` (its normalisation statistics)."""
+    from vrnn.data import DataInfo
+
+    return DataInfo.from_dict(ckpt["data_info"])
+
+
+# -- random states as tensors / plain lists (weights_only-safe) ---------------------------------
+
+def rng_state(noise: torch.Generator | None) -> dict:
+    """torch CPU and noise-generator states as tensors; numpy and python states as lists."""
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "noise": noise.get_state() if noise is not None else None,
+        "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]),
+                  float(np_state[4])],
+        "python": [py_state[0], list(py_state[1]), py_state[2]],
+    }
+
+
+def set_rng_state(state: dict, noise: torch.Generator | None) -> None:
+    """Restore what :func:`rng_state` saved."""
+    torch.set_rng_state(state["torch"])
+    if noise is not None and state.get("noise") is not None:
+        noise.set_state(state["noise"])
+    n = state["numpy"]
+    np.random.set_state((n[0], np.array(n[1], dtype=np.uint32), n[2], n[3], n[4]))
+    p = state["python"]
+    random.setstate((p[0], tuple(p[1]), p[2]))
+
+
+def versions() -> dict:
+    import vrnn
+
+    return {"vrnn": vrnn.__version__, "torch": str(torch.__version__), "numpy": np.__version__,
+            "python": platform.python_version()}
+
+
+def export_safetensors(ckpt: dict, out: str | Path) -> tuple[Path, Path]:
+    """Write the model weights as ``out`` (.safetensors) and the configs as ``out`` .json beside.
+
+    Returns the two paths.
+    """
+    import json
+
+    try:
+        from safetensors.torch import save_file
+    except ImportError:  # pragma: no cover - an optional extra
+        raise ValueError("--format safetensors needs the safetensors package: "
+                         "pip install 'vrnn[export]'") from None
+    out = Path(out)
+    if out.suffix != ".safetensors":
+        out = out.with_suffix(".safetensors")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in ckpt["model"].items()}
+    meta = {"format": "vrnn-weights", "model": ckpt.get("train_config", {}).get("model", "")}
+    save_file(tensors, str(out), metadata=meta)
+    js = out.with_suffix(".json")
+    js.write_text(json.dumps({
+        "model_config": ckpt["model_config"], "data_info": ckpt["data_info"],
+        "train_config": ckpt.get("train_config"), "step": ckpt.get("step"),
+        "best_bound": ckpt.get("best_bound"), "versions": ckpt.get("versions"),
+    }, indent=2, default=str) + "\n")
+    return out, js

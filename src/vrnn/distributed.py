@@ -1,0 +1,117 @@
+"""Data-parallel training across processes and machines (DistributedDataParallel), nanoGPT style.
+
+Launch, one machine with 4 processes (GPUs, or CPU processes with gloo):
+
+    torchrun --standalone --nproc_per_node=4 -m vrnn train --data speech --model vrnn-gmm
+
+Two machines, 8 GPUs each (run on both; node 0's address as the master):
+
+    # on the first machine (10.0.0.1):
+    torchrun --nnodes=2 --node_rank=0 --nproc_per_node=8 --master_addr=10.0.0.1 \\
+        --master_port=29500 -m vrnn train --data speech --model vrnn-gmm --batch-size 256
+    # on the second:
+    torchrun --nnodes=2 --node_rank=1 --nproc_per_node=8 --master_addr=10.0.0.1 \\
+        --master_port=29500 -m vrnn train --data speech --model vrnn-gmm --batch-size 256
+
+``--batch-size`` is the *global* batch: every update sees the same sequences, and the same noise
+per sequence, as a single process with that batch (see :mod:`vrnn.train`), so a run's result does
+not depend on how many processes share it (up to floating-point summation order).
+
+torchrun sets ``RANK``, ``LOCAL_RANK`` and ``WORLD_SIZE``; when they are present, :func:`setup`
+joins the process group (nccl on CUDA, gloo on CPU) and pins each process to ``cuda:LOCAL_RANK``.
+Only rank 0 writes checkpoints, metrics and the progress bar.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass
+class DistEnv:
+    """Where this process sits in a (possibly single-process) run."""
+
+    rank: int = 0
+    """Global rank of this process (0 for a plain run)."""
+    local_rank: int = 0
+    """Rank within its machine: picks the GPU."""
+    world_size: int = 1
+    """Number of processes in the run."""
+    device: torch.device = torch.device("cpu")
+    """Device this process computes on."""
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the one process that writes files and logs."""
+        return self.rank == 0
+
+
+def resolve_device(flag: str, local_rank: int = 0) -> torch.device:
+    """``--device auto|cpu|cuda`` (or ``cuda:N``) -> a torch device; auto picks CUDA if present."""
+    if flag == "auto":
+        flag = "cuda" if torch.cuda.is_available() else "cpu"
+    if flag.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ValueError("--device cuda: no CUDA device is available (try --device cpu)")
+        return torch.device(flag if ":" in flag else f"cuda:{local_rank}")
+    if flag != "cpu":
+        raise ValueError(f"--device must be auto, cpu or cuda, got {flag!r}")
+    return torch.device("cpu")
+
+
+def torchrun_env() -> tuple[int, int, int] | None:
+    """``(rank, local_rank, world_size)`` from torchrun's environment, or None outside torchrun."""
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        return None
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    return rank, int(os.environ.get("LOCAL_RANK", rank)), world
+
+
+def setup(device_flag: str = "auto") -> DistEnv:
+    """Detect torchrun, join the process group if there are several processes, pick the device."""
+    env = torchrun_env()
+    if env is None or env[2] == 1:
+        return DistEnv(device=resolve_device(device_flag))
+    rank, local_rank, world = env
+    device = resolve_device(device_flag, local_rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend=backend, rank=rank, world_size=world)
+    return DistEnv(rank=rank, local_rank=local_rank, world_size=world, device=device)
+
+
+def cleanup(env: DistEnv) -> None:
+    """Leave the process group (a no-op for a single process)."""
+    if env.distributed and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def all_reduce_sum(t: torch.Tensor, env: DistEnv) -> torch.Tensor:
+    """Sum ``t`` over all ranks in place (a no-op for a single process); returns ``t``."""
+    if env.distributed:
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+def shard(indices: list[int], env: DistEnv) -> list[int]:
+    """This rank's rows of a global batch: every ``world_size``-th, starting at ``rank``."""
+    return indices[env.rank::env.world_size]
+
+
+def broadcast_object(obj, env: DistEnv):
+    """Rank 0's ``obj`` on every rank."""
+    if not env.distributed:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
