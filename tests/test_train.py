@@ -11,25 +11,11 @@ import types
 import numpy as np
 import pytest
 import torch
+from toydata import write_npz
 
 from vrnn import train as train_mod
 from vrnn.checkpoint import load_checkpoint
 from vrnn.train import TrainConfig, TrainingError, kl_weight_at, train
-
-
-def write_npz(path, x_dim=4, n_train=24, seed=0):
-    """A small data set in the .npz format: ragged (T_i, D) sequences."""
-    rng = np.random.default_rng(seed)
-
-    def split(n):
-        seqs = [rng.normal(size=(int(rng.integers(4, 10)), x_dim)).astype(np.float32)
-                for _ in range(n)]
-        arr = np.empty(n, dtype=object)
-        arr[:] = seqs
-        return arr
-
-    np.savez(path, train=split(n_train), valid=split(6), test=split(6))
-    return path
 
 
 @pytest.fixture
@@ -234,3 +220,17 @@ def test_bad_settings_name_their_flag(field, value, flag):
 def test_resume_from_a_missing_path_names_it(tmp_path):
     with pytest.raises(FileNotFoundError, match="missing.pt"):
         TrainConfig(resume=str(tmp_path / "missing.pt"))
+
+
+def test_the_time_budget_counts_the_time_spent_before_a_resume(data, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    train(cfg_for(data, out, max_steps=4))
+    spent = load_checkpoint(out / "last.pt")["train_seconds"]
+    assert spent > 0
+    # a budget already spent: the resumed run stops at once, without an update
+    result = train(cfg_for(data, out, max_steps=8, resume="auto", max_minutes=spent / 120))
+    assert result.step == 4 and result.stopped == "time_limit"
+    # a budget left: it trains on
+    result = train(cfg_for(data, out, max_steps=8, resume="auto", max_minutes=60))
+    assert result.step == 8 and result.stopped == "max_steps"
+    assert load_checkpoint(out / "last.pt")["train_seconds"] > spent

@@ -3,8 +3,8 @@
 import numpy as np
 
 
-def write_npz(path, x_dim=4, seed=0):
-    """An .npz with train/valid/test splits of 24/6/6 random sequences of 4-9 frames."""
+def write_npz(path, x_dim=4, n_train=24, seed=0):
+    """An .npz with train/valid/test splits of n_train/6/6 random sequences of 4-9 frames."""
     rng = np.random.default_rng(seed)
 
     def split(n):
@@ -13,5 +13,5 @@ def write_npz(path, x_dim=4, seed=0):
                   for _ in range(n)]
         return arr
 
-    np.savez(path, train=split(24), valid=split(6), test=split(6))
+    np.savez(path, train=split(n_train), valid=split(6), test=split(6))
     return path

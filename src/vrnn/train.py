@@ -125,7 +125,8 @@ class TrainConfig:
     log_interval: int = 10
     """--log-interval: write a train row to metrics.csv every this many steps."""
     max_minutes: float | None = None
-    """--max-minutes: stop (saving last.pt) after this much wall-clock time."""
+    """--max-minutes: stop (saving last.pt) after this much training time in total; a resumed
+    run counts the time already spent, as --max-steps counts the steps."""
     device: str = "auto"
     """--device: auto (CUDA when available), cpu or cuda."""
     progress: bool = True
@@ -381,6 +382,7 @@ def _train(cfg: TrainConfig, env: DistEnv, dataset, callback) -> TrainResult:
         step, epoch, batch_in_epoch = ckpt["step"], ckpt["epoch"], ckpt["batch_in_epoch"]
         best_bound, bad_validations = ckpt["best_bound"], ckpt["bad_validations"]
         ckio.set_rng_state(ckpt["rng"], noise_gen)
+        t0 -= float(ckpt.get("train_seconds", 0.0))  # elapsed_s and --max-minutes accumulate
         if ckpt.get("tbptt_state") is not None:
             carried = tuple(s.to(device) for s in ckpt["tbptt_state"])
 
@@ -443,6 +445,7 @@ def _train(cfg: TrainConfig, env: DistEnv, dataset, callback) -> TrainResult:
             "bad_validations": bad_validations, "rng": ckio.rng_state(noise_gen),
             "tbptt_state": None if carried is None else [s.detach().cpu() for s in carried],
             "metrics": stats, "median_train_length": median_len, "world_size": world,
+            "train_seconds": time.time() - t0,
             "versions": ckio.versions(),
         }
 
@@ -495,6 +498,8 @@ def _train(cfg: TrainConfig, env: DistEnv, dataset, callback) -> TrainResult:
     window_sums = np.zeros(4)  # elbo, kl, sequences, steps since the last train row
     grad_norms: list[float] = []
     last_validated = step if ckpt is not None else -1
+    if cfg.max_minutes is not None and time.time() - t0 > 60 * cfg.max_minutes:
+        stopped = "time_limit"  # a resumed run whose time budget is already spent
     try:
         while step < cfg.max_steps and stopped == "max_steps":
             yielded = False
