@@ -136,6 +136,8 @@ def evaluate_sequences(model: SequenceModel, sequences: Sequence[np.ndarray], *,
 
     ``progress`` is an optional callable taking the number of sequences just finished.
     """
+    from vrnn.data import pad_batch
+
     if len(sequences) == 0:
         raise ValueError("evaluate_sequences got no sequences")
     device = torch.device(device) if device is not None else model.initial_state.device
@@ -150,7 +152,8 @@ def evaluate_sequences(model: SequenceModel, sequences: Sequence[np.ndarray], *,
     try:
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
-            x, mask = _pad([sequences[i] for i in idx], device)
+            x, mask = pad_batch([sequences[i] for i in idx])
+            x, mask = x.to(device), mask.to(device)
             est = estimate_log_likelihood(model, x, mask, num_samples=num_samples, generator=gen)
             elbo[idx] = est.elbo.double().cpu().numpy()
             ll[idx] = est.log_likelihood.double().cpu().numpy()
@@ -162,14 +165,3 @@ def evaluate_sequences(model: SequenceModel, sequences: Sequence[np.ndarray], *,
     return EvaluationResult(elbo, ll, se, lengths, num_samples if model.is_latent else 1,
                             frame_size)
 
-
-def _pad(seqs: list[np.ndarray], device: torch.device) -> tuple[Tensor, Tensor]:
-    """Zero-pad ``(T_i, D)`` arrays into ``x (B, T_max, D)`` and ``mask (B, T_max)``."""
-    t_max = max(len(s) for s in seqs)
-    d = seqs[0].shape[1]
-    x = np.zeros((len(seqs), t_max, d), dtype=np.float32)
-    mask = np.zeros((len(seqs), t_max), dtype=bool)
-    for i, s in enumerate(seqs):
-        x[i, :len(s)] = s
-        mask[i, :len(s)] = True
-    return torch.from_numpy(x).to(device), torch.from_numpy(mask).to(device)

@@ -1,0 +1,166 @@
+"""Every subcommand through the real entry point (``python -m vrnn``) on a microscopic config,
+asserting on what it wrote; and user mistakes -> one line naming the flag or file, exit status 2."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from toydata import write_npz
+
+from vrnn.cli import COMMANDS, main
+
+
+def vrnn(*args, cwd=None, check=True):
+    """Run ``python -m vrnn ARGS`` in a subprocess."""
+    env = {**os.environ, "PYTHONWARNINGS": "error::DeprecationWarning"}
+    proc = subprocess.run([sys.executable, "-m", "vrnn", *map(str, args)], capture_output=True,
+                          text=True, cwd=cwd, env=env, timeout=120)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"vrnn {' '.join(map(str, args))} failed ({proc.returncode}):\n"
+                             f"{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+TRAIN = ("--preset", "tiny", "--max-steps", "6", "--batch-size", "8", "--val-interval", "3",
+         "--device", "cpu", "--no-progress")
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """One tiny VRNN trained through the CLI, shared by the tests that read its checkpoint."""
+    root = tmp_path_factory.mktemp("cli")
+    data = write_npz(root / "toy.npz")
+    out = root / "run"
+    proc = vrnn("train", "--data", data, "--model", "vrnn-gauss", "--out", out, *TRAIN)
+    assert "checkpoints in" in proc.stdout
+    return {"root": root, "data": data, "out": out, "ckpt": out / "best.pt"}
+
+
+def test_train_writes_a_run_folder_and_resume_auto_continues(run):
+    out = run["out"]
+    assert {"last.pt", "best.pt", "metrics.csv", "config.json"} <= {p.name for p in
+                                                                      out.iterdir()}
+    resumed_out = run["root"] / "resumed"
+    vrnn("train", "--data", run["data"], "--model", "rnn-gauss", "--out", resumed_out, *TRAIN,
+         "--max-steps", "3")
+    proc = vrnn("train", "--data", run["data"], "--model", "rnn-gauss", "--out", resumed_out,
+                *TRAIN, "--max-steps", "5", "--resume", "auto")
+    assert "step 5" in proc.stdout
+    assert torch.load(resumed_out / "last.pt", weights_only=True)["step"] == 5
+
+
+def test_evaluate_json_has_the_papers_numbers(run):
+    proc = vrnn("evaluate", run["ckpt"], "--samples", "5", "--json")
+    out = json.loads(proc.stdout)
+    for key in ("model", "data", "split", "n_sequences", "num_samples", "elbo",
+                "log_likelihood", "stderr"):
+        assert key in out
+    assert out["model"] == "vrnn-gauss" and out["split"] == "test" and out["n_sequences"] == 6
+    assert out["num_samples"] == 5 and np.isfinite(out["elbo"])
+    text = vrnn("evaluate", run["ckpt"], "--samples", "3", "--split", "valid").stdout
+    assert ">=" in text and "~" in text
+
+
+def test_sample_writes_arrays_and_pictures_with_and_without_a_prime(run):
+    out = run["root"] / "samples"
+    proc = vrnn("sample", run["ckpt"], "--num", "3", "--steps", "5", "--seed", "1", "--out", out)
+    arr = np.load(out / "samples.npy")
+    assert arr.shape == (3, 5, 4) and np.isfinite(arr).all()
+    assert len([p for p in out.iterdir() if p.suffix != ".npy"]) >= 1
+    assert str(out / "samples.npy") in proc.stdout
+    prime = run["root"] / "prime.npy"
+    np.save(prime, np.ones((4, 4), dtype=np.float32))
+    vrnn("sample", run["ckpt"], "--num", "2", "--steps", "3", "--prime", prime,
+         "--temperature", "0.5", "--out", out / "primed")
+    assert np.load(out / "primed" / "samples.npy").shape == (2, 3, 4)
+
+
+def test_analyse_info_export_and_data_list(run):
+    png = run["root"] / "kl.png"
+    vrnn("analyse", run["ckpt"], "--data", run["data"], "--out", png)
+    assert png.stat().st_size > 0
+    info = json.loads(vrnn("info", run["ckpt"], "--json").stdout)
+    assert info["model"] == "vrnn-gauss" and info["step"] >= 3 and "torch" in info["versions"]
+    assert "model_config" in vrnn("info", run["ckpt"]).stdout
+    target = run["root"] / "export" / "weights.safetensors"
+    vrnn("export", run["ckpt"], "--format", "safetensors", "--out", target)
+    assert target.stat().st_size > 0
+    assert json.loads(target.with_suffix(".json").read_text())["model_config"]["x_dim"] == 4
+    assert "handwriting" in vrnn("data", "list").stdout
+
+
+def test_demo_quick_writes_a_report(tmp_path):
+    proc = vrnn("demo", "--quick", "--out", tmp_path / "demo")
+    report = tmp_path / "demo" / "report.md"
+    assert report.exists() and str(report) in proc.stdout
+    text = report.read_text()
+    assert "VRNN-GMM" in text and "RNN-GMM" in text and "| model |" in text
+    assert (tmp_path / "demo" / "vrnn-gmm" / "samples.npy").exists()
+
+
+def test_the_subcommand_table():
+    assert {"train", "evaluate", "sample", "analyse", "data", "info", "export", "demo",
+            "benchmark"} <= set(COMMANDS)
+    assert COMMANDS["benchmark"].passthrough == "vrnn.bench:main"
+
+
+# -- mistakes: exit status 2, one line naming the flag or file, no traceback ------------------
+
+def _fails(capsys, *argv) -> str:
+    with pytest.raises(SystemExit) as e:  # argparse's own errors exit directly
+        raise SystemExit(main(list(map(str, argv))))
+    assert e.value.code == 2, capsys.readouterr()
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return err
+
+
+@pytest.mark.parametrize("flags,named", [
+    (("--max-steps", "-3"), "--max-steps"), (("--lr", "0"), "--lr"), (("--lr", "-1"), "--lr"),
+    (("--model", "vrnn-lstm"), "--model"), (("--batch-size", "0"), "--batch-size"),
+    (("--max-steps", "ten"), "--max-steps"),
+])
+def test_bad_train_flags(capsys, tmp_path, flags, named):
+    data = write_npz(tmp_path / "toy.npz")
+    argv = ["train", "--data", data, "--model", "vrnn-gauss", "--out", tmp_path / "r", *TRAIN]
+    i = argv.index(flags[0]) if flags[0] in argv else None
+    if i is not None:
+        del argv[i:i + 2]
+    assert named in _fails(capsys, *argv, *flags)
+    assert not (tmp_path / "r" / "last.pt").exists()
+
+
+def test_missing_and_corrupt_checkpoints(capsys, tmp_path, run):
+    for cmd in ("evaluate", "sample", "info", "export", "analyse"):
+        assert "nope.pt" in _fails(capsys, cmd, tmp_path / "nope.pt")
+    bad = tmp_path / "corrupt.pt"
+    bad.write_bytes(run["ckpt"].read_bytes()[:300])
+    before = bad.read_bytes()
+    for cmd in ("evaluate", "info"):
+        assert "corrupt.pt" in _fails(capsys, cmd, bad)
+    assert bad.read_bytes() == before
+    assert "missing.pt" in _fails(capsys, "train", "--data", run["data"], "--model",
+                                  "vrnn-gauss", "--resume", tmp_path / "missing.pt")
+
+
+def test_data_that_does_not_fit_the_checkpoint(capsys, tmp_path, run):
+    wide = write_npz(tmp_path / "wide.npz", x_dim=5)
+    err = _fails(capsys, "evaluate", run["ckpt"], "--data", wide, "--samples", "2")
+    assert "x_dim" in err or "5" in err
+    assert "--samples" in _fails(capsys, "evaluate", run["ckpt"], "--samples", "0")
+    assert "--temperature" in _fails(capsys, "sample", run["ckpt"], "--temperature", "0")
+    prime = tmp_path / "prime.npy"
+    np.save(prime, np.zeros((3, 7), dtype=np.float32))
+    assert "prime.npy" in _fails(capsys, "sample", run["ckpt"], "--prime", prime)
+
+
+def test_a_fresh_train_refuses_to_overwrite_a_checkpoint(capsys, run):
+    before = (run["out"] / "last.pt").read_bytes()
+    err = _fails(capsys, "train", "--data", run["data"], "--model", "vrnn-gauss", "--out",
+                 run["out"], *TRAIN)
+    assert "--resume auto" in err
+    assert (run["out"] / "last.pt").read_bytes() == before
