@@ -164,3 +164,23 @@ def test_a_fresh_train_refuses_to_overwrite_a_checkpoint(capsys, run):
                  run["out"], *TRAIN)
     assert "--resume auto" in err
     assert (run["out"] / "last.pt").read_bytes() == before
+
+
+def test_one_bad_file_stops_training_unless_skip_bad(tmp_path):
+    import soundfile as sf
+
+    folder = tmp_path / "wavs"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(12):
+        sf.write(folder / f"u{i:02d}.wav", 0.1 * rng.normal(size=4000), 8000, subtype="PCM_16")
+    (folder / "broken.wav").write_bytes(b"RIFF\x00\x00")
+    args = ["train", "--data", folder, "--model", "rnn-gauss", "--preset", "tiny",
+            "--max-steps", "2", "--batch-size", "2", "--seq-len", "4", "--no-progress",
+            "--device", "cpu"]
+    proc = vrnn(*args, "--out", tmp_path / "a", check=False)
+    assert proc.returncode == 2 and "broken.wav" in proc.stderr
+    assert not (tmp_path / "a" / "last.pt").exists()
+    proc = vrnn(*args, "--out", tmp_path / "b", "--skip-bad")
+    assert (tmp_path / "b" / "last.pt").exists()
+    assert "broken.wav" in proc.stderr + proc.stdout  # reported, not silently dropped

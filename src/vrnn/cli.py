@@ -70,6 +70,8 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--frame-size", type=int, default=200, help="audio samples per frame")
     p.add_argument("--sample-rate", type=int, default=None, help="resample audio to this rate")
     p.add_argument("--max-files", type=int, default=None, help="read at most N files")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="report and skip unreadable or invalid data files instead of stopping")
     p.add_argument("--grad-clip", type=float, default=5.0,
                    help="clip the gradient norm to this before each step; 0 disables (default 5)")
     p.add_argument("--kl-anneal-steps", type=int, default=0,
@@ -129,7 +131,8 @@ def _sequences(ckpt: dict, info, data: str | None, split: str, limit: int = 0):
     tc = ckpt.get("train_config") or {}
     name = data or tc.get("data") or info.name
     ds = load_dataset(name, seq_len=tc.get("seq_len"), frame_size=tc.get("frame_size") or 200,
-                      sample_rate=tc.get("sample_rate"), max_files=tc.get("max_files"))
+                      sample_rate=tc.get("sample_rate"), max_files=tc.get("max_files"),
+                      skip_bad=bool(tc.get("skip_bad")))
     check_x_dim(ds.info, ckpt["model_config"]["x_dim"])
     if split not in ("train", "valid", "test"):
         raise ValueError(f"--split must be train, valid or test, got {split!r}")

@@ -44,6 +44,7 @@ import itertools
 import json
 import math
 import signal
+import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -104,6 +105,8 @@ class TrainConfig:
     """--sample-rate: resample audio to this rate in Hz; default the data set's own."""
     max_files: int | None = None
     """--max-files: read at most this many files of a folder data set (quick runs)."""
+    skip_bad: bool = False
+    """--skip-bad: report and skip unreadable or invalid files instead of stopping."""
     grad_clip: float = 5.0
     """--grad-clip: clip the global gradient L2 norm to this before each step; 0 disables."""
     kl_anneal_steps: int = 0
@@ -236,7 +239,8 @@ def load_training_data(cfg: TrainConfig):
     from vrnn.data import load_dataset
 
     return load_dataset(cfg.data, seq_len=cfg.seq_len, frame_size=cfg.frame_size,
-                        sample_rate=cfg.sample_rate, max_files=cfg.max_files)
+                        sample_rate=cfg.sample_rate, max_files=cfg.max_files,
+                        skip_bad=cfg.skip_bad)
 
 
 class _Metrics:
@@ -354,6 +358,9 @@ def _train(cfg: TrainConfig, env: DistEnv, dataset, callback) -> TrainResult:
         dataset = load_training_data(cfg)
     info = dataset.info
     device = env.device
+    if info.skipped and env.is_main:
+        print(f"--skip-bad: skipped {len(info.skipped)} bad file(s) of {cfg.data}:\n  "
+              + "\n  ".join(info.skipped), file=sys.stderr)
 
     # -- model, optimiser, noise --------------------------------------------------------------
     if ckpt is not None:
