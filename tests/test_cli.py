@@ -184,3 +184,17 @@ def test_one_bad_file_stops_training_unless_skip_bad(tmp_path):
     proc = vrnn(*args, "--out", tmp_path / "b", "--skip-bad")
     assert (tmp_path / "b" / "last.pt").exists()
     assert "broken.wav" in proc.stderr + proc.stdout  # reported, not silently dropped
+
+
+def test_presets_prints_the_matched_parameter_counts(capsys):
+    from vrnn.model import build_model, count_parameters
+    from vrnn.presets import model_config
+
+    assert main(["presets", "--kind", "strokes"]) == 0
+    out = capsys.readouterr().out
+    for name in ("rnn-gauss", "vrnn-gmm"):
+        n = count_parameters(build_model(model_config(name, x_dim=3, data_kind="strokes",
+                                                      preset="small")))
+        row = next(line for line in out.splitlines() if line.startswith(f"| {name} |"))
+        assert f"{n:,}" in row.split("|")[4]  # the 'small' column
+    assert main(["presets", "--x-dim", "0"]) == 2

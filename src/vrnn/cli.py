@@ -417,6 +417,22 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _presets_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--kind", choices=("audio", "strokes", "binary"), default=None,
+                   help="only this data kind (default all)")
+    p.add_argument("--x-dim", type=int, default=None,
+                   help="frame size (default 200 audio, 3 strokes, 88 binary)")
+
+
+def _presets(args: argparse.Namespace) -> int:
+    from vrnn.presets import DATA_KINDS, format_parameter_table
+
+    if args.x_dim is not None and args.x_dim < 1:
+        raise ValueError(f"--x-dim must be >= 1, got {args.x_dim}")
+    print(format_parameter_table((args.kind,) if args.kind else DATA_KINDS, x_dim=args.x_dim))
+    return 0
+
+
 def _reproduce_args(p: argparse.ArgumentParser) -> None:
     from vrnn.reproduce import build_parser
 
@@ -443,6 +459,8 @@ COMMANDS: dict[str, Command] = {
                       _export),
     "demo": Command("train, evaluate and sample a VRNN and its RNN baseline on handwriting",
                     _demo_args, _demo),
+    "presets": Command("parameter counts of every model at every preset", _presets_args,
+                       _presets),
     "reproduce": Command("the paper's comparison (Table 1, Figs. 2-4) on one data set",
                          _reproduce_args, _reproduce),
     "benchmark": Command("speed benchmark (vrnn benchmark --help)",

@@ -117,3 +117,34 @@ def model_config(model: str, *, x_dim: int, data_kind: str = "audio", preset: st
                                **{k: v for k, v in overrides.items() if k != "name"})
         cfg = match_rnn_to(_count(ref_cfg), cfg)
     return cfg
+
+
+DEFAULT_X_DIM = {"audio": 200, "strokes": 3, "binary": 88}
+"""Frame sizes of the built-in data: 200-sample audio frames, pen offsets, 88-key piano rolls."""
+
+
+def parameter_counts(data_kind: str, preset: str, x_dim: int | None = None) -> dict[str, int]:
+    """Parameter count of every model of a data kind at a preset (RNNs matched to the VRNNs)."""
+    from vrnn.config import MODEL_NAMES
+
+    x_dim = x_dim or DEFAULT_X_DIM[data_kind]
+    names = [m for m in MODEL_NAMES
+             if m.endswith("-bernoulli") == (data_kind == "binary")]
+    return {m: _count(model_config(m, x_dim=x_dim, data_kind=data_kind, preset=preset))
+            for m in names}
+
+
+def format_parameter_table(data_kinds=DATA_KINDS, presets=PRESETS,
+                           x_dim: int | None = None) -> str:
+    """Markdown: parameter counts per model (rows) and preset (columns), one table per kind."""
+    out = []
+    for kind in data_kinds:
+        counts = {p: parameter_counts(kind, p, x_dim) for p in presets}
+        models = list(next(iter(counts.values())))
+        out += [f"{kind} (x_dim {x_dim or DEFAULT_X_DIM[kind]}):", "",
+                "| model | " + " | ".join(presets) + " |",
+                "|---|" + "---:|" * len(presets)]
+        out += [f"| {m} | " + " | ".join(f"{counts[p][m]:,}" for p in presets) + " |"
+                for m in models]
+        out.append("")
+    return "\n".join(out).rstrip() + "\n"
