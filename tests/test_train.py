@@ -234,3 +234,15 @@ def test_the_time_budget_counts_the_time_spent_before_a_resume(data, tmp_path, m
     result = train(cfg_for(data, out, max_steps=8, resume="auto", max_minutes=60))
     assert result.step == 8 and result.stopped == "max_steps"
     assert load_checkpoint(out / "last.pt")["train_seconds"] > spent
+
+
+def test_a_cpu_time_budget_counts_this_process_only(data, tmp_path):
+    out = tmp_path / "run"
+    train(cfg_for(data, out, max_steps=4, budget_clock="cpu"))
+    ck = load_checkpoint(out / "last.pt")
+    assert 0 < ck["train_cpu_seconds"]
+    result = train(cfg_for(data, out, max_steps=8, resume="auto", budget_clock="cpu",
+                           max_minutes=ck["train_cpu_seconds"] / 120))
+    assert result.step == 4 and result.stopped == "time_limit"
+    with pytest.raises(ValueError, match="--budget-clock"):
+        cfg_for(data, out, budget_clock="gpu")

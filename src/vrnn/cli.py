@@ -93,6 +93,9 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-minutes", type=float, default=None,
                    help="stop after this many minutes of training in total (a resumed run "
                         "counts the time already spent)")
+    p.add_argument("--budget-clock", choices=("wall", "cpu"), default="wall",
+                   help="what --max-minutes counts: elapsed time, or this process's CPU time "
+                        "(fair between runs sharing a busy machine; default wall)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     p.add_argument("--no-tensorboard", dest="tensorboard", action="store_false")

@@ -70,6 +70,10 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
                    help=f"data set: {', '.join(STUDY_DATA)} (or any name / path vrnn train takes)")
     p.add_argument("--budget-minutes", type=float, default=20.0,
                    help="training time per model in minutes, counted across resumes (default 20)")
+    p.add_argument("--budget-clock", choices=("cpu", "wall"), default="cpu",
+                   help="what the budget counts: CPU time of the training process (default: "
+                        "fair when the machine is shared; run with OMP_NUM_THREADS=1) or "
+                        "elapsed time")
     p.add_argument("--preset", default="small", help="model size for every model (default small)")
     p.add_argument("--models", default=None,
                    help="comma-separated subset of the study's models (default all of them)")
@@ -160,7 +164,8 @@ def run_study(args: argparse.Namespace) -> dict:
                 out_dir=str(run_dir), resume="auto", seed=args.seed, lr=args.lr,
                 batch_size=batch, kl_anneal_steps=args.kl_anneal_steps,
                 val_interval=args.val_interval, patience=args.patience,
-                max_minutes=args.budget_minutes, device=args.device, progress=args.progress,
+                max_minutes=args.budget_minutes, budget_clock=args.budget_clock,
+                device=args.device, progress=args.progress,
                 tensorboard=False)
             print(f"\n[{name}] training at preset {args.preset}, budget {args.budget_minutes:g} "
                   f"min (resumes from {run_dir / 'last.pt'} when present)")
@@ -211,6 +216,7 @@ def _evaluate(name: str, best: Path, test: list, cached: dict | None,
 
 def _train_facts(last: dict, run_dir: Path) -> dict:
     return {"steps": int(last["step"]), "train_minutes": float(last.get("train_seconds", 0)) / 60,
+            "train_cpu_minutes": float(last.get("train_cpu_seconds", 0)) / 60,
             "epochs": int(last["epoch"]), "run_dir": str(run_dir)}
 
 
@@ -382,7 +388,7 @@ def write_report(args, info, ds, out: Path, records: dict, *, command: str) -> P
              "Average log-likelihood per test sequence in nats (higher is better): `≥` the ELBO, "
              f"`~` the importance-sampled estimate with S = {args.samples}, exact for the RNNs; "
              "± one standard error over sequences.", "", table, "",
-             "| model | parameters | updates | training minutes | best step | per step | "
+             "| model | parameters | updates | training minutes (CPU) | best step | per step | "
              + ("bits per sample | " if info.kind == "audio" else "") + "evaluation s |",
              "|---|---:|---:|---:|---:|---:|" + ("---:|" if info.kind == "audio" else "")
              + "---:|"]
@@ -390,7 +396,8 @@ def write_report(args, info, ds, out: Path, records: dict, *, command: str) -> P
     for m in order:
         r = records[m]
         s = r["summary"]
-        row = (f"| {r['name']} | {r['n_params']:,} | {r['steps']} | {r['train_minutes']:.1f} | "
+        row = (f"| {r['name']} | {r['n_params']:,} | {r['steps']} | {r['train_minutes']:.1f} "
+               f"({r.get('train_cpu_minutes', 0):.1f}) | "
                f"{r['best_step']} | {s['log_likelihood_per_step']:.3f} | ")
         if info.kind == "audio":
             row += f"{s['log_likelihood_bits_per_sample']:.3f} | "
@@ -410,7 +417,8 @@ def write_report(args, info, ds, out: Path, records: dict, *, command: str) -> P
               f"batch {args.batch_size or DEFAULT_BATCH.get(info.kind, 32)}, gradient norm "
               f"clipped at 5, KL annealing "
               f"{anneal}, validation every {args.val_interval} updates, early stopping with "
-              f"patience {args.patience}, {args.budget_minutes:g} minutes of training per model, "
+              f"patience {args.patience}, {args.budget_minutes:g} minutes of training per model "
+              f"({args.budget_clock} time), {torch.get_num_threads()} thread(s), "
               f"seed {args.seed}.", ""]
     for label, paths in extra["figures"].items():
         paths = paths if isinstance(paths, list) else [paths]

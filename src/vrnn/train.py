@@ -130,6 +130,9 @@ class TrainConfig:
     max_minutes: float | None = None
     """--max-minutes: stop (saving last.pt) after this much training time in total; a resumed
     run counts the time already spent, as --max-steps counts the steps."""
+    budget_clock: str = "wall"
+    """--budget-clock: what --max-minutes counts: 'wall' (elapsed time) or 'cpu' (this process's
+    CPU time: a fair budget for runs that share a busy machine; use it with one thread)."""
     device: str = "auto"
     """--device: auto (CUDA when available), cpu or cuda."""
     progress: bool = True
@@ -166,6 +169,8 @@ class TrainConfig:
         need(self.log_interval >= 1, "--log-interval", ">= 1", self.log_interval)
         need(self.max_minutes is None or self.max_minutes > 0, "--max-minutes", "> 0",
              self.max_minutes)
+        need(self.budget_clock in ("wall", "cpu"), "--budget-clock", "wall or cpu",
+             self.budget_clock)
         need(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
              "--device", "auto, cpu or cuda", self.device)
         if self.resume is not None and self.resume != "auto" and not Path(self.resume).is_file():
@@ -350,7 +355,7 @@ def train(cfg: TrainConfig, *, dataset=None, callback=None) -> TrainResult:
 def _train(cfg: TrainConfig, env: DistEnv, dataset, callback) -> TrainResult:
     from vrnn.data import BucketBatchSampler, check_x_dim, contiguous_batches, pad_batch
 
-    t0 = time.time()
+    t0, c0 = time.time(), time.process_time()
     out_dir = Path(cfg.out_dir)
     resume_path = _resolve_resume(cfg, out_dir)
     ckpt = ckio.load_checkpoint(resume_path) if resume_path is not None else None
@@ -390,6 +395,7 @@ def _train(cfg: TrainConfig, env: DistEnv, dataset, callback) -> TrainResult:
         best_bound, bad_validations = ckpt["best_bound"], ckpt["bad_validations"]
         ckio.set_rng_state(ckpt["rng"], noise_gen)
         t0 -= float(ckpt.get("train_seconds", 0.0))  # elapsed_s and --max-minutes accumulate
+        c0 -= float(ckpt.get("train_cpu_seconds", 0.0))
         if ckpt.get("tbptt_state") is not None:
             carried = tuple(s.to(device) for s in ckpt["tbptt_state"])
 
@@ -452,7 +458,7 @@ def _train(cfg: TrainConfig, env: DistEnv, dataset, callback) -> TrainResult:
             "bad_validations": bad_validations, "rng": ckio.rng_state(noise_gen),
             "tbptt_state": None if carried is None else [s.detach().cpu() for s in carried],
             "metrics": stats, "median_train_length": median_len, "world_size": world,
-            "train_seconds": time.time() - t0,
+            "train_seconds": time.time() - t0, "train_cpu_seconds": time.process_time() - c0,
             "versions": ckio.versions(),
         }
 
@@ -505,7 +511,13 @@ def _train(cfg: TrainConfig, env: DistEnv, dataset, callback) -> TrainResult:
     window_sums = np.zeros(4)  # elbo, kl, sequences, steps since the last train row
     grad_norms: list[float] = []
     last_validated = step if ckpt is not None else -1
-    if cfg.max_minutes is not None and time.time() - t0 > 60 * cfg.max_minutes:
+    def out_of_time() -> bool:
+        if cfg.max_minutes is None:
+            return False
+        spent = time.time() - t0 if cfg.budget_clock == "wall" else time.process_time() - c0
+        return spent > 60 * cfg.max_minutes
+
+    if out_of_time():
         stopped = "time_limit"  # a resumed run whose time budget is already spent
     try:
         while step < cfg.max_steps and stopped == "max_steps":
@@ -530,8 +542,7 @@ def _train(cfg: TrainConfig, env: DistEnv, dataset, callback) -> TrainResult:
                 clip = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
                 grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
                 n_steps = float(x.shape[1] * x.shape[0]) if mask is None else float(mask.sum())
-                stop_now = interrupted["flag"] or (
-                    cfg.max_minutes is not None and time.time() - t0 > 60 * cfg.max_minutes)
+                stop_now = interrupted["flag"] or out_of_time()
                 ok = bool(torch.isfinite(loss)) and bool(torch.isfinite(grad_norm))
                 red = torch.tensor([float(elbo.sum()), float(kl.sum()), len(rows), n_steps,
                                     0.0 if ok else 1.0, float(stop_now)],
