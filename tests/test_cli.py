@@ -2,28 +2,14 @@
 asserting on what it wrote; and user mistakes -> one line naming the flag or file, exit status 2."""
 
 import json
-import os
-import subprocess
-import sys
+import re
 
 import numpy as np
 import pytest
 import torch
-from toydata import write_npz
+from toydata import vrnn, write_npz
 
 from vrnn.cli import COMMANDS, main
-
-
-def vrnn(*args, cwd=None, check=True):
-    """Run ``python -m vrnn ARGS`` in a subprocess."""
-    env = {**os.environ, "PYTHONWARNINGS": "error::DeprecationWarning"}
-    proc = subprocess.run([sys.executable, "-m", "vrnn", *map(str, args)], capture_output=True,
-                          text=True, cwd=cwd, env=env, timeout=120)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"vrnn {' '.join(map(str, args))} failed ({proc.returncode}):\n"
-                             f"{proc.stdout}\n{proc.stderr}")
-    return proc
-
 
 TRAIN = ("--preset", "tiny", "--max-steps", "6", "--batch-size", "8", "--val-interval", "3",
          "--device", "cpu", "--no-progress")
@@ -198,3 +184,15 @@ def test_presets_prints_the_matched_parameter_counts(capsys):
         row = next(line for line in out.splitlines() if line.startswith(f"| {name} |"))
         assert f"{n:,}" in row.split("|")[4]  # the 'small' column
     assert main(["presets", "--x-dim", "0"]) == 2
+
+
+def test_data_info_prints_splits_and_statistics(tmp_path, capsys):
+    data = write_npz(tmp_path / "toy.npz")
+    assert main(["data", "info", str(data)]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"train +24 sequences", out) and "normalisation (from train)" in out
+    assert main(["data", "info", str(data), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["test"]["n_sequences"] == 6 and len(summary["stats"]["mean"]) == 4
+    assert main(["data", "info", str(tmp_path / "missing.npz")]) == 2
+    assert "missing.npz" in capsys.readouterr().err

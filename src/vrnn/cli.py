@@ -339,13 +339,54 @@ def _data_args(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     ls = sub.add_parser("list", help="the built-in data sets and whether they are installed")
     ls.add_argument("--json", action="store_true")
+    info = sub.add_parser("info", help="splits, lengths and normalisation statistics of a data "
+                                       "set (loads it)")
+    info.add_argument("name", metavar="NAME_OR_PATH")
+    info.add_argument("--seq-len", type=int, default=None, help="frames per training sequence")
+    info.add_argument("--frame-size", type=int, default=200, help="audio samples per frame")
+    info.add_argument("--sample-rate", type=int, default=None, help="resample audio to this rate")
+    info.add_argument("--max-files", type=int, default=None, help="read at most N files")
+    info.add_argument("--skip-bad", action="store_true", help="report and skip bad files")
+    info.add_argument("--json", action="store_true")
 
 
 def _data(args: argparse.Namespace) -> int:
-    from vrnn.data import format_dataset_table, list_datasets
+    from vrnn.data import format_dataset_table, list_datasets, load_dataset
 
-    rows = list_datasets()
-    print(json.dumps(rows, default=str) if args.json else format_dataset_table(rows))
+    if args.action == "list":
+        rows = list_datasets()
+        print(json.dumps(rows, default=str) if args.json else format_dataset_table(rows))
+        return 0
+    ds = load_dataset(args.name, seq_len=args.seq_len, frame_size=args.frame_size,
+                      sample_rate=args.sample_rate, max_files=args.max_files,
+                      skip_bad=args.skip_bad)
+    summary = ds.summary()
+    if args.json:
+        print(json.dumps(summary, default=str))
+        return 0
+    info = ds.info
+    print(f"{info.name}: {info.kind}, D = {info.x_dim}"
+          + (f", {info.sample_rate} Hz, frames of {info.frame_size}" if info.sample_rate else ""))
+    print(f"source:  {info.source}\nlicence: {info.licence}\nsplits:  {info.split_note}")
+    for split in ("train", "valid", "test"):
+        s = summary[split]
+        print(f"  {split:5s} {s['n_sequences']:6d} sequences {s['n_steps']:8d} steps "
+              f"(length {s['min_len']}-{s['max_len']}), {s['n_values']:,} values")
+    if "train_streams" in summary:
+        t = summary["train_streams"]
+        print(f"  train as whole utterances (truncated BPTT): {t['n_sequences']} streams, "
+              f"{t['n_steps']} steps")
+    st = summary["stats"]
+    fmt = ", ".join
+    if info.normalised_dims == []:
+        print("normalisation: none (binary frames)")
+    else:
+        print(f"normalisation (from train): mean [{fmt(f'{v:.5g}' for v in st['mean'])}], std "
+              f"[{fmt(f'{v:.5g}' for v in st['std'])}]"
+              + (f" on dims {info.normalised_dims}"
+                 if info.normalised_dims and len(info.normalised_dims) < info.x_dim else ""))
+    if info.skipped:
+        print(f"skipped {len(info.skipped)} bad file(s): " + "; ".join(info.skipped))
     return 0
 
 
