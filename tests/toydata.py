@@ -1,6 +1,21 @@
-"""Small synthetic data files shared by the command-line and distributed tests."""
+"""Small synthetic data files and a subprocess runner shared by the command-line tests."""
+
+import os
+import subprocess
+import sys
 
 import numpy as np
+
+
+def vrnn(*args, cwd=None, check=True, timeout=180):
+    """Run ``python -m vrnn ARGS`` in a subprocess; AssertionError with its output on failure."""
+    env = {**os.environ, "PYTHONWARNINGS": "error::DeprecationWarning"}
+    proc = subprocess.run([sys.executable, "-m", "vrnn", *map(str, args)], capture_output=True,
+                          text=True, cwd=cwd, env=env, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"vrnn {' '.join(map(str, args))} failed ({proc.returncode}):\n"
+                             f"{proc.stdout}\n{proc.stderr}")
+    return proc
 
 
 def write_npz(path, x_dim=4, n_train=24, seed=0):
