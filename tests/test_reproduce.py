@@ -85,3 +85,16 @@ def test_a_subset_of_models_and_bad_flags(tmp_path, capsys):
 def test_unknown_data_is_named(tmp_path, capsys, bad):
     assert main(["reproduce", "--data", bad, "--out", str(tmp_path / "x")]) == 2
     assert bad in capsys.readouterr().err
+
+
+def test_a_tagged_variant_keeps_its_own_runs_and_section(tmp_path):
+    run(tmp_path, "--models", "vrnn-gauss")
+    data = str(tmp_path / "pen.npz")
+    assert main(["reproduce", "--data", data, "--tag", "anneal", "--kl-anneal-steps", "2",
+                 "--models", "vrnn-gauss", "--preset", "tiny", "--max-steps", "4",
+                 "--val-interval", "2", "--samples", "3", "--docs", str(tmp_path / "docs"),
+                 "--out", str(tmp_path / "variant"), "--no-progress", "--device", "cpu"]) == 0
+    text = (tmp_path / "docs" / "RESULTS.md").read_text()
+    assert "<!-- reproduce:pen:begin -->" in text and "<!-- reproduce:pen-anneal:begin -->" in text
+    assert "--kl-anneal-steps 2" in text and "KL annealing over 2 updates" in text
+    assert (tmp_path / "docs" / "pen-anneal_fig2_kl.png").exists()

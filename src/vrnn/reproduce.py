@@ -54,10 +54,10 @@ def display_name(model: str) -> str:
                     for p in parts)
 
 
-def data_stem(data: str) -> str:
-    """A file-name-safe name of the data set: 'speech-multi', or a path's stem."""
+def data_stem(data: str, tag: str = "") -> str:
+    """A file-name-safe name of the study: 'speech-multi', a path's stem, plus '-<tag>'."""
     name = Path(data).stem if Path(data).exists() else data
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name + (f"-{tag}" if tag else ""))
 
 
 def models_for(kind: str) -> tuple[str, ...]:
@@ -91,7 +91,11 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
                    help="importance samples per test sequence (default 40, as the paper)")
     p.add_argument("--max-test", type=int, default=0,
                    help="evaluate at most N test sequences (default 0: all)")
-    p.add_argument("--out", default=None, metavar="DIR", help="default runs/reproduce/<data>")
+    p.add_argument("--tag", default="",
+                   help="name a variant of the study (e.g. kl-anneal): its runs and its section "
+                        "of RESULTS.md are kept apart from the main study's")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="default runs/reproduce/<data>[-<tag>]")
     p.add_argument("--docs", default="docs", metavar="DIR",
                    help="where RESULTS.md and the figures go (default docs)")
     p.add_argument("--eval-only", action="store_true",
@@ -145,7 +149,7 @@ def run_study(args: argparse.Namespace) -> dict:
     if unknown:
         raise ValueError(f"--models: {', '.join(unknown)} not in the study for {info.kind} data "
                          f"({', '.join(study)})")
-    stem = data_stem(args.data)
+    stem = data_stem(args.data, args.tag)
     out = Path(args.out) if args.out else Path("runs") / "reproduce" / stem
     out.mkdir(parents=True, exist_ok=True)
     batch = args.batch_size or DEFAULT_BATCH.get(info.kind, 32)
@@ -349,6 +353,11 @@ def make_figures(args, info, ds, out: Path, records: dict, docs: Path, stem: str
 
 # -- the report --------------------------------------------------------------------------------
 
+def _threads() -> str:
+    n = torch.get_num_threads()
+    return f"{n} thread" + ("s" if n > 1 else "")
+
+
 def _device_line(args) -> str:
     if torch.cuda.is_available() and args.device != "cpu":
         return f"CUDA: {torch.cuda.get_device_name(0)}"
@@ -360,7 +369,7 @@ def _device_line(args) -> str:
                 break
     except OSError:
         pass
-    return f"CPU: {cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    return f"CPU: {cpu}, {_threads()}, torch {torch.__version__}"
 
 
 def _rel(path: Path, docs: Path) -> str:
@@ -373,7 +382,7 @@ def _rel(path: Path, docs: Path) -> str:
 def write_report(args, info, ds, out: Path, records: dict, *, command: str) -> Path:
     docs = Path(args.docs)
     docs.mkdir(parents=True, exist_ok=True)
-    stem = data_stem(args.data)
+    stem = data_stem(args.data, args.tag)
     results = {r["name"]: ModelResult(r["name"], r["latent"], np.asarray(r["log_likelihood"]),
                                       np.asarray(r["elbo"]), r["n_params"])
                for r in records.values()}
@@ -418,7 +427,7 @@ def write_report(args, info, ds, out: Path, records: dict, *, command: str) -> P
               f"clipped at 5, KL annealing "
               f"{anneal}, validation every {args.val_interval} updates, early stopping with "
               f"patience {args.patience}, {args.budget_minutes:g} minutes of training per model "
-              f"({args.budget_clock} time), {torch.get_num_threads()} thread(s), "
+              f"({args.budget_clock} time), {_threads()}, "
               f"seed {args.seed}.", ""]
     for label, paths in extra["figures"].items():
         paths = paths if isinstance(paths, list) else [paths]
