@@ -122,7 +122,8 @@ def command_line(args: argparse.Namespace) -> str:
     defaults = vars(build_parser().parse_args(["--data", args.data]))
     parts = ["vrnn", "reproduce", "--data", args.data]
     for key, value in vars(args).items():
-        if key in defaults and key != "data" and value != defaults[key]:
+        # --eval-only rewrites the report of the runs that the rest of the command made
+        if key in defaults and key not in ("data", "eval_only") and value != defaults[key]:
             flag = "--no-progress" if key == "progress" else "--" + key.replace("_", "-")
             parts += [flag] if isinstance(value, bool) else [flag, str(value)]
     return shlex.join(parts)
