@@ -54,7 +54,9 @@ def run_demo(out: Path = Path("runs/demo"), *, quick: bool = False, seed: int = 
     t_start = time.time()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(max(1, min(torch.get_num_threads(), 4)))
+    # One thread: the small models gain little from more, and an OpenMP team that shares its
+    # cores with other work can run orders of magnitude slower (seen: 28 s per update).
+    torch.set_num_threads(1)
     print(f"vrnn demo: loading the {DATA!r} data set")
     ds = load_dataset(DATA)
     info = ds.info
