@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import gc
 import json
 import os
 import platform
@@ -98,6 +99,9 @@ TARGETS = {
 }
 IS_SAMPLES = 40
 IS_TARGET = 20.0  # IS with S = 40 in at most this many single ELBO passes
+SHARED_STEP_BUDGET = 1 << 14
+"""Sequence steps per pass of the shared-x IS variant: passes that stay nearer the caches than the
+library's default (``DEFAULT_STEP_BUDGET``) were faster on the benchmark machine."""
 AGREEMENT_RTOL = 1e-5
 
 
@@ -491,13 +495,13 @@ def profile_step(fn: Callable[[], object], batch: int, rows: int) -> dict:
 
 @torch.no_grad()
 def is_with_replicas(model: VRNN, x: Tensor, num_samples: int,
-                     generator: torch.Generator | None) -> Tensor:
+                     generator: torch.Generator | None, chunk_size: int | None = None) -> Tensor:
     """``estimate_log_likelihood``'s IS estimate, with the S samples passed as
     ``model(x, replicas=c)`` instead of ``model(x.repeat(c, 1, 1))``: phi_x and the products with
     phi_x(x_t) run once per sequence instead of once per sample. Same chunking (at most
     ``DEFAULT_STEP_BUDGET`` sequence steps per pass). Returns log p(x) estimates ``(B,)``."""
     B, T, _ = x.shape
-    chunk = max(1, min(num_samples, DEFAULT_STEP_BUDGET // max(1, B * T)))
+    chunk = chunk_size or max(1, min(num_samples, DEFAULT_STEP_BUDGET // max(1, B * T)))
     log_ws, done = [], 0
     while done < num_samples:
         c = min(chunk, num_samples - done)
@@ -507,6 +511,13 @@ def is_with_replicas(model: VRNN, x: Tensor, num_samples: int,
     return log_mean_exp(torch.cat(log_ws))  # (B,)
 
 
+def is_chunk(cfg: BenchConfig) -> int:
+    """Samples per pass: the library's default (``DEFAULT_STEP_BUDGET`` sequence steps), scaled
+    down for layers wider than 1000 so that the paper-speech size stays within memory."""
+    budget = DEFAULT_STEP_BUDGET * 1000 // max(1000, cfg.hidden)
+    return max(1, min(IS_SAMPLES, budget // (cfg.batch * cfg.steps)))
+
+
 def bench_evaluation(cfg: BenchConfig, args: argparse.Namespace, device: torch.device) -> dict:
     """IS with S = 40 (``estimate_log_likelihood``, which batches the samples) against one ELBO
     pass and against 40 separate ELBO passes, all without gradients."""
@@ -514,6 +525,7 @@ def bench_evaluation(cfg: BenchConfig, args: argparse.Namespace, device: torch.d
     model = VRNN(cfg.model_config()).to(device).eval()
     x, _ = make_batch(cfg, device)
     gen = torch.Generator(device=device).manual_seed(0)
+    chunk = is_chunk(cfg)
 
     def one_pass() -> None:
         with torch.no_grad():
@@ -524,20 +536,25 @@ def bench_evaluation(cfg: BenchConfig, args: argparse.Namespace, device: torch.d
             one_pass()
 
     def is_eval() -> None:
-        estimate_log_likelihood(model, x, num_samples=IS_SAMPLES, generator=gen)
+        estimate_log_likelihood(model, x, num_samples=IS_SAMPLES, generator=gen,
+                                chunk_size=chunk)
+
+    shared_chunk = max(1, min(IS_SAMPLES, SHARED_STEP_BUDGET // (cfg.batch * cfg.steps)))
 
     def is_shared() -> None:
-        is_with_replicas(model, x, IS_SAMPLES, gen)
+        is_with_replicas(model, x, IS_SAMPLES, gen, shared_chunk)
 
     fns = {"is_40": is_eval, "is_40_shared_x": is_shared, "elbo_pass": one_pass}
     if args.eval_separate:
         fns["elbo_40_separate"] = separate
-    ts = interleaved(fns, args.eval_repeats, 1, _sync_for(device))
+    ts = interleaved(fns, args.eval_repeats, args.eval_warmup, _sync_for(device))
     t_is, t_one = median(ts["is_40"]), median(ts["elbo_pass"])
     t_shared = median(ts["is_40_shared_x"])
     t_sep = median(ts["elbo_40_separate"]) if "elbo_40_separate" in ts else IS_SAMPLES * t_one
-    return {"samples": IS_SAMPLES, "is_ms": t_is * 1e3, "elbo_pass_ms": t_one * 1e3,
+    return {"samples": IS_SAMPLES, "samples_per_pass": chunk, "repeats": args.eval_repeats,
+            "is_ms": t_is * 1e3, "elbo_pass_ms": t_one * 1e3,
             "is_shared_x_ms": t_shared * 1e3, "is_shared_x_over_one_pass": t_shared / t_one,
+            "is_shared_x_samples_per_pass": shared_chunk,
             "separate_40_ms": t_sep * 1e3, "separate_measured": "elbo_40_separate" in ts,
             "is_over_one_pass": t_is / t_one, "separate_over_is": t_sep / t_is,
             "target": IS_TARGET, "met": t_is / t_one <= IS_TARGET}
@@ -736,7 +753,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vrnn benchmark", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--configs", default=",".join(CONFIGS),
-                   help=f"comma list of {', '.join(CONFIGS)} (default all)")
+                   help=f"comma list of {', '.join(CONFIGS)} (default all; 'none': only the "
+                        "scaling run)")
     p.add_argument("--quick", action="store_true",
                    help="microscopic sizes, few repeats: checks that it runs; numbers mean nothing")
     p.add_argument("--json", default=None, metavar="PATH", help="write every figure here")
@@ -776,6 +794,7 @@ def _resolve(args: argparse.Namespace) -> None:
         if getattr(args, k) is None:
             setattr(args, k, v)
     args.eval_repeats = 1 if q else 3
+    args.eval_warmup = 1
     args.gen_steps = 5 if q else 100
     args.scale_repeats = 1 if q else 3
     args.scale_fixed_steps = 10 if q else 100
@@ -785,7 +804,7 @@ def _resolve(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> dict:
     device = torch.device(args.device)
-    names = [n.strip() for n in args.configs.split(",") if n.strip()]
+    names = [n.strip() for n in args.configs.split(",") if n.strip() and n.strip() != "none"]
     unknown = [n for n in names if n not in CONFIGS]
     if unknown:
         raise ValueError(f"--configs: unknown {', '.join(unknown)}; choose from "
@@ -806,10 +825,15 @@ def run(args: argparse.Namespace) -> dict:
               flush=True)
         r = {"load_average_before": load_average(),
              "training": bench_training(cfg, args, device)}
+        gc.collect()
         if args.evaluation:
+            # paper-speech: one IS pass holds minutes of work; time it once, without warm-up
+            heavy = name == "paper-speech" and not args.quick
             sep = args.eval_separate
-            args_e = argparse.Namespace(**{**vars(args), "eval_separate":
-                                           (name != "paper-speech") if sep is None else sep})
+            args_e = argparse.Namespace(**{
+                **vars(args), "eval_separate": (not heavy) if sep is None else sep,
+                "eval_repeats": 1 if heavy else args.eval_repeats,
+                "eval_warmup": 0 if heavy else args.eval_warmup})
             print(f"[{name}] IS evaluation ...", flush=True)
             r["evaluation"] = bench_evaluation(cfg, args_e, device)
         if args.generation:
@@ -817,6 +841,9 @@ def run(args: argparse.Namespace) -> dict:
             r["generation"] = bench_generation(cfg, args, device)
         r["load_average_after"] = load_average()
         result["configs"][name] = r
+        gc.collect()
+        if args.json:  # after every configuration, so that a long run keeps what it measured
+            write_json(result, args.json)
     if args.scaling:
         base = CONFIGS["handwriting"]
         cfg = quick_config(base) if args.quick else base
@@ -857,11 +884,17 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(format_report(result))
     if args.json:
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(result, indent=1))
-        print(f"\nwrote {path}")
+        print(f"\nwrote {write_json(result, args.json)}")
     return 0
+
+
+def write_json(result: dict, path: str) -> Path:
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".part")
+    tmp.write_text(json.dumps(result, indent=1))
+    tmp.replace(out)
+    return out
 
 
 if __name__ == "__main__":

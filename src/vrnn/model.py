@@ -435,7 +435,8 @@ def _filtering_backward(spec: _LoopSpec, need_feat_x: bool, saved, feat_x: Tenso
             torch.mul(dc, g_, out=gi)
             torch.mul(dc, c_prev, out=gf)
             torch.mul(dc, i_, out=gg)
-            deriv = act - act * act  # sigmoid' for i, f and o ...
+            # sigmoid' = (1 - y) y, not y - y^2, which cancels where a gate saturates
+            deriv = torch.rsub(act, 1.0).mul_(act)  # for i, f and o ...
             torch.mul(g_, g_, out=deriv[:, 2 * H:3 * H]).neg_().add_(1.0)  # ... tanh' for g
             g_gi[:, t].mul_(deriv)
             dc.mul_(f_)
@@ -447,8 +448,8 @@ def _filtering_backward(spec: _LoopSpec, need_feat_x: bool, saved, feat_x: Tenso
             gr, gu, gn = g_gi[:, t].chunk(3, 1)  # input side
             hr, hu, hn = g_hw[:, t, E1:].chunk(3, 1)  # hidden side
             torch.mul(dh, 1.0 - u, out=gn).mul_(1.0 - n * n)  # d n pre-activation
-            torch.mul(dh, hp - n, out=gu).mul_(u - u * u)
-            torch.mul(gn, ghn, out=gr).mul_(r - r * r)
+            torch.mul(dh, hp - n, out=gu).mul_((1.0 - u) * u)  # not u - u^2: see the LSTM
+            torch.mul(gn, ghn, out=gr).mul_((1.0 - r) * r)
             hr.copy_(gr)
             hu.copy_(gu)
             torch.mul(gn, r, out=hn)
