@@ -90,9 +90,16 @@ def setup(device_flag: str = "auto") -> DistEnv:
     return DistEnv(rank=rank, local_rank=local_rank, world_size=world, device=device)
 
 
-def cleanup(env: DistEnv) -> None:
-    """Leave the process group (a no-op for a single process)."""
+def cleanup(env: DistEnv, *, finished: bool = True) -> None:
+    """Leave the process group (a no-op for a single process).
+
+    After a run that ``finished``, all ranks meet at a barrier first: a rank that tears down its
+    gloo group while rank 0 is still writing the last checkpoint can abort ("terminate called
+    without an active exception"), and torchrun then reports the whole run as failed. After an
+    error there is no barrier, since the other ranks may never reach it."""
     if env.distributed and dist.is_initialized():
+        if finished:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -346,10 +346,13 @@ def train(cfg: TrainConfig, *, dataset=None, callback=None) -> TrainResult:
         files (naming the flag or path) and :class:`TrainingError` if the loss stays non-finite.
     """
     env = setup(cfg.device)
+    finished = False
     try:
-        return _train(cfg, env, dataset, callback)
+        result = _train(cfg, env, dataset, callback)
+        finished = True
+        return result
     finally:
-        cleanup(env)
+        cleanup(env, finished=finished)
 
 
 def _train(cfg: TrainConfig, env: DistEnv, dataset, callback) -> TrainResult:
