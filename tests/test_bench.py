@@ -269,14 +269,25 @@ def test_quick_configs_keep_the_data_kind():
                                    batch=cfg.batch) == cfg
 
 
-def test_is_with_replicas_is_the_library_estimate():
-    """The benchmark's shared-x IS is ``estimate_log_likelihood`` with the same noise stream."""
+@pytest.mark.parametrize("chunk", [1, 4, 6])
+def test_library_is_equals_is_over_repeated_sequences(chunk):
+    """``estimate_log_likelihood`` (phi_x shared by the replicas) gives the estimate of IS over
+    ``x.repeat`` with the same noise stream, whatever the chunking."""
     from vrnn.evaluate import estimate_log_likelihood
 
     model = make_model()
     x, _ = make_data(model, 3, 5)
     with torch.no_grad():
-        ref = estimate_log_likelihood(model, x, num_samples=6,
+        ref = estimate_log_likelihood(model, x, num_samples=6, chunk_size=chunk,
                                       generator=torch.Generator().manual_seed(3))
-    got = bench.is_with_replicas(model, x, 6, torch.Generator().manual_seed(3))
+    got = bench.is_with_repeat(model, x, 6, torch.Generator().manual_seed(3), chunk)
     torch.testing.assert_close(got, ref.log_likelihood)
+
+
+def test_is_flop_ratio_counts_the_shared_products():
+    """With phi_x shared, S samples cost less than S passes and more than one."""
+    model = make_model()
+    r = bench.is_flop_ratio(model, samples=40)
+    assert 0 < r["shared_share"] < 1
+    assert 1 < r["ratio"] < 40
+    assert r["ratio"] == pytest.approx(40 - 39 * r["shared_share"])

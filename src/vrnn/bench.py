@@ -49,7 +49,12 @@ import torch
 from torch import Tensor, nn
 
 from vrnn.config import ModelConfig
-from vrnn.evaluate import DEFAULT_STEP_BUDGET, estimate_log_likelihood, log_mean_exp
+from vrnn.evaluate import (
+    DEFAULT_ROW_BUDGET,
+    DEFAULT_STEP_BUDGET,
+    estimate_log_likelihood,
+    log_mean_exp,
+)
 from vrnn.model import VRNN, masked_sum
 
 # -- configurations ------------------------------------------------------------------------------
@@ -99,9 +104,6 @@ TARGETS = {
 }
 IS_SAMPLES = 40
 IS_TARGET = 20.0  # IS with S = 40 in at most this many single ELBO passes
-SHARED_STEP_BUDGET = 1 << 14
-"""Sequence steps per pass of the shared-x IS variant: passes that stay nearer the caches than the
-library's default (``DEFAULT_STEP_BUDGET``) were faster on the benchmark machine."""
 AGREEMENT_RTOL = 1e-5
 
 
@@ -494,33 +496,45 @@ def profile_step(fn: Callable[[], object], batch: int, rows: int) -> dict:
 
 
 @torch.no_grad()
-def is_with_replicas(model: VRNN, x: Tensor, num_samples: int,
-                     generator: torch.Generator | None, chunk_size: int | None = None) -> Tensor:
-    """``estimate_log_likelihood``'s IS estimate, with the S samples passed as
-    ``model(x, replicas=c)`` instead of ``model(x.repeat(c, 1, 1))``: phi_x and the products with
-    phi_x(x_t) run once per sequence instead of once per sample. Same chunking (at most
-    ``DEFAULT_STEP_BUDGET`` sequence steps per pass). Returns log p(x) estimates ``(B,)``."""
-    B, T, _ = x.shape
-    chunk = chunk_size or max(1, min(num_samples, DEFAULT_STEP_BUDGET // max(1, B * T)))
+def is_with_repeat(model: VRNN, x: Tensor, num_samples: int,
+                   generator: torch.Generator | None, chunk_size: int) -> Tensor:
+    """IS as batched public code does it: ``model(x.repeat(c, 1, 1))``, so that phi_x and the
+    products with phi_x(x_t) run once per sample, not once per sequence as in
+    ``estimate_log_likelihood``. Same noise stream. Returns log p(x) estimates ``(B,)``."""
+    B = x.shape[0]
     log_ws, done = [], 0
     while done < num_samples:
-        c = min(chunk, num_samples - done)
-        terms = model(x, generator=generator, sample_terms=True, replicas=c)
+        c = min(chunk_size, num_samples - done)
+        terms = model(x.repeat(c, 1, 1), generator=generator, sample_terms=True)
         log_ws.append(masked_sum(terms.log_px + terms.log_pz - terms.log_qz, None).view(c, B))
         done += c
     return log_mean_exp(torch.cat(log_ws))  # (B,)
 
 
 def is_chunk(cfg: BenchConfig) -> int:
-    """Samples per pass: the library's default (``DEFAULT_STEP_BUDGET`` sequence steps), scaled
-    down for layers wider than 1000 so that the paper-speech size stays within memory."""
+    """Samples per pass: the library's default (``DEFAULT_ROW_BUDGET`` rows per step,
+    ``DEFAULT_STEP_BUDGET`` sequence steps per pass), the step budget scaled down for layers wider
+    than 1000 so that the paper-speech size stays within memory."""
     budget = DEFAULT_STEP_BUDGET * 1000 // max(1000, cfg.hidden)
-    return max(1, min(IS_SAMPLES, budget // (cfg.batch * cfg.steps)))
+    return max(1, min(IS_SAMPLES, DEFAULT_ROW_BUDGET // cfg.batch,
+                      budget // (cfg.batch * cfg.steps)))
+
+
+def is_flop_ratio(model: VRNN, samples: int = IS_SAMPLES) -> dict[str, float]:
+    """Analytic multiply-adds of IS with S samples over those of one ELBO pass. phi_x and the
+    products with phi_x(x_t) (encoder's first layer, the cell's input product) are shared by the
+    samples; every other product runs once per sample. A compute-bound IS cannot beat this."""
+    total = matmul_macs(model)["total"]
+    X = model.phi_x.out_dim
+    shared = sum(m.weight.numel() for m in model.phi_x.layers)
+    shared += model.encoder.mlp.layers[0].out_features * X + model.cell.weight_ih.shape[0] * X
+    return {"shared_share": shared / total,
+            "ratio": (samples * (total - shared) + shared) / total}
 
 
 def bench_evaluation(cfg: BenchConfig, args: argparse.Namespace, device: torch.device) -> dict:
-    """IS with S = 40 (``estimate_log_likelihood``, which batches the samples) against one ELBO
-    pass and against 40 separate ELBO passes, all without gradients."""
+    """IS with S = 40 (``estimate_log_likelihood``: samples batched, phi_x shared) against one
+    ELBO pass, 40 separate ELBO passes and IS over repeated sequences, all without gradients."""
     torch.manual_seed(0)
     model = VRNN(cfg.model_config()).to(device).eval()
     x, _ = make_batch(cfg, device)
@@ -539,24 +553,23 @@ def bench_evaluation(cfg: BenchConfig, args: argparse.Namespace, device: torch.d
         estimate_log_likelihood(model, x, num_samples=IS_SAMPLES, generator=gen,
                                 chunk_size=chunk)
 
-    shared_chunk = max(1, min(IS_SAMPLES, SHARED_STEP_BUDGET // (cfg.batch * cfg.steps)))
+    def is_repeat() -> None:
+        is_with_repeat(model, x, IS_SAMPLES, gen, chunk)
 
-    def is_shared() -> None:
-        is_with_replicas(model, x, IS_SAMPLES, gen, shared_chunk)
-
-    fns = {"is_40": is_eval, "is_40_shared_x": is_shared, "elbo_pass": one_pass}
+    fns = {"is_40": is_eval, "is_40_repeat": is_repeat, "elbo_pass": one_pass}
     if args.eval_separate:
         fns["elbo_40_separate"] = separate
     ts = interleaved(fns, args.eval_repeats, args.eval_warmup, _sync_for(device))
     t_is, t_one = median(ts["is_40"]), median(ts["elbo_pass"])
-    t_shared = median(ts["is_40_shared_x"])
+    t_rep = median(ts["is_40_repeat"])
     t_sep = median(ts["elbo_40_separate"]) if "elbo_40_separate" in ts else IS_SAMPLES * t_one
+    bound = is_flop_ratio(model)
     return {"samples": IS_SAMPLES, "samples_per_pass": chunk, "repeats": args.eval_repeats,
             "is_ms": t_is * 1e3, "elbo_pass_ms": t_one * 1e3,
-            "is_shared_x_ms": t_shared * 1e3, "is_shared_x_over_one_pass": t_shared / t_one,
-            "is_shared_x_samples_per_pass": shared_chunk,
+            "is_repeat_ms": t_rep * 1e3, "is_repeat_over_one_pass": t_rep / t_one,
             "separate_40_ms": t_sep * 1e3, "separate_measured": "elbo_40_separate" in ts,
             "is_over_one_pass": t_is / t_one, "separate_over_is": t_sep / t_is,
+            "flop_ratio": bound["ratio"], "shared_flop_share": bound["shared_share"],
             "target": IS_TARGET, "met": t_is / t_one <= IS_TARGET}
 
 
@@ -695,18 +708,19 @@ def format_report(result: dict) -> str:
         if "evaluation" in r:
             e = r["evaluation"]
             lines.append(f"  {name:<13}{'IS S=40 / ELBO pass':<22}{e['is_over_one_pass']:>7.1f}x"
-                         f" (target <= {e['target']:.0f}x) {'met' if e['met'] else 'MISSED'}")
+                         f" (target <= {e['target']:.0f}x) {'met' if e['met'] else 'MISSED'};"
+                         f" FLOP ratio {e['flop_ratio']:.1f}x")
     evals = {n: r["evaluation"] for n, r in result["configs"].items() if "evaluation" in r}
     if evals:
         lines.append("")
         lines.append(f"{'evaluation':<13}{'ELBO pass ms':>13}{'IS S=40 ms':>12}"
                      f"{'40 passes ms':>14}{'IS/pass':>9}{'40 passes/IS':>14}"
-                     f"{'IS shared-x/pass':>18}")
+                     f"{'IS repeat/pass':>16}{'FLOP ratio':>12}")
         for n, e in evals.items():
             lines.append(f"{n:<13}{e['elbo_pass_ms']:>13.1f}{e['is_ms']:>12.1f}"
                          f"{e['separate_40_ms']:>14.1f}{e['is_over_one_pass']:>8.1f}x"
                          f"{e['separate_over_is']:>13.1f}x"
-                         f"{e['is_shared_x_over_one_pass']:>17.1f}x")
+                         f"{e['is_repeat_over_one_pass']:>15.1f}x{e['flop_ratio']:>11.1f}x")
     gens = {n: r["generation"] for n, r in result["configs"].items() if "generation" in r}
     if gens:
         lines.append("")
