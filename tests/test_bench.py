@@ -233,6 +233,25 @@ def test_quick_run_writes_every_figure(quick):
     assert quick["peak_rss_mib"] > 0
 
 
+def test_markdown_tables_come_from_a_saved_result(quick, tmp_path, capsys):
+    """``--from-json`` times nothing and writes the PERFORMANCE.md tables of that result."""
+    src = tmp_path / "r.json"
+    src.write_text(json.dumps(quick))
+    md = tmp_path / "perf.md"
+    assert bench.main(["--from-json", str(src), "--markdown", str(md)]) == 0
+    text = md.read_text()
+    ours = quick["configs"]["speech"]["training"]["variants"]["ours"]
+    assert f"| ours | {ours['ms']:.1f} | {ours['seq_steps_per_s']:,.0f} |" in text
+    for name in bench.CONFIGS:
+        assert f"**{name}**" in text
+    assert "Importance-sampled evaluation" in text and "Scaling" in text
+    assert "ms/step" in capsys.readouterr().out  # the text report too
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    assert bench.main(["--from-json", str(bad)]) == 2
+    assert "bad.json" in capsys.readouterr().err
+
+
 def test_a_broken_baseline_is_caught_before_timing(monkeypatch, tmp_path, capsys):
     """A per-step version that forgets the KL term gives another loss: nothing is timed."""
     def no_kl(self, x_t, eps_t, h, c):

@@ -619,16 +619,11 @@ def bench_scaling(cfg: BenchConfig, args: argparse.Namespace, device: torch.devi
 
 
 def machine_info(device: torch.device) -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info = {"cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__, "python": platform.python_version(),
+    from vrnn.machine import cpu_name
+
+    info = {"cpu": cpu_name(), "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+            "python": platform.python_version(),
             "device": str(device), "load_average": load_average()}
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
@@ -736,7 +731,8 @@ def format_report(result: dict) -> str:
         lines.append("memory kept for backward (MiB): " + "; ".join(
             f"{n}: " + ", ".join(f"{k} {v['saved_for_backward_bytes'] / 2**20:.1f}"
                                  for k, v in mm.items()) for n, mm in mems.items()))
-        lines.append(f"process peak RSS: {result['peak_rss_mib']:.0f} MiB")
+        if "peak_rss_mib" in result:  # absent from a run cut short
+            lines.append(f"process peak RSS: {result['peak_rss_mib']:.0f} MiB")
     if "scaling" in result:
         s = result["scaling"]
         lines.append("")
@@ -748,6 +744,92 @@ def format_report(result: dict) -> str:
         lines.append(f"  us per sequence step by B (T={s['by_batch'][0]['steps']}): " + ", ".join(
             f"B={r['batch']}: {r['us_per_sequence_step']:.1f}" for r in s["by_batch"]))
     return "\n".join(lines)
+
+
+def markdown_report(result: dict) -> str:
+    """The tables of ``docs/PERFORMANCE.md`` from a result (``--json``): one per configuration,
+    then evaluation, generation, memory and scaling."""
+    m = result["machine"]
+    out = [f"Machine: {m['cpu']}, {m['cpu_count']} cores, {m['torch_threads']} torch threads, "
+           f"torch {m['torch']}, device {m['device']}; load average at the start "
+           f"{m['load_average'][0] if m.get('load_average') else 'n/a'}.", ""]
+    for name, r in result["configs"].items():
+        if "skipped" in r:
+            out += [f"**{name}**: skipped ({r['skipped']}).", ""]
+            continue
+        t = r["training"]
+        z = t["sizes"]
+        b = t["bound"]
+        out += [f"**{name}** (x {z['x_dim']}, hidden {z['hidden']}, z {z['z_dim']}, T "
+                f"{z['steps']}, batch {z['batch']}, {z['output']} output; "
+                f"{t['flops_per_step']['total'] / 1e9:.1f} GFLOP per step; matmul rate "
+                f"{t['sgemm_gflops']:.1f} GFLOP/s):", "",
+                "| variant | ms / step | sequence-steps / s | GFLOP/s | of matmul rate "
+                "| speed-up vs per-step | kept for backward MiB |",
+                "|---|---:|---:|---:|---:|---:|---:|"]
+        mem = t.get("memory", {})
+        for vname, v in t["variants"].items():
+            kept = mem.get(vname, {}).get("saved_for_backward_bytes")
+            out.append(f"| {vname} | {v['ms']:.1f} | {v['seq_steps_per_s']:,.0f} | "
+                       f"{v['gflops']:.1f} | {v['fraction_of_sgemm']:.0%} | "
+                       f"{v['speedup_vs_per_step']:.2f} | "
+                       f"{'' if kept is None else f'{kept / 2**20:.0f}'} |")
+        out += ["", f"Bound: the products with B rows inside the loop run at "
+                f"{b['thin_gflops']:.1f} GFLOP/s ({b['thin_fraction_of_sgemm']:.0%} of the matmul "
+                f"rate) and carry {b['loop_flop_share']:.0%} of the FLOPs; at those rates and with "
+                f"nothing else a step takes {b['best_ms']:.1f} ms "
+                f"({b['best_fraction_of_sgemm']:.0%} of the matmul rate, "
+                f"{t['variants']['per-step']['ms'] / b['best_ms']:.2f}x the per-step time)."]
+        prof = t.get("profile", {})
+        if prof:
+            cats = list(next(iter(prof.values()))["categories_ms"])
+            out += ["", "| profile, ms | " + " | ".join(cats) + " |",
+                    "|---|" + "---:|" * len(cats)]
+            for vname, pr in prof.items():
+                out.append(f"| {vname} | " + " | ".join(
+                    f"{pr['categories_ms'][c]:.0f}" for c in cats) + " |")
+        out.append("")
+    evals = {n: r["evaluation"] for n, r in result["configs"].items() if "evaluation" in r}
+    if evals:
+        out += ["Importance-sampled evaluation, S = 40, no gradients:", "",
+                "| config | one ELBO pass ms | IS ms | IS / pass | FLOP ratio | IS over repeated "
+                "x / pass | 40 separate passes / IS | samples per pass |",
+                "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for n, e in evals.items():
+            sep = f"{e['separate_over_is']:.2f}" if e["separate_measured"] else "n/a"
+            out.append(f"| {n} | {e['elbo_pass_ms']:.1f} | {e['is_ms']:.0f} | "
+                       f"{e['is_over_one_pass']:.1f}x | {e['flop_ratio']:.1f}x | "
+                       f"{e['is_repeat_over_one_pass']:.1f}x | {sep} | "
+                       f"{e['samples_per_pass']} |")
+        out.append("")
+    gens = {n: r["generation"] for n, r in result["configs"].items() if "generation" in r}
+    if gens:
+        out += ["Generation (ancestral sampling):", "",
+                "| config | steps / s, batch 1 | steps / s, batch 64 | frames / s, batch 64 |",
+                "|---|---:|---:|---:|"]
+        for n, g in gens.items():
+            out.append(f"| {n} | {g['batch_1']['steps_per_s']:,.0f} | "
+                       f"{g['batch_64']['steps_per_s']:,.0f} | "
+                       f"{g['batch_64']['frames_per_s']:,.0f} |")
+        out.append("")
+    if "peak_rss_mib" in result:
+        out += [f"Peak resident memory of the benchmark process: {result['peak_rss_mib']:.0f} MiB.",
+                ""]
+    if "scaling" in result:
+        s = result["scaling"]
+        out += [f"Scaling, {s['model']['name']} sizes, `ours`, training step:", "",
+                f"| T (batch {s['by_steps'][0]['batch']}) | ms / step | ms per time step |",
+                "|---:|---:|---:|"]
+        out += [f"| {r['steps']} | {r['ms']:.0f} | {r['ms_per_time_step']:.2f} |"
+                for r in s["by_steps"]]
+        out += ["", f"| batch (T {s['by_batch'][0]['steps']}) | ms / step | "
+                "us per sequence-step |", "|---:|---:|---:|"]
+        out += [f"| {r['batch']} | {r['ms']:.1f} | {r['us_per_sequence_step']:.1f} |"
+                for r in s["by_batch"]]
+        out += ["", f"Longest T over the cheapest per time step: "
+                f"{s['longest_over_cheapest_per_step']:.2f} "
+                f"({'flat in T' if s['flat_in_steps'] else 'NOT flat in T'})."]
+    return "\n".join(out).rstrip() + "\n"
 
 
 # -- command line ------------------------------------------------------------------------------
@@ -772,6 +854,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true",
                    help="microscopic sizes, few repeats: checks that it runs; numbers mean nothing")
     p.add_argument("--json", default=None, metavar="PATH", help="write every figure here")
+    p.add_argument("--markdown", default=None, metavar="PATH",
+                   help="also write the tables as Markdown (docs/PERFORMANCE.md holds them)")
+    p.add_argument("--from-json", default=None, metavar="PATH",
+                   help="time nothing: print the report (and --markdown) of an earlier --json")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
     p.add_argument("--repeats", type=int, default=None,
                    help="timed training steps per variant (default 10; --quick 3)")
@@ -884,9 +970,12 @@ def main(argv: list[str] | None = None) -> int:
             if args.threads < 1:
                 raise ValueError(f"--threads must be >= 1, got {args.threads}")
             torch.set_num_threads(args.threads)
-        if args.device.startswith("cuda") and not torch.cuda.is_available():
+        if args.from_json:
+            result = read_json(args.from_json)
+        elif args.device.startswith("cuda") and not torch.cuda.is_available():
             raise ValueError(f"--device {args.device}: CUDA is not available here")
-        result = run(args)
+        else:
+            result = run(args)
     except ValueError as e:
         print(f"vrnn benchmark: error: {e}", file=sys.stderr)
         return 2
@@ -897,9 +986,26 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(threads)
     print()
     print(format_report(result))
-    if args.json:
+    if args.json and not args.from_json:
         print(f"\nwrote {write_json(result, args.json)}")
+    if args.markdown:
+        out = Path(args.markdown)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(markdown_report(result))
+        print(f"wrote {out}")
     return 0
+
+
+def read_json(path: str) -> dict:
+    """An earlier ``--json`` result; ValueError naming the file when it is not one."""
+    p = Path(path)
+    try:
+        result = json.loads(p.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"--from-json {path}: cannot read a benchmark result ({e})") from e
+    if not isinstance(result, dict) or "machine" not in result or "configs" not in result:
+        raise ValueError(f"--from-json {path}: not a `vrnn benchmark --json` result")
+    return result
 
 
 def write_json(result: dict, path: str) -> Path:

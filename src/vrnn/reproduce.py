@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import re
 import shlex
 import sys
@@ -362,15 +361,9 @@ def _threads() -> str:
 def _device_line(args) -> str:
     if torch.cuda.is_available() and args.device != "cpu":
         return f"CUDA: {torch.cuda.get_device_name(0)}"
-    cpu = platform.processor() or "CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"CPU: {cpu}, {_threads()}, torch {torch.__version__}"
+    from vrnn.machine import cpu_name
+
+    return f"CPU: {cpu_name()}, {_threads()}, torch {torch.__version__}"
 
 
 def _rel(path: Path, docs: Path) -> str:
