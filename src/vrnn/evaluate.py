@@ -29,8 +29,8 @@ from vrnn.model import SequenceModel, masked_sum
 # Sequence-steps per forward pass during evaluation: bounds memory of the S x B replicas.
 DEFAULT_STEP_BUDGET = 1 << 16
 # Rows (replicas x sequences) per time step of the filtering loop: beyond a few hundred rows the
-# per-step tensors leave the caches and a pass gets slower per row (measured with
-# ``vrnn benchmark``: 4 replicas of 128 MNIST sequences beat 8 or more).
+# per-step tensors leave the caches and a pass gets slower per row (measured at the benchmark's
+# MNIST size, docs/PERFORMANCE.md: 4 replicas of 128 sequences beat 8 or more).
 DEFAULT_ROW_BUDGET = 512
 
 
