@@ -181,6 +181,12 @@ def test_early_stopping_on_the_validation_bound(data, tmp_path, monkeypatch):
     assert result.stopped == "early_stopping" and result.step == 5
     assert result.best_bound == -9.0
     assert load_checkpoint(tmp_path / "run" / "best.pt")["step"] == 2
+    # resuming a run that stopped early (as `vrnn reproduce` does) must not train it further
+    before = (tmp_path / "run" / "last.pt").read_bytes()
+    resumed = train(cfg_for(data, tmp_path / "run", max_steps=100, val_interval=1, patience=3,
+                            resume="auto"))
+    assert resumed.stopped == "early_stopping" and resumed.step == 5
+    assert (tmp_path / "run" / "last.pt").read_bytes() == before
 
 
 def test_gradients_are_clipped_before_the_optimiser_step(data, tmp_path, monkeypatch):

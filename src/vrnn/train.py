@@ -514,6 +514,7 @@ def _train(cfg: TrainConfig, env: DistEnv, dataset, callback) -> TrainResult:
     window_sums = np.zeros(4)  # elbo, kl, sequences, steps since the last train row
     grad_norms: list[float] = []
     last_validated = step if ckpt is not None else -1
+    start_step = step
     def out_of_time() -> bool:
         if cfg.max_minutes is None:
             return False
@@ -522,6 +523,8 @@ def _train(cfg: TrainConfig, env: DistEnv, dataset, callback) -> TrainResult:
 
     if out_of_time():
         stopped = "time_limit"  # a resumed run whose time budget is already spent
+    elif cfg.patience and bad_validations >= cfg.patience:
+        stopped = "early_stopping"  # a resumed run that had already stopped early
     try:
         while step < cfg.max_steps and stopped == "max_steps":
             yielded = False
@@ -611,7 +614,8 @@ def _train(cfg: TrainConfig, env: DistEnv, dataset, callback) -> TrainResult:
                 carried = None
         if stopped != "interrupted" and last_validated != step and step > 0:
             run_validation()
-        save("last")
+        if ckpt is None or step != start_step:  # a resumed run that did nothing stays as it was
+            save("last")
         if env.is_main and not best_path.exists() and last_path.exists():
             ckio.save_atomic(checkpoint_dict(last_stats), best_path)
     finally:
