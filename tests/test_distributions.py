@@ -118,6 +118,38 @@ def test_temperature_scales_and_logits():
                                (d1.mixture_distribution.logits / 0.25).softmax(-1))
 
 
+@pytest.mark.parametrize("tau", [0.25, 3.0])
+def test_temperature_on_gaussian_bernoulli_and_stroke_heads(tau):
+    """Every head: logits (mixture weights, Bernoulli bits, the pen bit) divided by tau, scales
+    multiplied by sqrt(tau); locations and correlations untouched."""
+    torch.manual_seed(7)
+    h = torch.randn(4, 5)
+    root = math.sqrt(tau)
+
+    gauss = make_head("gauss", 5, 3, components=1, min_scale=1e-4, scale_bias=0.6)
+    g1, g2 = gauss(h).base_dist, gauss(h, temperature=tau).base_dist
+    torch.testing.assert_close(g2.loc, g1.loc)
+    torch.testing.assert_close(g2.scale, g1.scale * root)
+
+    bern = make_head("bernoulli", 5, 3, components=1, min_scale=1e-4, scale_bias=0.6)
+    b1, b2 = bern(h).base_dist, bern(h, temperature=tau).base_dist
+    torch.testing.assert_close(b2.logits, b1.logits / tau)
+
+    stroke = StrokeHead(5, 3, min_scale=1e-4, scale_bias=0.6)
+    s1, s2 = stroke(h), stroke(h, temperature=tau)
+    c1, c2 = s1.offset.component_distribution, s2.offset.component_distribution
+    torch.testing.assert_close(c2.loc, c1.loc)
+    torch.testing.assert_close(c2.scale, c1.scale * root)
+    torch.testing.assert_close(c2.rho, c1.rho)
+    torch.testing.assert_close(s2.offset.mixture_distribution.probs,
+                               (s1.offset.mixture_distribution.logits / tau).softmax(-1))
+    torch.testing.assert_close(s2.pen.logits, s1.pen.logits / tau)
+    # a sharper / flatter pen bit, not just a rescaled number: probabilities move away from /
+    # towards 1/2 as tau falls below / rises above 1
+    far1, far2 = (s1.pen.probs - 0.5).abs(), (s2.pen.probs - 0.5).abs()
+    assert torch.all(far2 > far1) if tau < 1 else torch.all(far2 < far1)
+
+
 def test_analytic_kl_against_torch_and_monte_carlo():
     """The KL the model uses (diagonal Gaussians, scales are stds) against a Monte-Carlo
     estimate E_q[log q - log p] with 400k draws."""

@@ -8,7 +8,9 @@ from reference import reference_terms
 
 from vrnn import ModelConfig, build_model, masked_sum, model_config
 from vrnn.config import parse_model_name
+from vrnn.distributions import draw
 from vrnn.model import RNN, VRNN
+from vrnn.presets import DATA_KINDS, DEFAULT_X_DIM, PRESETS
 
 KINDS = {"audio": 5, "strokes": 3, "binary": 6}
 
@@ -67,17 +69,23 @@ def test_fast_path_matches_per_step_reference(B, T, cell, name, kind):
             assert rel_err(a, b) < 1e-5, pname
 
 
-@pytest.mark.parametrize("name", ["vrnn-gauss", "vrnn-gmm", "vrnn-i-gauss", "rnn-gauss",
-                                  "rnn-gmm"])
-def test_every_parameter_receives_a_gradient(name):
+# every output head: (data kind, output suffix) -> gauss, gmm, bernoulli, stroke-gauss, stroke-gmm
+OUTPUT_KINDS = [("audio", "gauss"), ("audio", "gmm"), ("binary", "bernoulli"),
+                ("strokes", "gauss"), ("strokes", "gmm")]
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("family", ["vrnn", "vrnn-i", "rnn"])
+@pytest.mark.parametrize("kind,output", OUTPUT_KINDS)
+def test_every_parameter_receives_a_gradient(kind, output, family, cell):
     torch.manual_seed(1)
-    model = build_model(tiny(name, "strokes"))
-    x = make_x("strokes", 3, 5, torch.Generator().manual_seed(0))
+    model = build_model(tiny(f"{family}-{output}", kind, cell=cell))
+    x = make_x(kind, 3, 5, torch.Generator().manual_seed(0))
     loss, _ = model.loss(x)
     loss.backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
     assert not missing, missing
-    if name == "vrnn-i-gauss":
+    if family == "vrnn-i":
         assert model.prior is None  # N(0, I): no prior network at all
 
 
@@ -100,6 +108,38 @@ def test_padding_invariance(name):
     batch[0, 4:] = 123.0  # whatever the padding holds
     assert model(batch, mask, noise=noise).elbo(mask)[0].item() == pytest.approx(
         alone.item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("name", ["vrnn-gauss", "vrnn-i-gauss"])
+def test_per_step_kl_matches_monte_carlo_of_the_models_own_posterior_and_prior(name):
+    """``terms.kl`` at every step against E_q[log q(z_t) - log p(z_t)] over the z_t the model
+    itself samples (R replicas of each sequence): the per-replica difference has mean zero given
+    z_{<t}, so its replica mean must sit within a few standard errors of 0. Catches a KL with
+    swapped arguments or a missing term, and a z_t not drawn from the q the KL is taken of."""
+    torch.manual_seed(8)
+    model = build_model(tiny(name))
+    Z = model.config.z_dim
+    with torch.no_grad():  # make q and p far apart and unequal in scale, so KL(q||p) != KL(p||q)
+        enc = model.encoder.gaussian.linear
+        enc.weight.mul_(3.0)
+        enc.bias[Z:].fill_(-1.0)  # posterior scales about 0.3
+        if model.prior is not None:
+            prior = model.prior.gaussian.linear
+            prior.weight.mul_(3.0)
+            prior.bias[Z:].fill_(1.0)  # prior scales about 1.3
+    B, T, R = 2, 4, 4000
+    x = make_x("audio", B, T, torch.Generator().manual_seed(9))
+    with torch.no_grad():
+        terms = model(x, generator=torch.Generator().manual_seed(10), sample_terms=True,
+                      replicas=R)
+    kl = terms.kl.view(R, B, T)  # row r * B + b is replica r of sequence b
+    mc = (terms.log_qz - terms.log_pz).view(R, B, T)  # one-sample estimates of the KL
+    diff = mc - kl
+    se = diff.std(0) / R**0.5  # (B, T)
+    assert torch.all(kl > 1.0)  # far apart: the check below has something to find
+    assert torch.all(diff.mean(0).abs() < 4 * se), (kl.mean(0), mc.mean(0), se)
+    # step 1: h_0 is fixed, so every replica has the same q and p
+    torch.testing.assert_close(kl[:, :, 0], kl[:1, :, 0].expand(R, B))
 
 
 @pytest.mark.parametrize("name", ["vrnn-gauss", "rnn-gmm"])
@@ -152,7 +192,48 @@ def test_sample_shapes_values_and_seed(name, kind):
     assert model.training  # sampling restores the mode
 
 
-@pytest.mark.parametrize("name", ["vrnn-gauss", "rnn-gmm"])
+@torch.no_grad()
+def literal_primed_sample(model, prime: torch.Tensor, steps: int, temperature: float,
+                          gen: torch.Generator) -> torch.Tensor:
+    """The primed continuation written out from the paper's equations with the model's modules:
+    the prefix ``(num, P, D)`` run through the filtering posterior (VRNN: Eq. 9 with the noise of
+    one ``(num, P, Z)`` draw, as the forward pass takes it) or the RNN, then Eq. 5-7 from the prior
+    for ``steps`` frames, every draw from ``gen`` in order."""
+    num, P, _ = prime.shape
+    state = model.init_state(num)
+    vrnn = isinstance(model, VRNN)
+    if vrnn:
+        noise = torch.randn(num, P, model.config.z_dim, generator=gen)
+    for t in range(P):
+        fx = model.phi_x(prime[:, t])
+        if vrnn:
+            loc, scale = model.encoder(torch.cat([fx, state[0]], -1))  # Eq. 9: the posterior
+            fz = model.phi_z(loc + scale * noise[:, t])
+            state = model.cell_step(torch.cat([fx, fz], -1), state)  # Eq. 7
+        else:
+            state = rnn_step(model, fx, state)
+    frames = []
+    for _ in range(steps):
+        h = state[0]
+        if vrnn:
+            fz = model.phi_z(draw(model.prior_dist(h), gen))  # Eq. 5
+            x = draw(model.decoder(torch.cat([fz, h], -1), temperature), gen)  # Eq. 6
+            state = model.cell_step(torch.cat([model.phi_x(x), fz], -1), state)  # Eq. 7
+        else:
+            x = draw(model.decoder(h, temperature), gen)
+            state = rnn_step(model, model.phi_x(x), state)
+        frames.append(x)
+    return torch.stack(frames, 1)  # (num, steps, D)
+
+
+def rnn_step(model: RNN, fx: torch.Tensor, state: tuple) -> tuple:
+    """One step of the RNN baseline's library LSTM/GRU on ``fx (B, X)``."""
+    s = tuple(t.unsqueeze(0).contiguous() for t in state)  # (1, B, H) each
+    _, s = model.rnn(fx.unsqueeze(1), s if len(s) == 2 else s[0])
+    return tuple(t[0] for t in s) if isinstance(s, tuple) else (s[0],)
+
+
+@pytest.mark.parametrize("name", ["vrnn-gauss", "vrnn-i-gmm", "rnn-gmm"])
 def test_primed_sample_reproduces_prefix_and_depends_on_it(name):
     torch.manual_seed(6)
     model = build_model(tiny(name))
@@ -163,8 +244,17 @@ def test_primed_sample_reproduces_prefix_and_depends_on_it(name):
     assert torch.equal(out[:, :5], prime.expand(3, 5, 5))
     cont = model.sample(3, 4, prime=prime, generator=torch.Generator().manual_seed(0))
     assert cont.shape == (3, 4, 5)
+    torch.testing.assert_close(out[:, 5:], cont)
     other = model.sample(3, 4, prime=prime + 5.0, generator=torch.Generator().manual_seed(0))
     assert not torch.allclose(cont, other)  # the continuation is conditioned on the prefix
+    # ... and exactly as the equations say: the state the posterior reaches over the prefix (the
+    # same random stream), then the prior and decoder from there, at the asked temperature
+    for tau in (1.0, 0.5):
+        cont = model.sample(3, 4, prime=prime, temperature=tau,
+                            generator=torch.Generator().manual_seed(1))
+        ref = literal_primed_sample(model, prime.expand(3, 5, 5), 4, tau,
+                                    torch.Generator().manual_seed(1))
+        torch.testing.assert_close(cont, ref, rtol=1e-5, atol=1e-5)
 
 
 def test_prime_and_input_shape_errors():
@@ -195,15 +285,22 @@ def test_config_round_trip_and_errors():
         "family": "vrnn", "prior": "standard", "output": "stroke-gauss", "name": "VRNN-I-Gauss"}
 
 
-@pytest.mark.parametrize("kind,preset", [("audio", "small"), ("audio", "paper"),
-                                         ("strokes", "paper"), ("binary", "small")])
+@pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.parametrize("kind", DATA_KINDS)
 def test_rnn_baselines_match_parameter_counts(kind, preset):
-    """As in the paper, the RNN gets wider MLPs so its size matches the VRNN's (within 1%)."""
+    """As in the paper, the RNN gets wider MLPs so its size matches the VRNN's (within 1%), at
+    every preset and for every data kind at its real frame size (200-sample audio frames, pen
+    strokes, 88-key rolls), where one unit of a GMM output layer alone costs K (1 + 2D) weights."""
     from vrnn.presets import _count
 
+    x_dim = DEFAULT_X_DIM[kind]
     suffix = ["bernoulli"] if kind == "binary" else ["gauss", "gmm"]
     for s in suffix:
-        rnn = _count(model_config(f"rnn-{s}", x_dim=KINDS[kind], data_kind=kind, preset=preset))
-        vrnn = _count(model_config(f"vrnn-{s}", x_dim=KINDS[kind], data_kind=kind,
-                                   preset=preset))
+        rnn_cfg = model_config(f"rnn-{s}", x_dim=x_dim, data_kind=kind, preset=preset)
+        vrnn_cfg = model_config(f"vrnn-{s}", x_dim=x_dim, data_kind=kind, preset=preset)
+        rnn, vrnn = _count(rnn_cfg), _count(vrnn_cfg)
         assert abs(rnn - vrnn) / vrnn < 0.01, (s, rnn, vrnn)
+        # only the baseline's MLPs change, and only wider: the VRNN keeps its preset sizes
+        assert rnn_cfg.h_dim == vrnn_cfg.h_dim
+        assert all(a >= b for a, b in zip(rnn_cfg.phi_x, vrnn_cfg.phi_x))
+        assert all(a >= b for a, b in zip(rnn_cfg.decoder, vrnn_cfg.decoder))
