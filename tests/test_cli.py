@@ -170,6 +170,44 @@ def test_one_bad_file_stops_training_unless_skip_bad(tmp_path):
     proc = vrnn(*args, "--out", tmp_path / "b", "--skip-bad")
     assert (tmp_path / "b" / "last.pt").exists()
     assert "broken.wav" in proc.stderr + proc.stdout  # reported, not silently dropped
+    # evaluating on the run's own data reads it as the run did (skipping the bad file)
+    ckpt = tmp_path / "b" / "last.pt"
+    own = json.loads(vrnn("evaluate", ckpt, "--json", "--split", "train").stdout)
+    # other data with a bad file: named, and skipped only on request
+    other = tmp_path / "other"
+    other.mkdir()
+    for i in range(12):
+        sf.write(other / f"v{i:02d}.wav", 0.1 * rng.normal(size=4000), 8000, subtype="PCM_16")
+    (other / "torn.wav").write_bytes(b"RIFF\x00\x00")
+    proc = vrnn("evaluate", ckpt, "--data", other, "--json", check=False)
+    assert proc.returncode == 2 and "torn.wav" in proc.stderr and "--skip-bad" in proc.stderr
+    res = json.loads(vrnn("evaluate", ckpt, "--data", other, "--json", "--skip-bad").stdout)
+    assert res["n_sequences"] >= 1 and np.isfinite(res["log_likelihood"])
+    assert own["n_sequences"] >= 1
+
+
+def test_audio_at_another_rate_is_resampled_to_the_models(tmp_path):
+    import soundfile as sf
+    from scipy.signal import resample_poly
+
+    rng = np.random.default_rng(1)
+    waves = [0.1 * rng.normal(size=4000) for _ in range(12)]
+    for rate in (8000, 16000):
+        (tmp_path / str(rate)).mkdir()
+        for i, w in enumerate(waves):
+            w = w if rate == 8000 else resample_poly(w, 2, 1)
+            sf.write(tmp_path / str(rate) / f"u{i:02d}.wav", w, rate, subtype="PCM_16")
+    out = tmp_path / "run"
+    vrnn("train", "--data", tmp_path / "8000", "--model", "rnn-gauss", "--preset", "tiny",
+         "--max-steps", "2", "--batch-size", "2", "--seq-len", "4", "--no-progress",
+         "--device", "cpu", "--out", out)
+    at8 = json.loads(vrnn("evaluate", out / "last.pt", "--json").stdout)
+    proc = vrnn("evaluate", out / "last.pt", "--data", tmp_path / "16000", "--json")
+    assert "16000 Hz; resampled to the model's 8000 Hz" in proc.stderr
+    at16 = json.loads(proc.stdout)
+    # the same utterances, at the model's rate again: the same frames, nearly the same density
+    assert at16["n_steps"] == at8["n_steps"]
+    assert at16["log_likelihood"] == pytest.approx(at8["log_likelihood"], rel=0.05)
 
 
 def test_presets_prints_the_matched_parameter_counts(capsys):

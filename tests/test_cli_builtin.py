@@ -39,7 +39,7 @@ def test_train_evaluate_sample_analyse(name, tmp_path):
     assert res["data"] == name and 1 <= res["n_sequences"] <= 3 and res["num_samples"] == 2
     assert np.isfinite(res["elbo"]) and np.isfinite(res["log_likelihood"])
     if info["kind"] == "audio":
-        assert np.isfinite(res["log_likelihood_bits_per_sample"])
+        assert np.isfinite(res["nll_bits_per_sample"])
 
     samples = tmp_path / "samples"
     vrnn("sample", ckpt, "--num", "2", "--steps", "6", "--out", samples)
@@ -51,3 +51,20 @@ def test_train_evaluate_sample_analyse(name, tmp_path):
     png = tmp_path / "kl.png"
     vrnn("analyse", ckpt, "--out", png)
     assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_stroke_subsampling_is_a_flag_and_the_run_keeps_it(tmp_path):
+    if not PRESENT["handwriting"]["present"]:
+        pytest.skip(f"handwriting is not installed: {PRESENT['handwriting']['install_hint']}")
+    out = tmp_path / "run"
+    vrnn("train", "--data", "handwriting", "--model", "rnn-gmm", "--preset", "tiny",
+         "--max-steps", "1", "--batch-size", "4", "--subsample", "8", "--max-files", "2",
+         "--out", out, "--device", "cpu", "--no-progress")
+    assert json.loads((out / "config.json").read_text())["train"]["subsample"] == 8
+    info = json.loads(vrnn("data", "info", "handwriting", "--subsample", "8", "--max-files", "2",
+                           "--json").stdout)
+    default = json.loads(vrnn("data", "info", "handwriting", "--max-files", "2",
+                              "--json").stdout)
+    assert info["test"]["n_steps"] < default["test"]["n_steps"]
+    res = json.loads(vrnn("evaluate", out / "last.pt", "--json").stdout)  # read as trained
+    assert res["n_steps"] == info["test"]["n_steps"]

@@ -445,6 +445,26 @@ def test_bad_sequences_in_numpy_files_are_named(tmp_path):
         load_dataset(str(tmp_path / "f.npz"))
 
 
+def test_mixed_frame_sizes_name_the_first_sequence_of_each_size(tmp_path):
+    seqs = ragged(10, 2)
+    seqs[6] = np.zeros((4, 3), dtype=np.float32)
+    np.save(tmp_path / "m.npy", seqs, allow_pickle=True)
+    with pytest.raises(DataError, match=r"D=2 \(first: .*m\.npy\[0\]\), D=3 \(first: "
+                                        r".*m\.npy\[6\]\)"):
+        load_dataset(str(tmp_path / "m.npy"))
+
+
+def test_an_unwritable_cache_warns_and_keeps_the_data(tmp_path, monkeypatch):
+    from vrnn.data import music
+
+    monkeypatch.setattr(music, "parse_chorales", lambda max_files: (
+        [np.ones((3, 88), dtype=np.float32)], ["bwv1"]))
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.warns(UserWarning, match=r"cannot write the chorales cache .*VRNN_CACHE"):
+        rolls, ids, cached = music.load_rolls(str(tmp_path / "file" / "sub"))
+    assert (len(rolls), ids, cached) == (1, ["bwv1"], False)
+
+
 # -- batching --------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("B", [1, 3])

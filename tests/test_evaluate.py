@@ -92,16 +92,129 @@ def test_importance_sampling_tightens_with_more_samples():
     assert gaps[1] > gaps[10] > gaps[100] > -0.05, gaps
 
 
-def test_chunking_does_not_change_the_estimate():
+def ragged_batch(seed: int, lengths: tuple[int, ...], D: int, dtype=torch.float32):
+    """``x (B, T, D)`` and ``mask (B, T)`` for sequences of ``lengths``, zeros after each end."""
+    gen = torch.Generator().manual_seed(seed)
+    T = max(lengths)
+    mask = torch.arange(T) < torch.tensor(lengths).unsqueeze(1)  # (B, T)
+    x = torch.randn(len(lengths), T, D, generator=gen, dtype=dtype) * mask.unsqueeze(-1)
+    return x, mask
+
+
+@pytest.mark.parametrize("chunk_size", [1, 5, 12])
+def test_chunking_does_not_change_the_estimate(chunk_size):
+    """Chunks are assembled exactly: the S samples are drawn as passes of ``chunk_size``
+    replicas (the last one shorter), each drawing its noise ``(c * B, T, Z)`` from the generator
+    in turn, and the result is that of one pass of S replicas over those draws put end to end,
+    to float64 rounding (the replica layout, the repeated mask and the means over chunks)."""
+    torch.manual_seed(2)
+    model = build_model(model_config("vrnn-gmm", x_dim=3, preset="tiny")).double()
+    S, lengths = 12, (6, 2, 4)
+    B, Z = len(lengths), model.config.z_dim
+    x, mask = ragged_batch(3, lengths, 3, torch.float64)
+    est = estimate_log_likelihood(model, x, mask, num_samples=S, chunk_size=chunk_size,
+                                  generator=torch.Generator().manual_seed(5))
+
+    gen = torch.Generator().manual_seed(5)
+    sizes = [min(chunk_size, S - done) for done in range(0, S, chunk_size)]
+    noise = torch.cat([torch.randn(c * B, x.shape[1], Z, generator=gen, dtype=torch.float64)
+                       for c in sizes])  # (S * B, T, Z), row s * B + b
+    with torch.no_grad():
+        terms = model(x, mask, noise=noise, sample_terms=True, replicas=S)
+    mr = mask.repeat(S, 1)  # (S * B, T)
+    log_w = ((terms.log_px + terms.log_pz - terms.log_qz) * mr).sum(1).view(S, B)
+    tight = {"rtol": 1e-10, "atol": 1e-10}
+    torch.testing.assert_close(est.log_weights, log_w, **tight)
+    torch.testing.assert_close(est.log_likelihood, log_w.logsumexp(0) - math.log(S), **tight)
+    elbo = ((terms.log_px - terms.kl) * mr).sum(1).view(S, B).mean(0)
+    torch.testing.assert_close(est.elbo, elbo, **tight)
+
+
+def test_other_chunk_sizes_agree_within_their_standard_errors():
+    """Under one seed, two chunk sizes see the same noise only when every chunk draws a multiple
+    of 16 normals: torch's CPU sampler fills a tensor of 16 or more values by Box-Muller over
+    blocks of 16 uniforms (recomputing the last block), so ``randn(n)`` is in general not the
+    concatenation of ``randn`` of the chunks' sizes. Here (Z = 2, B = 3, T = 1, chunks of 5: 30
+    normals) the two runs are independent estimates of the same quantity, so they can only be
+    asked to agree within 4 combined standard errors (the same noise: the test above, 1e-10)."""
     model = linear_gaussian_vrnn(2)
-    x = torch.randn(3, 1, 3, dtype=torch.float64)
-    a = estimate_log_likelihood(model, x, num_samples=12, chunk_size=12,
-                                generator=torch.Generator().manual_seed(5))
-    b = estimate_log_likelihood(model, x, num_samples=12, chunk_size=5,
-                                generator=torch.Generator().manual_seed(5))
-    # the draws differ in order, so compare distributions of the weights only through moments
-    assert a.log_weights.shape == b.log_weights.shape == (12, 3)
-    torch.testing.assert_close(a.log_likelihood, b.log_likelihood, rtol=0, atol=1.0)
+    x = torch.randn(3, 1, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(6))
+    a, b = (estimate_log_likelihood(model, x, num_samples=48, chunk_size=c,
+                                    generator=torch.Generator().manual_seed(5))
+            for c in (48, 5))
+    assert torch.all((a.log_likelihood - b.log_likelihood).abs()
+                     < 4 * (a.stderr.square() + b.stderr.square()).sqrt())
+
+
+def test_importance_sampling_stderr_matches_the_spread_of_repeats():
+    """The reported (delta-method) standard error against the spread of R independent estimates
+    of the same sequences, and shrinking as 1/sqrt(S). Each of the R copies of a sequence in one
+    batch is an independent estimate (its own noise)."""
+    model = linear_gaussian_vrnn(3)
+    gen = torch.Generator().manual_seed(7)
+    B, R = 4, 300
+    x = torch.randn(B, 1, 3, generator=gen, dtype=torch.float64)
+    spread, reported = {}, {}
+    for S in (8, 32):
+        est = estimate_log_likelihood(model, x.repeat(R, 1, 1), num_samples=S, chunk_size=S,
+                                      generator=gen)
+        spread[S] = est.log_likelihood.view(R, B).std(0)  # (B,) over repeats
+        reported[S] = est.stderr.view(R, B).mean(0)  # (B,)
+        ratio = spread[S] / reported[S]
+        assert torch.all((ratio > 0.6) & (ratio < 1.6)), (S, ratio)
+    for d in (spread, reported):  # 4x the samples: half the error
+        shrink = d[32] / d[8]
+        assert torch.all((shrink > 0.35) & (shrink < 0.7)), shrink
+
+
+def garbage_pad(x: torch.Tensor, mask: torch.Tensor, seed: int) -> torch.Tensor:
+    """``x`` with finite nonsense in every padded frame."""
+    junk = 50.0 * torch.randn(x.shape, generator=torch.Generator().manual_seed(seed)) + 7.0
+    return torch.where(mask.unsqueeze(-1), x, junk.to(x.dtype))
+
+
+@pytest.mark.parametrize("chunk_size", [None, 2])
+def test_padding_does_not_change_the_estimate(chunk_size):
+    """Same seed, same batch, different values in the padded frames: the same per-sequence ELBO,
+    IS estimate, standard error and weights (every replica's padded steps are masked)."""
+    torch.manual_seed(11)
+    model = build_model(model_config("vrnn-gmm", x_dim=4, preset="tiny"))
+    x, mask = ragged_batch(12, (4, 9, 6), 4)
+    a, b = (estimate_log_likelihood(model, xx, mask, num_samples=5, chunk_size=chunk_size,
+                                    generator=torch.Generator().manual_seed(13))
+            for xx in (x, garbage_pad(x, mask, 14)))
+    for field in ("elbo", "log_likelihood", "stderr", "log_weights"):
+        torch.testing.assert_close(getattr(a, field), getattr(b, field), rtol=1e-5, atol=1e-5,
+                                   msg=field)
+
+
+@pytest.mark.parametrize("name", ["vrnn-gauss", "rnn-gmm"])
+def test_evaluate_sequences_ignores_padding(name, monkeypatch):
+    """``evaluate_sequences`` end to end with garbage instead of zeros after each sequence's end
+    gives the same per-sequence numbers; for an RNN (exact, no noise) a sequence also gives the
+    same number alone as batched with longer ones."""
+    import vrnn.data
+
+    torch.manual_seed(15)
+    model = build_model(model_config(name, x_dim=4, preset="tiny"))
+    rng = np.random.default_rng(1)
+    seqs = [rng.standard_normal((n, 4)).astype(np.float32) for n in (3, 7, 5, 1, 6)]
+    clean = evaluate_sequences(model, seqs, batch_size=3, num_samples=6, seed=2)
+    pad_batch = vrnn.data.pad_batch
+
+    def garbage_pad_batch(batch):
+        x, mask = pad_batch(batch)
+        return garbage_pad(x, mask, len(batch)), mask
+
+    monkeypatch.setattr(vrnn.data, "pad_batch", garbage_pad_batch)
+    dirty = evaluate_sequences(model, seqs, batch_size=3, num_samples=6, seed=2)
+    for field in ("elbo", "log_likelihood", "is_stderr"):
+        np.testing.assert_allclose(getattr(dirty, field), getattr(clean, field), rtol=1e-5,
+                                   atol=1e-5, err_msg=field)
+    if name.startswith("rnn"):
+        alone = evaluate_sequences(model, seqs, batch_size=1, seed=2)
+        np.testing.assert_allclose(alone.log_likelihood, clean.log_likelihood, rtol=1e-5,
+                                   atol=1e-5)
 
 
 def test_rnn_likelihood_is_exact_and_has_no_spread():
@@ -127,11 +240,8 @@ def test_evaluate_sequences_summary_units():
     assert s["elbo"] == pytest.approx(res.elbo.mean())
     assert s["log_likelihood_per_step"] == pytest.approx(res.log_likelihood.sum() / 16)
     assert s["log_likelihood_per_sample"] == pytest.approx(res.log_likelihood.sum() / 64)
-    assert s["log_likelihood_bits_per_sample"] == pytest.approx(
+    assert s["nll_bits_per_sample"] == pytest.approx(
         -s["log_likelihood_per_sample"] / math.log(2))
     assert s["stderr"] == pytest.approx(res.log_likelihood.std(ddof=1) / 2)
-    # a sequence's result does not depend on the others it is batched with
-    alone = evaluate_sequences(model, seqs[3:], batch_size=1, num_samples=6)
-    assert np.isfinite(alone.log_likelihood).all()
     with pytest.raises(ValueError, match="num_samples"):
         estimate_log_likelihood(model, torch.zeros(1, 2, 4), num_samples=0)

@@ -24,6 +24,7 @@ import importlib
 import json
 import os
 import sys
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,6 +70,8 @@ def _train_args(p: argparse.ArgumentParser) -> None:
                    help="frames per sequence / TBPTT window (default: the data set's)")
     p.add_argument("--frame-size", type=int, default=200, help="audio samples per frame")
     p.add_argument("--sample-rate", type=int, default=None, help="resample audio to this rate")
+    p.add_argument("--subsample", type=int, default=None, metavar="K",
+                   help="pen strokes: keep every K-th point (default 4 for handwriting, else 1)")
     p.add_argument("--max-files", type=int, default=None, help="read at most N files")
     p.add_argument("--skip-bad", action="store_true",
                    help="report and skip unreadable or invalid data files instead of stopping")
@@ -126,16 +129,32 @@ def _load(path: str, device: str = "cpu"):
     return ckpt, model_from_checkpoint(ckpt, dev), data_info_from_checkpoint(ckpt)
 
 
-def _sequences(ckpt: dict, info, data: str | None, split: str, limit: int = 0):
+def _sequences(ckpt: dict, info, data: str | None, split: str, limit: int = 0,
+               skip_bad: bool = False):
     """The ``split`` of ``data`` (default the checkpoint's), normalised with the *checkpoint's*
-    statistics so that its densities are comparable with the ones it was trained for."""
+    statistics so that its densities are comparable with the ones it was trained for.
+
+    The checkpoint's own data is read with the data flags it was trained with; other data with
+    its defaults. Audio at another sample rate than the model's is resampled to the model's (a
+    note says so): a density over 200-sample frames means something only at one rate.
+    """
     from vrnn.data import check_x_dim, load_dataset
 
     tc = ckpt.get("train_config") or {}
     name = data or tc.get("data") or info.name
-    ds = load_dataset(name, seq_len=tc.get("seq_len"), frame_size=tc.get("frame_size") or 200,
-                      sample_rate=tc.get("sample_rate"), max_files=tc.get("max_files"),
-                      skip_bad=bool(tc.get("skip_bad")))
+    own = name == (tc.get("data") or info.name)
+    flags = {"seq_len": tc.get("seq_len"), "frame_size": tc.get("frame_size") or 200,
+             "sample_rate": tc.get("sample_rate") if own else None,
+             "subsample": tc.get("subsample") if own else None,
+             "max_files": tc.get("max_files") if own else None,
+             "skip_bad": skip_bad or (own and bool(tc.get("skip_bad")))}
+    ds = load_dataset(name, **flags)
+    rate = ds.info.sample_rate
+    if (info.kind == "audio" and ds.info.kind == "audio" and info.sample_rate and rate
+            and rate != info.sample_rate):
+        print(f"note: --data {name} is {rate} Hz; resampled to the model's {info.sample_rate} Hz",
+              file=sys.stderr)
+        ds = load_dataset(name, **{**flags, "sample_rate": info.sample_rate})
     check_x_dim(ds.info, ckpt["model_config"]["x_dim"])
     if split not in ("train", "valid", "test"):
         raise ValueError(f"--split must be train, valid or test, got {split!r}")
@@ -160,6 +179,8 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
                    help="importance samples per sequence (default 40, as the paper)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--max-sequences", type=int, default=0, help="evaluate the first N only")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="report and skip unreadable or invalid data files instead of stopping")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -168,7 +189,7 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
 
 def evaluate_checkpoint(path: str, *, data: str | None = None, split: str = "test",
                         samples: int = 40, batch_size: int = 32, max_sequences: int = 0,
-                        seed: int = 0, device: str = "auto") -> dict:
+                        seed: int = 0, device: str = "auto", skip_bad: bool = False) -> dict:
     """The paper's numbers for one checkpoint on one split (see ``vrnn evaluate``)."""
     from vrnn.evaluate import evaluate_sequences
     from vrnn.model import count_parameters
@@ -180,7 +201,7 @@ def evaluate_checkpoint(path: str, *, data: str | None = None, split: str = "tes
     if max_sequences < 0:
         raise ValueError(f"--max-sequences must be >= 0, got {max_sequences}")
     ckpt, model, info = _load(path, device)
-    name, seqs = _sequences(ckpt, info, data, split, max_sequences)
+    name, seqs = _sequences(ckpt, info, data, split, max_sequences, skip_bad=skip_bad)
     frame = info.frame_size if info.kind == "audio" else None
     res = evaluate_sequences(model, seqs, batch_size=batch_size, num_samples=samples,
                              frame_size=frame, seed=seed)
@@ -197,7 +218,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     out = evaluate_checkpoint(args.checkpoint, data=args.data, split=args.split,
                               samples=args.samples, batch_size=args.batch_size,
                               max_sequences=args.max_sequences, seed=args.seed,
-                              device=args.device)
+                              device=args.device, skip_bad=args.skip_bad)
     text = json.dumps(out)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -216,7 +237,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     print(f"  per step: {out['log_likelihood_per_step']:.4f}")
     if "log_likelihood_per_sample" in out:
         print(f"  per audio sample: {out['log_likelihood_per_sample']:.4f} nats, "
-              f"{out['log_likelihood_bits_per_sample']:.4f} bits (negative log)")
+              f"negative log-likelihood {out['nll_bits_per_sample']:.4f} bits")
     return 0
 
 
@@ -310,6 +331,8 @@ def _analyse_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default=None, help="default: the checkpoint's data set")
     p.add_argument("--split", default="test", choices=("train", "valid", "test"))
     p.add_argument("--index", type=int, default=0, help="which sequence of the split")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="report and skip unreadable or invalid data files instead of stopping")
     p.add_argument("--out", default=None, metavar="PNG", help="default: CKPT's folder/kl.png")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
@@ -322,7 +345,8 @@ def _analyse(args: argparse.Namespace) -> int:
                          f"an {model.config.name}, which has no latent variables")
     if args.index < 0:
         raise ValueError(f"--index must be >= 0, got {args.index}")
-    _, seqs = _sequences(ckpt, info, args.data, args.split, args.index + 1)
+    _, seqs = _sequences(ckpt, info, args.data, args.split, args.index + 1,
+                         skip_bad=args.skip_bad)
     if args.index >= len(seqs):
         raise ValueError(f"--index {args.index}: the {args.split} split has {len(seqs)} "
                          f"sequences")
@@ -345,6 +369,8 @@ def _data_args(p: argparse.ArgumentParser) -> None:
     info.add_argument("--seq-len", type=int, default=None, help="frames per training sequence")
     info.add_argument("--frame-size", type=int, default=200, help="audio samples per frame")
     info.add_argument("--sample-rate", type=int, default=None, help="resample audio to this rate")
+    info.add_argument("--subsample", type=int, default=None, metavar="K",
+                      help="pen strokes: keep every K-th point (default 4 for handwriting)")
     info.add_argument("--max-files", type=int, default=None, help="read at most N files")
     info.add_argument("--skip-bad", action="store_true", help="report and skip bad files")
     info.add_argument("--json", action="store_true")
@@ -358,8 +384,8 @@ def _data(args: argparse.Namespace) -> int:
         print(json.dumps(rows, default=str) if args.json else format_dataset_table(rows))
         return 0
     ds = load_dataset(args.name, seq_len=args.seq_len, frame_size=args.frame_size,
-                      sample_rate=args.sample_rate, max_files=args.max_files,
-                      skip_bad=args.skip_bad)
+                      sample_rate=args.sample_rate, subsample=args.subsample,
+                      max_files=args.max_files, skip_bad=args.skip_bad)
     summary = ds.summary()
     if args.json:
         print(json.dumps(summary, default=str))
@@ -371,7 +397,9 @@ def _data(args: argparse.Namespace) -> int:
     for split in ("train", "valid", "test"):
         s = summary[split]
         print(f"  {split:5s} {s['n_sequences']:6d} sequences {s['n_steps']:8d} steps "
-              f"(length {s['min_len']}-{s['max_len']}), {s['n_values']:,} values")
+              f"(length {s['min_len']}-{s['max_len']}), {s['n_values']:,} values"
+              + (f"  <- empty: no sequence is as long as --seq-len {args.seq_len}"
+                 if not s["n_sequences"] and args.seq_len else ""))
     if "train_streams" in summary:
         t = summary["train_streams"]
         print(f"  train as whole utterances (truncated BPTT): {t['n_sequences']} streams, "
@@ -427,6 +455,13 @@ def _info(args: argparse.Namespace) -> int:
     d = info["data_info"]
     print(f"data: {d.get('name')} ({d.get('kind')}, x_dim {d.get('x_dim')}), "
           f"source {d.get('source')}")
+    if d.get("sample_rate"):
+        print(f"  {d['sample_rate']} Hz, frames of {d.get('frame_size')} samples")
+    if d.get("normalised_dims") != []:
+        dims, fmt = d.get("normalised_dims"), ", ".join
+        print(f"  normalisation (from train): mean [{fmt(f'{v:.5g}' for v in d.get('mean', []))}"
+              f"], std [{fmt(f'{v:.5g}' for v in d.get('std', []))}]"
+              + (f" on dims {dims}" if dims and len(dims) < d.get("x_dim", 0) else ""))
     return 0
 
 
@@ -533,8 +568,15 @@ def _user_error(command: str, err: BaseException) -> int:
     return EXIT_USAGE
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings as one line for a person at a terminal (no source line)."""
+    print(f"vrnn: warning: {message}", file=sys.stderr if file is None else file)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``vrnn`` and ``python -m vrnn``; returns the exit status."""
+    if argv is None:  # the console script: a person reads the warnings, not a test harness
+        warnings.showwarning = _show_warning
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in COMMANDS and COMMANDS[argv[0]].passthrough:
         module, func = COMMANDS[argv[0]].passthrough.split(":")
@@ -556,6 +598,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"vrnn {args.command}: {e}", file=sys.stderr)
         return EXIT_FAILED
+    except BrokenPipeError:  # `vrnn ... | head`: the reader left; nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except (ValueError, OSError) as e:  # user errors: DataError, CheckpointError, bad flags...
         if debug:
             raise

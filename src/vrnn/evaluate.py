@@ -117,7 +117,10 @@ class EvaluationResult:
 
     def summary(self) -> dict:
         """The paper's unit (mean nats per sequence) with the standard error over sequences, and
-        per step, per sample and bits per sample (``frame_size`` given, i.e. audio)."""
+        per step, and per audio sample (``frame_size`` given): ``*_per_sample`` in nats, and the
+        negative of it in bits as ``nll_bits_per_sample`` (from the log-likelihood) and
+        ``neg_elbo_bits_per_sample`` (from the ELBO), the usual "bits per sample" (lower is
+        better)."""
         n = len(self.lengths)
         steps = float(self.lengths.sum())
         out: dict = {"n_sequences": n, "n_steps": int(steps), "num_samples": self.num_samples}
@@ -128,7 +131,8 @@ class EvaluationResult:
             if self.frame_size:
                 per_sample = float(vals.sum() / (steps * self.frame_size))
                 out[f"{key}_per_sample"] = per_sample
-                out[f"{key}_bits_per_sample"] = -per_sample / math.log(2.0)
+                bits = "nll" if key == "log_likelihood" else "neg_elbo"
+                out[f"{bits}_bits_per_sample"] = -per_sample / math.log(2.0)
         out["stderr"] = out["log_likelihood_stderr"]
         out["is_stderr_mean"] = float(self.is_stderr.mean()) if n else 0.0
         return out

@@ -387,7 +387,9 @@ def write_report(args, info, ds, out: Path, records: dict, *, command: str) -> P
     n_test = len(next(iter(records.values()))["log_likelihood"])
     lines = [f"## {stem}", "",
              f"Made by `{command}` on {time.strftime('%Y-%m-%d')} ({_device_line(args)}).", "",
-             f"Data: {info.source}. {info.split_note} Test: {n_test} sequences.", "",
+             # the report is shared: the reader's environment, not this machine's paths
+             f"Data: {info.source.replace(sys.prefix, '$VIRTUAL_ENV')}. {info.split_note} "
+             f"Test: {n_test} sequences.", "",
              "Average log-likelihood per test sequence in nats (higher is better): `≥` the ELBO, "
              f"`~` the importance-sampled estimate with S = {args.samples}, exact for the RNNs; "
              "± one standard error over sequences.", "", table, "",
@@ -403,7 +405,10 @@ def write_report(args, info, ds, out: Path, records: dict, *, command: str) -> P
                f"({r.get('train_cpu_minutes', 0):.1f}) | "
                f"{r['best_step']} | {s['log_likelihood_per_step']:.3f} | ")
         if info.kind == "audio":
-            row += f"{s['log_likelihood_bits_per_sample']:.3f} | "
+            # results.json files written before the key was renamed hold -log2 p as
+            # "log_likelihood_bits_per_sample" (the same value under a misleading name)
+            bits = s.get("nll_bits_per_sample", s.get("log_likelihood_bits_per_sample"))
+            row += f"{bits:.3f} | "
         lines.append(row + f"{r['eval_s']:.0f} |")
     lines += ["", "Claims of the paper, judged by the paired gap in log-likelihood on the same "
               "test sequences (a claim holds when the gap has the paper's sign; its size in "

@@ -103,6 +103,8 @@ class TrainConfig:
     """--frame-size: audio samples per frame D (paper: 200)."""
     sample_rate: int | None = None
     """--sample-rate: resample audio to this rate in Hz; default the data set's own."""
+    subsample: int | None = None
+    """--subsample: pen strokes: keep every k-th point (default 4 for handwriting, 1 otherwise)."""
     max_files: int | None = None
     """--max-files: read at most this many files of a folder data set (quick runs)."""
     skip_bad: bool = False
@@ -158,6 +160,8 @@ class TrainConfig:
              self.sample_rate)
         need(self.max_files is None or self.max_files >= 1, "--max-files", ">= 1",
              self.max_files)
+        need(self.subsample is None or self.subsample >= 1, "--subsample", ">= 1",
+             self.subsample)
         need(self.grad_clip >= 0, "--grad-clip", ">= 0 (0 disables clipping)", self.grad_clip)
         need(self.kl_anneal_steps >= 0, "--kl-anneal-steps", ">= 0", self.kl_anneal_steps)
         need(0 <= self.kl_start <= 1, "--kl-start", "in [0, 1]", self.kl_start)
@@ -244,8 +248,8 @@ def load_training_data(cfg: TrainConfig):
     from vrnn.data import load_dataset
 
     return load_dataset(cfg.data, seq_len=cfg.seq_len, frame_size=cfg.frame_size,
-                        sample_rate=cfg.sample_rate, max_files=cfg.max_files,
-                        skip_bad=cfg.skip_bad)
+                        sample_rate=cfg.sample_rate, subsample=cfg.subsample,
+                        max_files=cfg.max_files, skip_bad=cfg.skip_bad)
 
 
 class _Metrics:
@@ -417,7 +421,15 @@ def _train(cfg: TrainConfig, env: DistEnv, dataset, callback) -> TrainResult:
     if tbptt:
         window = cfg.seq_len or int(np.median(lengths)) or 40
     if len(train_seqs) == 0 and not tbptt:
-        raise ValueError(f"--data {cfg.data}: the training split is empty")
+        raise ValueError(f"--data {cfg.data}: the training split is empty"
+                         + (f" (no sequence is as long as --seq-len {cfg.seq_len})"
+                            if cfg.seq_len else ""))
+    if not dataset.valid and env.is_main:
+        warnings.warn(f"--data {cfg.data}: the validation split is empty"
+                      + (f" (no sequence is as long as --seq-len {cfg.seq_len})"
+                         if cfg.seq_len else "")
+                      + "; training goes on without validation, so no best.pt is written and "
+                        "--patience has no effect", RuntimeWarning, stacklevel=2)
     world = env.world_size
     if world > cfg.batch_size:
         raise ValueError(f"--batch-size {cfg.batch_size} is smaller than the {world} processes")

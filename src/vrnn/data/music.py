@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+import warnings
 from fractions import Fraction
 from pathlib import Path
 
@@ -122,8 +123,13 @@ def load_rolls(cache_dir: str | None = None, max_files: int | None = None,
         except (OSError, ValueError, KeyError):
             path.unlink(missing_ok=True)  # a damaged cache file: parse again
     rolls, ids = parse_chorales(max_files)
-    save_npz_atomic(path, rolls=np.concatenate(rolls), ids=np.array(ids, dtype=str),
-                    lengths=np.array([len(r) for r in rolls], dtype=np.int64))
+    try:
+        save_npz_atomic(path, rolls=np.concatenate(rolls), ids=np.array(ids, dtype=str),
+                        lengths=np.array([len(r) for r in rolls], dtype=np.int64))
+    except OSError as e:  # the data is good; only the next load will be slow again
+        warnings.warn(f"cannot write the chorales cache {path} ({e}); going on without it. "
+                      f"Set VRNN_CACHE to a writable folder to keep the parsed rolls.",
+                      stacklevel=2)
     return rolls, ids, False
 
 
@@ -132,8 +138,8 @@ def load_chorales(*, cache_dir: str | None = None,
     """The built-in ``chorales`` set (see the module docstring)."""
     if music21_version() is None:
         raise DataError("data set 'chorales' is not installed (the music21 package is missing); "
-                        f"install it with: pip install 'vrnn[data]' (or pip install "
-                        f"'{MUSIC21_PIP}')")
+                        f"install it with: pip install -e '.[data]' in the vrnn "
+                        f"folder, or pip install '{MUSIC21_PIP}')")
     rolls, _, _ = load_rolls(cache_dir, max_files)
     seqs = [r.astype(np.float32) for r in rolls]
     idx = split_indices(len(seqs))

