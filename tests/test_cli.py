@@ -63,6 +63,17 @@ def test_sample_writes_arrays_and_pictures_with_and_without_a_prime(run):
     vrnn("sample", run["ckpt"], "--num", "2", "--steps", "3", "--prime", prime,
          "--temperature", "0.5", "--out", out / "primed")
     assert np.load(out / "primed" / "samples.npy").shape == (2, 3, 4)
+    whole = np.load(out / "primed" / "primed.npy")  # the prefix, then the same continuation
+    assert whole.shape == (2, 7, 4)
+    np.testing.assert_allclose(whole[:, :4], 1.0, atol=1e-5)
+    np.testing.assert_array_equal(whole[:, 4:], np.load(out / "primed" / "samples.npy"))
+
+
+def test_sample_draws_at_most_16_pictures_but_keeps_every_array(tmp_path, run):
+    out = tmp_path / "many"
+    proc = vrnn("sample", run["ckpt"], "--num", "40", "--steps", "2", "--out", out)
+    assert np.load(out / "samples.npy").shape == (40, 2, 4)
+    assert "first 16" in proc.stdout
 
 
 def test_analyse_info_export_and_data_list(run):
@@ -142,6 +153,77 @@ def test_data_that_does_not_fit_the_checkpoint(capsys, tmp_path, run):
     prime = tmp_path / "prime.npy"
     np.save(prime, np.zeros((3, 7), dtype=np.float32))
     assert "prime.npy" in _fails(capsys, "sample", run["ckpt"], "--prime", prime)
+
+
+def test_resume_keeps_the_runs_own_settings(tmp_path, capsys):
+    data = str(write_npz(tmp_path / "toy.npz"))
+    common = ["train", "--data", data, "--model", "vrnn-gauss", "--device", "cpu",
+              "--no-progress", "--val-interval", "3"]
+    own = ["--preset", "tiny", "--batch-size", "4", "--seed", "5", "--lr", "1e-3"]
+    assert main([*common, *own, "--max-steps", "6", "--out", str(tmp_path / "a")]) == 0
+    assert main([*common, *own, "--max-steps", "3", "--out", str(tmp_path / "b")]) == 0
+    # the README's form: no size, batch, seed or lr given again
+    assert main([*common, "--max-steps", "6", "--out", str(tmp_path / "b"), "--resume",
+                 "auto"]) == 0
+    a = torch.load(tmp_path / "a" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
+    assert b["step"] == 6
+    for k in a["model"]:
+        torch.testing.assert_close(b["model"][k], a["model"][k], rtol=0, atol=0)
+    saved = json.loads((tmp_path / "b" / "config.json").read_text())["train"]
+    assert (saved["preset"], saved["batch_size"], saved["seed"], saved["lr"]) == \
+        ("tiny", 4, 5, 1e-3)
+    capsys.readouterr()
+    # a flag typed again overrides the run's setting, and says so
+    assert main([*common, "--max-steps", "7", "--out", str(tmp_path / "b"), "--resume", "auto",
+                 "--lr", "2e-3"]) == 0
+    assert "--lr 0.002 overrides the run's 0.001" in capsys.readouterr().err
+    # a size cannot change under a resumed run
+    assert "--preset small" in _fails(capsys, *common, "--max-steps", "8", "--out",
+                                      tmp_path / "b", "--resume", "auto", "--preset", "small")
+
+
+def test_data_of_another_kind_is_refused_by_name(capsys, tmp_path, run):
+    binary = tmp_path / "binary.npz"
+    rng = np.random.default_rng(0)
+
+    def split(n):
+        arr = np.empty(n, dtype=object)
+        arr[:] = [(rng.random((6, 4)) > 0.5).astype(np.float32) for _ in range(n)]
+        return arr
+
+    np.savez(binary, train=split(12), valid=split(4), test=split(4))
+    for cmd in ("evaluate", "analyse"):
+        err = _fails(capsys, cmd, run["ckpt"], "--data", binary)
+        assert "binary.npz holds binary frames" in err and "real-valued" in err
+    err = _fails(capsys, "train", "--data", binary, "--model", "vrnn-gauss", "--out",
+                 run["out"], "--resume", "auto", *TRAIN)
+    assert "binary.npz holds binary frames" in err
+
+
+def test_bad_prime_values_and_temperature_are_named(capsys, tmp_path, run):
+    nan = tmp_path / "nan.npy"
+    np.save(nan, np.full((3, 4), np.nan, dtype=np.float32))
+    assert "NaN" in _fails(capsys, "sample", run["ckpt"], "--prime", nan)
+    assert "--temperature" in _fails(capsys, "sample", run["ckpt"], "--temperature", "inf")
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    assert "--out" in _fails(capsys, "sample", run["ckpt"], "--out", afile)
+
+
+def test_checkpoints_that_cannot_serve_are_named(capsys, tmp_path, run):
+    ckpt = torch.load(run["ckpt"], weights_only=True)
+    key = next(iter(ckpt["model"]))
+    ckpt["model"][key] = torch.zeros(3, 3)
+    torch.save(ckpt, tmp_path / "misfit.pt")
+    for cmd in ("evaluate", "sample"):
+        assert "misfit.pt: its weights do not fit" in _fails(capsys, cmd, tmp_path / "misfit.pt")
+    ckpt = torch.load(run["ckpt"], weights_only=True)
+    del ckpt["optimizer"]
+    torch.save(ckpt, tmp_path / "weights-only.pt")
+    err = _fails(capsys, "train", "--data", run["data"], "--model", "vrnn-gauss", "--out",
+                 tmp_path / "w", "--resume", tmp_path / "weights-only.pt", *TRAIN)
+    assert "lacks the training state (optimizer)" in err
 
 
 def test_a_fresh_train_refuses_to_overwrite_a_checkpoint(capsys, run):

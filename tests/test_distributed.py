@@ -44,6 +44,9 @@ def test_two_gloo_processes_match_one_process(tmp_path, extra):
         torch.testing.assert_close(two["model"][k], one["model"][k], rtol=1e-4, atol=1e-5)
     # the noise stream advanced identically: the global batch's noise was drawn on every rank
     assert torch.equal(one["rng"]["noise"], two["rng"]["noise"])
+    # the work was split, not repeated: 6 updates of 8 sequences, summed over both ranks (a rank
+    # that processed the whole batch would double this; the gradients could not tell)
+    assert one["sequences_seen"] == two["sequences_seen"] == 6 * 8
     # metrics were reduced over ranks: the same validation bound
     assert two["best_bound"] == pytest.approx(one["best_bound"], rel=1e-4)
     # only rank 0 wrote: one metrics file with one header

@@ -128,13 +128,25 @@ def test_non_finite_losses_are_skipped_then_stop_keeping_the_good_checkpoint(
     _nan_after(monkeypatch, good_calls=4)
     out = tmp_path / "run"
     with pytest.warns(RuntimeWarning, match="non-finite") as record, \
-            pytest.raises(TrainingError, match="non-finite for 3 updates"):
+            pytest.raises(TrainingError, match="non-finite for 3 updates") as failure:
         train(cfg_for(data, out, max_steps=20, max_bad_steps=3))
     assert len(record) == 3
+    assert f"the last good checkpoint, {out / 'last.pt'}, is kept" in str(failure.value)
     last = load_checkpoint(out / "last.pt")  # written at step 4, before the NaNs
     assert last["step"] == 4
     for v in last["model"].values():
         assert torch.isfinite(v).all()
+
+
+def test_a_run_that_diverges_at_once_says_no_checkpoint_was_written(data, tmp_path):
+    # a huge step makes the mixture's parameters NaN: that must reach the non-finite check
+    # (skip, then stop), not a distribution's argument validation deep inside the model
+    out = tmp_path / "run"
+    with pytest.warns(RuntimeWarning, match="non-finite"), \
+            pytest.raises(TrainingError, match="no checkpoint was written yet"):
+        train(cfg_for(data, out, model="vrnn-gmm", lr=1e6, grad_clip=0, max_steps=20,
+                      max_bad_steps=2, val_interval=50))
+    assert not (out / "last.pt").exists()
 
 
 def test_one_non_finite_loss_is_skipped_without_changing_the_parameters(

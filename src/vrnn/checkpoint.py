@@ -101,11 +101,41 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return ckpt
 
 
-def model_from_checkpoint(ckpt: dict, device: str | torch.device = "cpu") -> SequenceModel:
-    """Rebuild the model a checkpoint describes and load its weights, in eval mode."""
+def model_from_checkpoint(ckpt: dict, device: str | torch.device = "cpu",
+                          what: str = "checkpoint") -> SequenceModel:
+    """Rebuild the model a checkpoint describes and load its weights, in eval mode.
+
+    Raises:
+        CheckpointError: the weights do not fit the checkpoint's own model config.
+    """
     model = build_model(ModelConfig.from_dict(ckpt["model_config"]))
-    model.load_state_dict(ckpt["model"])
+    load_weights(model, ckpt, what)
     return model.to(device).eval()
+
+
+def load_weights(model: torch.nn.Module, ckpt: dict, what: str = "checkpoint") -> None:
+    """``model.load_state_dict(ckpt["model"])``, a mismatch reported as a
+    :class:`CheckpointError` in one line (the missing, unexpected or misshapen names)."""
+    try:
+        model.load_state_dict(ckpt["model"])
+    except (RuntimeError, KeyError, TypeError) as e:
+        first = str(e).strip().splitlines()
+        detail = "; ".join(line.strip() for line in first[1:4]) or (first[0] if first else "")
+        raise CheckpointError(f"{what}: its weights do not fit its model config ({detail})"
+                              ) from None
+
+
+RESUME_KEYS = ("optimizer", "step", "epoch", "batch_in_epoch", "best_bound", "bad_validations",
+               "rng")
+"""What ``--resume`` needs besides the model (``vrnn export`` output, say, lacks them)."""
+
+
+def check_resumable(ckpt: dict, path: str | Path) -> None:
+    """Raise a :class:`CheckpointError` unless ``ckpt`` holds the training state to resume."""
+    missing = [k for k in RESUME_KEYS if k not in ckpt]
+    if missing:
+        raise CheckpointError(f"--resume: {path} lacks the training state ({', '.join(missing)}); "
+                              f"it can be evaluated and sampled, not resumed")
 
 
 def data_info_from_checkpoint(ckpt: dict):

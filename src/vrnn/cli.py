@@ -56,13 +56,16 @@ def _train_args(p: argparse.ArgumentParser) -> None:
                    help="a built-in data set (vrnn data list) or a path (.npz, folder of WAVs...)")
     p.add_argument("--model", required=True, type=str.lower, choices=MODEL_NAMES)
     p.add_argument("--preset", default="small", choices=PRESETS, help="model size (default small)")
-    p.add_argument("--max-steps", type=int, default=2000, help="optimiser updates (default 2000)")
+    p.add_argument("--max-steps", type=int, default=2000,
+                   help="total optimiser updates, counting those before a resume (default 2000)")
     p.add_argument("--out", default="", metavar="DIR", help="run folder (default runs/DATA-MODEL)")
     p.add_argument("--resume", default=None, metavar="auto|PATH",
-                   help="'auto': continue from DIR/last.pt if present; or a checkpoint")
+                   help="'auto': continue from DIR/last.pt if present; or a checkpoint. The run "
+                        "keeps its own settings; only the flags you type override them")
     p.add_argument("--overwrite", action="store_true",
                    help="start afresh even if DIR already holds a checkpoint")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="seeds initialisation, data order and noise (default 0)")
     p.add_argument("--lr", type=float, default=3e-4, help="Adam learning rate (default 3e-4)")
     p.add_argument("--batch-size", type=int, default=32,
                    help="sequences per update over all processes (default 32)")
@@ -100,15 +103,66 @@ def _train_args(p: argparse.ArgumentParser) -> None:
                    help="what --max-minutes counts: elapsed time, or this process's CPU time "
                         "(fair between runs sharing a busy machine; default wall)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
-    p.add_argument("--no-progress", dest="progress", action="store_false")
-    p.add_argument("--no-tensorboard", dest="tensorboard", action="store_false")
+    p.add_argument("--no-progress", dest="progress", action="store_false",
+                   help="no progress bar (logs and batch jobs)")
+    p.add_argument("--no-tensorboard", dest="tensorboard", action="store_false",
+                   help="no TensorBoard events even when tensorboard is installed")
+
+
+RESUME_OWN = ("out_dir", "resume", "overwrite", "device", "progress", "tensorboard")
+"""Train settings a resumed run takes from its command line, never from its checkpoint."""
+
+
+def _typed_flags(argv: list[str]) -> set[str]:
+    """The ``dest`` of every ``vrnn train`` flag written out in ``argv`` (defaults excluded)."""
+    p = argparse.ArgumentParser(add_help=False)
+    _train_args(p)
+    for action in p._actions:
+        action.default, action.required = argparse.SUPPRESS, False
+    typed, _ = p.parse_known_args(argv)
+    return set(vars(typed))
+
+
+def _resumed_fields(fields: dict, typed: set[str]) -> dict:
+    """``--resume``: the run's own settings from its checkpoint, overridden only by the flags the
+    user typed (each override that changes a setting is named), so that ``vrnn train --data D
+    --model M --out DIR --resume auto`` continues the run as it was started."""
+    from vrnn.checkpoint import load_checkpoint
+    from vrnn.train import TrainConfig
+
+    probe = TrainConfig(**{**fields, "resume": fields["resume"]})  # resolves the default --out
+    path = Path(probe.out_dir) / "last.pt" if fields["resume"] == "auto" else Path(
+        fields["resume"])
+    if not path.is_file():
+        return fields  # 'auto' with nothing to resume: a fresh run
+    saved = load_checkpoint(path).get("train_config") or {}
+    if "preset" in typed and saved.get("preset") not in (None, fields["preset"]):
+        raise ValueError(f"--preset {fields['preset']}: {path} holds a {saved['preset']} model "
+                         f"(a resumed run keeps its size; drop --preset or start a new --out)")
+    merged = dict(fields)
+    for key, value in saved.items():
+        if key not in merged or key in RESUME_OWN:
+            continue
+        if key in typed:
+            if value != merged[key]:
+                print(f"note: --{key.replace('_', '-')} {merged[key]} overrides the run's "
+                      f"{value}" + ("; the run will not match one that never stopped"
+                                    if key in ("batch_size", "seed", "data") else ""),
+                      file=sys.stderr)
+        else:
+            merged[key] = value
+    return merged
 
 
 def _train(args: argparse.Namespace) -> int:
     from vrnn.train import TrainConfig, train
 
-    fields = {k: v for k, v in vars(args).items() if k not in ("command", "func", "out")}
-    cfg = TrainConfig(out_dir=args.out, **fields)
+    skip = ("command", "func", "out", "argv")
+    fields = {k: v for k, v in vars(args).items() if k not in skip}
+    fields["out_dir"] = args.out
+    if args.resume is not None:
+        fields = _resumed_fields(fields, _typed_flags(getattr(args, "argv", [])[1:]))
+    cfg = TrainConfig(**fields)
     result = train(cfg)
     if result.last_checkpoint is not None:
         best = "n/a" if result.best_bound is None else f"{result.best_bound:.2f}"
@@ -119,6 +173,14 @@ def _train(args: argparse.Namespace) -> int:
 
 # -- checkpoints and data -------------------------------------------------------------------------
 
+def _out_folder(path: Path, flag: str = "--out") -> Path:
+    """``path`` as an output folder (created), or a clear error naming the flag."""
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{flag} {path} is a file, not a folder")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def _load(path: str, device: str = "cpu"):
     """(checkpoint dict, model on device, DataInfo) of a checkpoint file."""
     from vrnn.checkpoint import data_info_from_checkpoint, load_checkpoint, model_from_checkpoint
@@ -126,7 +188,7 @@ def _load(path: str, device: str = "cpu"):
 
     dev = resolve_device(device)
     ckpt = load_checkpoint(path)
-    return ckpt, model_from_checkpoint(ckpt, dev), data_info_from_checkpoint(ckpt)
+    return ckpt, model_from_checkpoint(ckpt, dev, str(path)), data_info_from_checkpoint(ckpt)
 
 
 def _sequences(ckpt: dict, info, data: str | None, split: str, limit: int = 0,
@@ -138,7 +200,7 @@ def _sequences(ckpt: dict, info, data: str | None, split: str, limit: int = 0,
     its defaults. Audio at another sample rate than the model's is resampled to the model's (a
     note says so): a density over 200-sample frames means something only at one rate.
     """
-    from vrnn.data import check_x_dim, load_dataset
+    from vrnn.data import check_same_kind, check_x_dim, load_dataset
 
     tc = ckpt.get("train_config") or {}
     name = data or tc.get("data") or info.name
@@ -156,6 +218,7 @@ def _sequences(ckpt: dict, info, data: str | None, split: str, limit: int = 0,
               file=sys.stderr)
         ds = load_dataset(name, **{**flags, "sample_rate": info.sample_rate})
     check_x_dim(ds.info, ckpt["model_config"]["x_dim"])
+    check_same_kind(ds.info, info, "--data")
     if split not in ("train", "valid", "test"):
         raise ValueError(f"--split must be train, valid or test, got {split!r}")
     seqs = list(ds.split(split))
@@ -181,8 +244,8 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-sequences", type=int, default=0, help="evaluate the first N only")
     p.add_argument("--skip-bad", action="store_true",
                    help="report and skip unreadable or invalid data files instead of stopping")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=int, default=0, help="seed of the importance samples")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--out", default=None, metavar="FILE", help="also write the JSON here")
 
@@ -214,6 +277,11 @@ def evaluate_checkpoint(path: str, *, data: str | None = None, split: str = "tes
     return out
 
 
+def _se(stderr: float | None) -> str:
+    """A standard error for people: 'n/a' for a single sequence."""
+    return "n/a (one sequence)" if stderr is None else f"{stderr:.2f}"
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     out = evaluate_checkpoint(args.checkpoint, data=args.data, split=args.split,
                               samples=args.samples, batch_size=args.batch_size,
@@ -229,11 +297,11 @@ def _evaluate(args: argparse.Namespace) -> int:
     print(f"{out['name']} on {out['data']} ({out['split']}, {out['n_sequences']} sequences, "
           f"step {out['step']}); nats per sequence, +- standard error over sequences")
     if out["latent"]:
-        print(f"  ELBO            >= {out['elbo']:.2f} +- {out['elbo_stderr']:.2f}")
-        print(f"  log-likelihood  ~  {out['log_likelihood']:.2f} +- {out['stderr']:.2f}"
+        print(f"  ELBO            >= {out['elbo']:.2f} +- {_se(out['elbo_stderr'])}")
+        print(f"  log-likelihood  ~  {out['log_likelihood']:.2f} +- {_se(out['stderr'])}"
               f"  (importance sampling, S={out['num_samples']})")
     else:
-        print(f"  log-likelihood  =  {out['log_likelihood']:.2f} +- {out['stderr']:.2f} (exact)")
+        print(f"  log-likelihood  =  {out['log_likelihood']:.2f} +- {_se(out['stderr'])} (exact)")
     print(f"  per step: {out['log_likelihood_per_step']:.4f}")
     if "log_likelihood_per_sample" in out:
         print(f"  per audio sample: {out['log_likelihood_per_sample']:.4f} nats, "
@@ -243,15 +311,39 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _sample_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", metavar="CKPT")
-    p.add_argument("--num", type=int, default=4, help="sequences to draw (default 4)")
+    p.add_argument("--num", type=int, default=4,
+                   help=f"sequences to draw (default 4; all go to samples.npy, the first "
+                        f"{MAX_PICTURES} to pictures and sound files)")
     p.add_argument("--steps", type=int, default=None,
                    help="frames per sequence (default: the median training length)")
     p.add_argument("--prime", default=None, metavar="FILE",
-                   help="a .npy (P, D) prefix in data units, or an audio file for audio models")
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=0)
+                   help="a .npy (P, D) prefix in data units, or an audio file for audio models; "
+                        "encoded with the posterior, then the model continues it. samples.npy "
+                        "holds the continuations, primed.npy prefix + continuation, and the "
+                        "pictures and sound files show prefix + continuation")
+    p.add_argument("--temperature", type=float, default=1.0,
+                   help="scales output noise: mixture and Bernoulli logits / X, scales * sqrt(X)"
+                        " (default 1; < 1 gives tidier, less varied samples)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random stream (default 0)")
     p.add_argument("--out", default=None, metavar="DIR", help="default: CKPT's folder/samples")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+
+
+MAX_PICTURES = 16
+"""``vrnn sample``: at most this many sequences are drawn / written as sound files."""
+
+
+def _check_prime_values(arr: np.ndarray, info, p: Path) -> None:
+    """The prefix must be data the model could have been trained on (named, not a tensor dump
+    from inside a distribution)."""
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"--prime: {p} holds NaN or infinite values")
+    if info.kind == "binary" and not np.all((arr == 0) | (arr == 1)):
+        raise ValueError(f"--prime: {p} must hold binary frames (0 or 1) for this "
+                         f"{info.name} model; found other values")
+    if info.kind == "strokes" and not np.all((arr[:, 2] == 0) | (arr[:, 2] == 1)):
+        raise ValueError(f"--prime: {p}: the pen-up column (the last of dx, dy, pen-up) must be "
+                         f"0 or 1")
 
 
 def read_prime(path: str, info) -> np.ndarray:
@@ -268,6 +360,7 @@ def read_prime(path: str, info) -> np.ndarray:
         if arr.ndim != 2 or arr.shape[1] != info.x_dim or len(arr) == 0:
             raise ValueError(f"--prime: {p} must hold a (P, D={info.x_dim}) array, got shape "
                              f"{arr.shape}")
+        _check_prime_values(arr, info, p)
     else:
         if info.kind != "audio":
             raise ValueError(f"--prime: {p} is not a .npy; audio files only prime audio models, "
@@ -301,8 +394,8 @@ def _sample(args: argparse.Namespace) -> int:
         raise ValueError(f"--num must be >= 1, got {args.num}")
     if args.steps is not None and args.steps < 1:
         raise ValueError(f"--steps must be >= 1, got {args.steps}")
-    if not args.temperature > 0:
-        raise ValueError(f"--temperature must be > 0, got {args.temperature}")
+    if not (args.temperature > 0 and np.isfinite(args.temperature)):
+        raise ValueError(f"--temperature must be a finite number > 0, got {args.temperature}")
     ckpt, model, info = _load(args.checkpoint, args.device)
     steps = args.steps or int(ckpt.get("median_train_length") or 0) or 100
     prime = None
@@ -310,17 +403,25 @@ def _sample(args: argparse.Namespace) -> int:
         prime = torch.from_numpy(read_prime(args.prime, info))
     device = model.initial_state.device
     gen = torch.Generator(device=device).manual_seed(args.seed)
-    x = model.sample(args.num, steps, prime=prime, temperature=args.temperature, generator=gen)
-    samples = np.asarray(info.denormalise(x.cpu().numpy()), dtype=np.float32)  # (N, T, D)
-    out = Path(args.out) if args.out else Path(args.checkpoint).parent / "samples"
-    out.mkdir(parents=True, exist_ok=True)
+    x = model.sample(args.num, steps, prime=prime, temperature=args.temperature, generator=gen,
+                     include_prime=prime is not None)
+    whole = np.asarray(info.denormalise(x.cpu().numpy()), dtype=np.float32)  # (N, P + T, D)
+    samples = whole[:, whole.shape[1] - steps:]  # (N, T, D): what the model generated
+    out = _out_folder(Path(args.out) if args.out else Path(args.checkpoint).parent / "samples")
     np.save(out / "samples.npy", samples)
     written = [out / "samples.npy"]
+    if prime is not None:
+        np.save(out / "primed.npy", whole)
+        written.append(out / "primed.npy")
     from vrnn.render import write_samples
 
-    written += list(write_samples(samples, info, out, prefix="sample"))
+    written += list(write_samples(whole[:MAX_PICTURES], info, out, prefix="sample"))
     print(f"{args.num} samples of {steps} steps from {model.config.name} "
-          f"(temperature {args.temperature}):")
+          f"(temperature {args.temperature})"
+          + (f", each after the {len(prime)}-frame prefix of {args.prime}" if prime is not None
+             else "")
+          + (f"; pictures and sounds of the first {MAX_PICTURES}" if args.num > MAX_PICTURES
+             else "") + ":")
     for p in written:
         print(f"  {p}")
     return 0
@@ -334,8 +435,8 @@ def _analyse_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--skip-bad", action="store_true",
                    help="report and skip unreadable or invalid data files instead of stopping")
     p.add_argument("--out", default=None, metavar="PNG", help="default: CKPT's folder/kl.png")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=0, help="seed of the posterior samples")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
 
 
 def _analyse(args: argparse.Namespace) -> int:
@@ -588,6 +689,7 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_USAGE
         return int(target(argv[1:]) or 0)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     debug = os.environ.get("VRNN_DEBUG")
     from vrnn.train import TrainingError
 

@@ -126,7 +126,8 @@ class EvaluationResult:
         out: dict = {"n_sequences": n, "n_steps": int(steps), "num_samples": self.num_samples}
         for key, vals in (("elbo", self.elbo), ("log_likelihood", self.log_likelihood)):
             out[key] = float(vals.mean())
-            out[f"{key}_stderr"] = float(vals.std(ddof=1) / math.sqrt(n)) if n > 1 else 0.0
+            # one sequence has no spread to measure: None (JSON null), not a spurious 0
+            out[f"{key}_stderr"] = float(vals.std(ddof=1) / math.sqrt(n)) if n > 1 else None
             out[f"{key}_per_step"] = float(vals.sum() / steps)
             if self.frame_size:
                 per_sample = float(vals.sum() / (steps * self.frame_size))

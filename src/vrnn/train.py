@@ -62,11 +62,12 @@ from vrnn.model import SequenceModel, build_model, count_parameters
 from vrnn.presets import PRESETS, model_config
 
 METRIC_FIELDS = (
-    "step", "epoch", "elapsed_s", "train_bound", "train_bound_per_step", "train_kl_per_step",
-    "kl_weight", "grad_norm", "lr", "valid_bound", "valid_bound_per_step",
+    "step", "epoch", "sequences", "elapsed_s", "train_bound", "train_bound_per_step",
+    "train_kl_per_step", "kl_weight", "grad_norm", "lr", "valid_bound", "valid_bound_per_step",
 )
 """Columns of ``metrics.csv``. Train rows leave the valid columns empty and vice versa. Bounds
-are ELBOs (exact log-likelihoods for RNNs) in nats: per sequence, and per time step."""
+are ELBOs (exact log-likelihoods for RNNs) in nats: per sequence, and per time step.
+``sequences``: training sequences (or TBPTT windows) seen so far, summed over all processes."""
 
 
 class TrainingError(RuntimeError):
@@ -274,7 +275,8 @@ class _Metrics:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self.tb = SummaryWriter(str(out_dir / "tensorboard"))
+                # a resumed run drops the events logged after its checkpoint, as the CSV does
+                self.tb = SummaryWriter(str(out_dir / "tensorboard"), purge_step=resume_step)
             except Exception:  # tensorboard not installed: the CSV is enough
                 self.tb = None
 
@@ -351,21 +353,34 @@ def train(cfg: TrainConfig, *, dataset=None, callback=None) -> TrainResult:
     """
     env = setup(cfg.device)
     finished = False
+    # A diverging run must reach the non-finite check (skip the update, stop after a few), not
+    # die inside a distribution that refuses NaN parameters; the data's kind is checked upfront.
+    validating = torch.distributions.Distribution._validate_args
+    torch.distributions.Distribution.set_default_validate_args(False)
     try:
         result = _train(cfg, env, dataset, callback)
         finished = True
         return result
     finally:
+        torch.distributions.Distribution.set_default_validate_args(validating)
         cleanup(env, finished=finished)
 
 
 def _train(cfg: TrainConfig, env: DistEnv, dataset, callback) -> TrainResult:
-    from vrnn.data import BucketBatchSampler, check_x_dim, contiguous_batches, pad_batch
+    from vrnn.data import (
+        BucketBatchSampler,
+        check_same_kind,
+        check_x_dim,
+        contiguous_batches,
+        pad_batch,
+    )
 
     t0, c0 = time.time(), time.process_time()
     out_dir = Path(cfg.out_dir)
     resume_path = _resolve_resume(cfg, out_dir)
     ckpt = ckio.load_checkpoint(resume_path) if resume_path is not None else None
+    if ckpt is not None:
+        ckio.check_resumable(ckpt, resume_path)
     if dataset is None:
         dataset = load_training_data(cfg)
     info = dataset.info
@@ -382,6 +397,12 @@ def _train(cfg: TrainConfig, env: DistEnv, dataset, callback) -> TrainResult:
                              f"{cfg.model}")
         model_cfg = ModelConfig.from_dict(ckpt["model_config"])
         check_x_dim(info, model_cfg.x_dim)
+        check_same_kind(info, ckpt["data_info"], "--data")
+        was = ckpt["data_info"].get("name")
+        if was and was != info.name and env.is_main:
+            warnings.warn(f"--resume: {resume_path} was trained on {was}; going on with --data "
+                          f"{info.name} (and its normalisation statistics)", RuntimeWarning,
+                          stacklevel=2)
     else:
         model_cfg = model_config(cfg.model, x_dim=info.x_dim, data_kind=info.kind,
                                  preset=cfg.preset)
@@ -390,15 +411,16 @@ def _train(cfg: TrainConfig, env: DistEnv, dataset, callback) -> TrainResult:
     model = build_model(model_cfg).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     noise_gen = torch.Generator(device=device).manual_seed(cfg.seed)
-    step = epoch = batch_in_epoch = bad_validations = 0
+    step = epoch = batch_in_epoch = bad_validations = seen = 0
     best_bound: float | None = None
     carried = None
     if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
+        ckio.load_weights(model, ckpt, f"--resume {resume_path}")
         optimizer.load_state_dict(ckpt["optimizer"])
         for group in optimizer.param_groups:
             group["lr"] = cfg.lr
         step, epoch, batch_in_epoch = ckpt["step"], ckpt["epoch"], ckpt["batch_in_epoch"]
+        seen = int(ckpt.get("sequences_seen", 0))
         best_bound, bad_validations = ckpt["best_bound"], ckpt["bad_validations"]
         ckio.set_rng_state(ckpt["rng"], noise_gen)
         t0 -= float(ckpt.get("train_seconds", 0.0))  # elapsed_s and --max-minutes accumulate
@@ -428,8 +450,8 @@ def _train(cfg: TrainConfig, env: DistEnv, dataset, callback) -> TrainResult:
         warnings.warn(f"--data {cfg.data}: the validation split is empty"
                       + (f" (no sequence is as long as --seq-len {cfg.seq_len})"
                          if cfg.seq_len else "")
-                      + "; training goes on without validation, so no best.pt is written and "
-                        "--patience has no effect", RuntimeWarning, stacklevel=2)
+                      + "; training goes on without validation: best.pt will be the last "
+                        "checkpoint and --patience has no effect", RuntimeWarning, stacklevel=2)
     world = env.world_size
     if world > cfg.batch_size:
         raise ValueError(f"--batch-size {cfg.batch_size} is smaller than the {world} processes")
@@ -469,7 +491,7 @@ def _train(cfg: TrainConfig, env: DistEnv, dataset, callback) -> TrainResult:
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "model_config": model_cfg.to_dict(), "train_config": cfg.to_dict(),
             "data_info": info.to_dict(), "step": step, "epoch": epoch,
-            "batch_in_epoch": batch_in_epoch, "best_bound": best_bound,
+            "batch_in_epoch": batch_in_epoch, "sequences_seen": seen, "best_bound": best_bound,
             "bad_validations": bad_validations, "rng": ckio.rng_state(noise_gen),
             "tbptt_state": None if carried is None else [s.detach().cpu() for s in carried],
             "metrics": stats, "median_train_length": median_len, "world_size": world,
@@ -576,14 +598,16 @@ def _train(cfg: TrainConfig, env: DistEnv, dataset, callback) -> TrainResult:
                     optimizer.zero_grad(set_to_none=True)
                     carried = None
                     if bad_in_row >= cfg.max_bad_steps:
+                        kept = (f"the last good checkpoint, {last_path}, is kept"
+                                if last_path.exists() else "no checkpoint was written yet")
                         raise TrainingError(
                             f"the loss was non-finite for {bad_in_row} updates in a row at step "
-                            f"{step}; stopping. The last good checkpoint is kept in {out_dir} "
-                            f"(try a smaller --lr or --grad-clip)")
+                            f"{step}; stopping: {kept} (try a smaller --lr or --grad-clip)")
                 else:
                     bad_in_row = 0
                     optimizer.step()
                     step += 1
+                    seen += int(n_seq)
                     if tbptt:
                         carried = tuple(s.detach() for s in state)
                     bound = elbo_sum / n_seq
@@ -595,7 +619,8 @@ def _train(cfg: TrainConfig, env: DistEnv, dataset, callback) -> TrainResult:
                     row = {"step": step, "epoch": epoch, "train_bound": bound}
                     if step % cfg.log_interval == 0 or step == cfg.max_steps:
                         e, kls, ns, nt = window_sums
-                        row = {"step": step, "epoch": epoch, "elapsed_s": time.time() - t0,
+                        row = {"step": step, "epoch": epoch, "sequences": seen,
+                               "elapsed_s": time.time() - t0,
                                "train_bound": float(e / ns), "train_bound_per_step": float(e / nt),
                                "train_kl_per_step": float(kls / nt), "kl_weight": kl_w,
                                "grad_norm": float(np.mean(grad_norms)), "lr": cfg.lr}

@@ -14,7 +14,7 @@ list_datasets). Each module's docstring gives its sources, licences, preprocessi
 """
 
 from vrnn.data.batching import BucketBatchSampler, contiguous_batches, pad_batch
-from vrnn.data.core import DataError, DataInfo, SequenceDataset, check_x_dim
+from vrnn.data.core import DataError, DataInfo, SequenceDataset, check_same_kind, check_x_dim
 from vrnn.data.registry import (
     BUILTIN_DATASETS,
     format_dataset_table,
@@ -24,6 +24,6 @@ from vrnn.data.registry import (
 
 __all__ = [
     "BUILTIN_DATASETS", "BucketBatchSampler", "DataError", "DataInfo", "SequenceDataset",
-    "check_x_dim", "contiguous_batches", "format_dataset_table", "list_datasets", "load_dataset",
-    "pad_batch",
+    "check_same_kind", "check_x_dim", "contiguous_batches", "format_dataset_table",
+    "list_datasets", "load_dataset", "pad_batch",
 ]

@@ -192,6 +192,24 @@ def check_x_dim(info: DataInfo | SequenceDataset, expected: int) -> None:
                         f"x_dim={expected}")
 
 
+KIND_WORDS = {"audio": "real-valued", "strokes": "pen-stroke (dx, dy, pen-up)",
+              "binary": "binary"}
+
+
+def check_same_kind(info: DataInfo | SequenceDataset, trained: DataInfo | dict,
+                    flag: str = "data") -> None:
+    """Raise a :class:`DataError` unless the data is of the kind the model was trained on
+    (``trained``: the checkpoint's ``data_info``): a density over binary frames, say, means
+    nothing on real values, and its distribution would refuse them deep inside the model."""
+    info = getattr(info, "info", info)
+    kind = trained.get("kind") if isinstance(trained, dict) else trained.kind
+    name = trained.get("name") if isinstance(trained, dict) else trained.name
+    if kind and info.kind != kind:
+        raise DataError(f"{flag} {info.name} holds {KIND_WORDS.get(info.kind, info.kind)} frames, "
+                        f"but the model was trained on {KIND_WORDS.get(kind, kind)} frames "
+                        f"({name})")
+
+
 # -- shared helpers --------------------------------------------------------------------------
 
 def split_indices(n: int, *, seed: int = SPLIT_SEED,
