@@ -51,6 +51,10 @@ def test_a_run_writes_checkpoints_metrics_and_its_config(data, tmp_path):
     assert all(np.isfinite(float(r["train_bound"])) for r in train_rows)
     config = json.loads((out / "config.json").read_text())
     assert config["train"]["model"] == "vrnn-gauss" and config["model"]["x_dim"] == 4
+    assert config["resolved"] == {"device": "cpu", "tbptt": False, "window": None,
+                                  "train_sequences": 24}
+    # sequences seen: 24 training sequences in full batches of 8
+    assert [int(r["sequences"]) for r in train_rows] == [16, 32, 48, 64]
     last = torch.load(out / "last.pt", weights_only=True)
     assert last["step"] == 8 and last["train_config"]["lr"] == 3e-4
     best = max(float(r["valid_bound"]) for r in valid_rows)
@@ -264,3 +268,32 @@ def test_a_cpu_time_budget_counts_this_process_only(data, tmp_path):
     assert result.step == 4 and result.stopped == "time_limit"
     with pytest.raises(ValueError, match="--budget-clock"):
         cfg_for(data, out, budget_clock="gpu")
+
+
+def test_tensorboard_gets_the_metrics_and_a_resume_purges_what_came_after(
+        data, tmp_path, monkeypatch):
+    import sys
+    import types as _types
+
+    made = []
+
+    class Writer:  # the interface of torch.utils.tensorboard.SummaryWriter that we use
+        def __init__(self, log_dir, purge_step=None):
+            self.log_dir, self.purge_step, self.scalars = log_dir, purge_step, []
+            made.append(self)
+
+        def add_scalar(self, tag, value, step):
+            self.scalars.append((tag, step))
+
+        def close(self):
+            pass
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard",
+                        _types.SimpleNamespace(SummaryWriter=Writer))
+    out = tmp_path / "run"
+    train(cfg_for(data, out, max_steps=4, tensorboard=True))
+    train(cfg_for(data, out, max_steps=6, tensorboard=True, resume="auto"))
+    first, resumed = made
+    assert first.log_dir == str(out / "tensorboard") and first.purge_step is None
+    assert ("train_bound", 2) in first.scalars and ("valid_bound", 4) in first.scalars
+    assert resumed.purge_step == 4 and ("train_bound", 6) in resumed.scalars

@@ -481,6 +481,10 @@ def _train(cfg: TrainConfig, env: DistEnv, dataset, callback) -> TrainResult:
         (out_dir / "config.json").write_text(json.dumps({
             "train": cfg.to_dict(), "model": model_cfg.to_dict(), "data": info.to_dict(),
             "world_size": world, "n_parameters": count_parameters(model),
+            # what the defaults ('auto', the data's own length) resolved to in this run
+            "resolved": {"device": str(device), "tbptt": tbptt,
+                         "window": window if tbptt else None,
+                         "train_sequences": len(train_seqs)},
             "versions": ckio.versions()}, indent=2, default=str) + "\n")
     metrics = _Metrics(out_dir, env.is_main, step if ckpt is not None else None, cfg.tensorboard)
     median_len = int(np.median(lengths)) if len(lengths) else 0
