@@ -13,7 +13,7 @@ DEBIAN_SOUNDS := asterisk-core-sounds-en-wav asterisk-core-sounds-es-wav \
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	# constraints.txt pins torch==2.13.0 (CPU build); an open range would pull CUDA wheels.
+	# constraints.txt pins torch==2.13.0+cpu; an open range would pull CUDA wheels.
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[data,export,dev]'
 	touch $(STAMP)
 
