@@ -130,7 +130,7 @@ def _resumed_fields(fields: dict, typed: set[str]) -> dict:
     from vrnn.checkpoint import load_checkpoint
     from vrnn.train import TrainConfig
 
-    probe = TrainConfig(**{**fields, "resume": fields["resume"]})  # resolves the default --out
+    probe = TrainConfig(**fields)  # resolves the default --out
     path = Path(probe.out_dir) / "last.pt" if fields["resume"] == "auto" else Path(
         fields["resume"])
     if not path.is_file():
@@ -477,6 +477,16 @@ def _data_args(p: argparse.ArgumentParser) -> None:
     info.add_argument("--json", action="store_true")
 
 
+def _normalisation(mean, std, dims: list[int] | None, x_dim: int) -> str:
+    """One line for the statistics a data set is normalised by (``vrnn data info``, ``info``)."""
+    if dims == []:
+        return "normalisation: none (binary frames)"
+    fmt = ", ".join
+    return (f"normalisation (from train): mean [{fmt(f'{v:.5g}' for v in mean)}], std "
+            f"[{fmt(f'{v:.5g}' for v in std)}]"
+            + (f" on dims {dims}" if dims and len(dims) < x_dim else ""))
+
+
 def _data(args: argparse.Namespace) -> int:
     from vrnn.data import format_dataset_table, list_datasets, load_dataset
 
@@ -506,14 +516,7 @@ def _data(args: argparse.Namespace) -> int:
         print(f"  train as whole utterances (truncated BPTT): {t['n_sequences']} streams, "
               f"{t['n_steps']} steps")
     st = summary["stats"]
-    fmt = ", ".join
-    if info.normalised_dims == []:
-        print("normalisation: none (binary frames)")
-    else:
-        print(f"normalisation (from train): mean [{fmt(f'{v:.5g}' for v in st['mean'])}], std "
-              f"[{fmt(f'{v:.5g}' for v in st['std'])}]"
-              + (f" on dims {info.normalised_dims}"
-                 if info.normalised_dims and len(info.normalised_dims) < info.x_dim else ""))
+    print(_normalisation(st["mean"], st["std"], info.normalised_dims, info.x_dim))
     if info.skipped:
         print(f"skipped {len(info.skipped)} bad file(s): " + "; ".join(info.skipped))
     return 0
@@ -558,11 +561,8 @@ def _info(args: argparse.Namespace) -> int:
           f"source {d.get('source')}")
     if d.get("sample_rate"):
         print(f"  {d['sample_rate']} Hz, frames of {d.get('frame_size')} samples")
-    if d.get("normalised_dims") != []:
-        dims, fmt = d.get("normalised_dims"), ", ".join
-        print(f"  normalisation (from train): mean [{fmt(f'{v:.5g}' for v in d.get('mean', []))}"
-              f"], std [{fmt(f'{v:.5g}' for v in d.get('std', []))}]"
-              + (f" on dims {dims}" if dims and len(dims) < d.get("x_dim", 0) else ""))
+    print("  " + _normalisation(d.get("mean", []), d.get("std", []), d.get("normalised_dims"),
+                                d.get("x_dim", 0)))
     return 0
 
 
