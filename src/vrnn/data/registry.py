@@ -21,13 +21,12 @@ from pathlib import Path
 import numpy as np
 
 from vrnn.data import audio, digits, music, strokes
-from vrnn.data.core import DataError, SequenceDataset
+from vrnn.data.core import PIP_HINT, DataError, SequenceDataset
 from vrnn.data.formats import FORMAT_ALIASES, FORMATS, detect_format, load_numpy
 
 BUILTIN_DATASETS: tuple[str, ...] = ("speech", "speech-multi", "handwriting", "chorales", "mnist")
 BUILTIN_KINDS = {"speech": "audio", "speech-multi": "audio", "handwriting": "strokes",
                  "chorales": "binary", "mnist": "binary"}
-PIP_HINT = "pip install -e '.[data]' (in the vrnn folder)"
 
 
 def _check_flags(name: str, kind: str | None, sample_rate: int | None,

