@@ -52,3 +52,17 @@ def test_two_gloo_processes_match_one_process(tmp_path, extra):
     # only rank 0 wrote: one metrics file with one header
     lines = (tmp_path / "two" / "metrics.csv").read_text().splitlines()
     assert sum(line.startswith("step,") for line in lines) == 1
+
+
+def test_a_rank_that_joined_a_group_leaves_with_its_status_and_flushed_output():
+    """exit_now skips interpreter shutdown (where gloo ranks were seen to abort) but must still
+    deliver what was printed and the command's exit status; outside a group it does nothing."""
+    code = ("import sys, vrnn.distributed as d\n"
+            "d.exit_now(5)\n"  # never joined: returns
+            "print('result line', end=''); print('warning', file=sys.stderr, end='')\n"
+            "d._joined = True\n"
+            "d.exit_now(3)\n"
+            "raise SystemExit(9)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (3, "result line", "warning")

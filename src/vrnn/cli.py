@@ -690,6 +690,15 @@ def main(argv: list[str] | None = None) -> int:
         return int(target(argv[1:]) or 0)
     args = build_parser().parse_args(argv)
     args.argv = argv
+    code = _run(args)
+    from vrnn.distributed import exit_now
+
+    exit_now(code)  # a torchrun rank ends here, before interpreter shutdown (see exit_now)
+    return code
+
+
+def _run(args) -> int:
+    """Run the parsed command; user errors become one line on stderr and an exit status."""
     debug = os.environ.get("VRNN_DEBUG")
     from vrnn.train import TrainingError
 
