@@ -121,7 +121,8 @@ def exit_now(code: int) -> None:
     faulthandler shows no Python frame). torchrun then reports the whole run as failed although
     every file was written and closed. Nothing is left to do at that point, so the command-line
     entry point flushes the standard streams and leaves with ``os._exit``, which runs no C++
-    static destructors. Library callers of :func:`vrnn.train.train` are not affected."""
+    static destructors. A script of one's own that calls :func:`vrnn.train.train` under
+    torchrun can end with ``exit_now(0)`` for the same reason."""
     if not _joined:
         return
     for stream in (sys.stdout, sys.stderr):
