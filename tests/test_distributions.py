@@ -1,4 +1,5 @@
-"""Output densities against independent numpy/scipy formulas, and the sampler against moments."""
+"""Output densities and the model's KL against independent numpy/scipy formulas, and the sampler
+against moments."""
 
 import math
 
@@ -7,8 +8,8 @@ import pytest
 import torch
 from scipy import stats
 from scipy.special import logsumexp
-from torch.distributions import Independent, Normal, kl_divergence
 
+from vrnn import build_model, model_config
 from vrnn.distributions import (
     BivariateNormal,
     GMMHead,
@@ -144,27 +145,42 @@ def test_temperature_on_gaussian_bernoulli_and_stroke_heads(tau):
     torch.testing.assert_close(s2.offset.mixture_distribution.probs,
                                (s1.offset.mixture_distribution.logits / tau).softmax(-1))
     torch.testing.assert_close(s2.pen.logits, s1.pen.logits / tau)
-    # a sharper / flatter pen bit, not just a rescaled number: probabilities move away from /
-    # towards 1/2 as tau falls below / rises above 1
-    far1, far2 = (s1.pen.probs - 0.5).abs(), (s2.pen.probs - 0.5).abs()
-    assert torch.all(far2 > far1) if tau < 1 else torch.all(far2 < far1)
 
 
-def test_analytic_kl_against_torch_and_monte_carlo():
-    """The KL the model uses (diagonal Gaussians, scales are stds) against a Monte-Carlo
-    estimate E_q[log q - log p] with 400k draws."""
+@pytest.mark.parametrize("prior", ["learned", "standard"])
+def test_model_kl_is_the_closed_form_of_its_encoder_and_prior(prior):
+    """A VRNN's per-step KL against the numpy closed form
+    sum_z log(s_p / s_q) + (s_q^2 + (m_q - m_p)^2) / (2 s_p^2) - 1/2, with the scales taken as
+    standard deviations, softplus(raw) + floor of the encoder's and prior's own linear layers:
+    catches swapped arguments, a variance or log-scale read as a std, and a VRNN-I prior that
+    is not N(0, I)."""
     torch.manual_seed(6)
-    q = Independent(Normal(torch.tensor([0.3, -1.0]), torch.tensor([0.5, 1.5])), 1)
-    p = Independent(Normal(torch.tensor([0.0, 0.5]), torch.tensor([1.0, 0.8])), 1)
-    analytic = kl_divergence(q, p)
-    closed = sum(
-        math.log(sp / sq) + (sq**2 + (mq - mp) ** 2) / (2 * sp**2) - 0.5
-        for mq, sq, mp, sp in ((0.3, 0.5, 0.0, 1.0), (-1.0, 1.5, 0.5, 0.8))
-    )
-    assert analytic.item() == pytest.approx(closed, rel=1e-12)
-    z = q.sample((400_000,))
-    mc = (q.log_prob(z) - p.log_prob(z)).mean()
-    assert mc.item() == pytest.approx(analytic.item(), abs=0.01)
+    cfg = model_config("vrnn-gauss" if prior == "learned" else "vrnn-i-gauss", x_dim=3,
+                       preset="tiny")
+    model = build_model(cfg)
+    with torch.no_grad():  # q and p far apart and of unequal scales: KL(q||p) != KL(p||q)
+        model.encoder.gaussian.linear.bias[cfg.z_dim:].fill_(-1.0)
+        if model.prior is not None:
+            model.prior.gaussian.linear.bias[cfg.z_dim:].fill_(1.0)
+    x = torch.randn(2, 5, 3)
+    terms = model(x, return_latents=True)
+    lat = terms.latents
+    h = lat["h"]  # (B, T, H): h_{t-1} of every step
+
+    def loc_and_std(net, inp):
+        out = net.gaussian.linear(net.mlp(inp)).detach().numpy()
+        raw = out[..., cfg.z_dim:]
+        return out[..., :cfg.z_dim], np.log1p(np.exp(raw)) + cfg.min_scale
+
+    m_q, s_q = loc_and_std(model.encoder, torch.cat([model.phi_x(x), h], -1))
+    if model.prior is None:
+        m_p, s_p = np.zeros_like(m_q), np.ones_like(s_q)
+    else:
+        m_p, s_p = loc_and_std(model.prior, h)
+    ref = (np.log(s_p / s_q) + (s_q**2 + (m_q - m_p) ** 2) / (2 * s_p**2) - 0.5).sum(-1)
+    np.testing.assert_allclose(terms.kl.detach().numpy(), ref, rtol=1e-10)
+    np.testing.assert_allclose(lat["enc_scale"].detach().numpy(), s_q, rtol=1e-10)
+    assert ref.min() > 0.5  # far apart: the check above has something to find
 
 
 def test_bad_shapes_are_value_errors():

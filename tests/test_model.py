@@ -1,16 +1,17 @@
-"""The models: fast path against the literal per-step reference, masks, gradients, sampling."""
+"""The models: the fast path against the literal reference (:mod:`vrnn.reference`), masks,
+gradients, sampling."""
 
 import dataclasses
 
 import pytest
 import torch
-from reference import reference_terms
+from torch import nn
 
 from vrnn import ModelConfig, build_model, masked_sum, model_config
 from vrnn.config import parse_model_name
-from vrnn.distributions import draw
 from vrnn.model import RNN, VRNN
 from vrnn.presets import DATA_KINDS, DEFAULT_X_DIM, PRESETS
+from vrnn.reference import LiteralVRNN, literal_primed_sample
 
 KINDS = {"audio": 5, "strokes": 3, "binary": 6}
 
@@ -33,6 +34,20 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
 
 
+def assert_same_gradients(model: nn.Module, loss_a: torch.Tensor, loss_b: torch.Tensor) -> None:
+    """Every parameter's gradient of ``loss_a`` equals that of ``loss_b`` to 1e-5 (relative)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    g_a = torch.autograd.grad(loss_a, params, allow_unused=True, retain_graph=True)
+    g_b = torch.autograd.grad(loss_b, params, allow_unused=True, retain_graph=True)
+    for (pname, p), a, b in zip(model.named_parameters(), g_a, g_b):
+        a = torch.zeros_like(p) if a is None else a  # unused (e.g. the cell when T = 1)
+        b = torch.zeros_like(p) if b is None else b
+        if b.abs().sum() == 0:
+            assert a.abs().sum() == 0, pname
+        else:
+            assert rel_err(a, b) < 1e-5, (pname, rel_err(a, b))
+
+
 @pytest.mark.parametrize("B", [1, 3])
 @pytest.mark.parametrize("T", [1, 7])
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
@@ -49,24 +64,62 @@ def test_fast_path_matches_per_step_reference(B, T, cell, name, kind):
     mask[-1, T // 2 + 1:] = False  # a ragged batch
 
     terms = model(x, mask, noise=noise, sample_terms=True)
-    ref_px, ref_kl, ref_ratio = reference_terms(model, x, noise)
+    ref = LiteralVRNN(model)
+    ref_px, ref_kl, ref_ratio = ref.terms(x, noise)
     torch.testing.assert_close(terms.log_px, ref_px, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(terms.kl, ref_kl, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(terms.log_pz - terms.log_qz, ref_ratio, rtol=1e-5, atol=1e-5)
 
-    params = [p for p in model.parameters() if p.requires_grad]
-    loss_fast = -terms.elbo(mask).mean()
-    g_fast = torch.autograd.grad(loss_fast, params, allow_unused=True)
-    loss_ref = -masked_sum(ref_px - ref_kl, mask).mean()
-    g_ref = torch.autograd.grad(loss_ref, params, allow_unused=True)
+    loss_fast = model.loss(x, mask, noise=noise)[0]
+    loss_ref = ref.loss(x, noise, mask)
     assert loss_fast.item() == pytest.approx(loss_ref.item(), rel=1e-5)
-    for (pname, p), a, b in zip(model.named_parameters(), g_fast, g_ref):
-        a = torch.zeros_like(p) if a is None else a  # unused (e.g. the cell when T = 1)
-        b = torch.zeros_like(p) if b is None else b
-        if b.abs().sum() == 0:
-            assert a.abs().sum() == 0, pname
+    assert loss_ref.item() == pytest.approx(-masked_sum(ref_px - ref_kl, mask).mean().item())
+    assert_same_gradients(model, loss_fast, loss_ref)
+
+
+class Wrapped(nn.Module):
+    """A module that is not the library's MLP (so the fast loop cannot read its weights)."""
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return self.inner(x)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("route", ["autograd", "step-by-step"])
+def test_every_route_through_the_filtering_loop_agrees(cell, route):
+    """The autograd loop (``custom_loop = False``) and the module-by-module loop taken for a
+    swapped-in phi_z give the hand-written loop's terms and gradients, replicas included."""
+    torch.manual_seed(9)
+    model = build_model(tiny("vrnn-gmm", cell=cell, encoder=(12, 10), phi_z=(8, 6)))
+    gen = torch.Generator().manual_seed(3)
+    x = make_x("audio", 2, 5, gen)
+    noise = torch.randn(3 * 2, 5, model.config.z_dim, generator=gen)
+    state = tuple(0.5 * torch.randn(6, model.config.h_dim, generator=gen)
+                  for _ in model.initial_state)  # a carried state, different per row
+    fast = model(x, noise=noise, state=state, replicas=3, sample_terms=True)
+    other = VRNN(model.config)
+    other.load_state_dict(model.state_dict())
+    if route == "autograd":
+        other.custom_loop = False
+    else:
+        other.phi_z = Wrapped(other.phi_z)
+    slow = other(x, noise=noise, state=state, replicas=3, sample_terms=True)
+    for key in ("log_px", "kl", "log_pz", "log_qz"):
+        torch.testing.assert_close(getattr(slow, key), getattr(fast, key), rtol=1e-5, atol=1e-5)
+    for a, b in zip(slow.state, fast.state):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    loss_fast, loss_slow = -fast.elbo().mean(), -slow.elbo().mean()
+    g_fast = torch.autograd.grad(loss_fast, list(model.parameters()), allow_unused=True)
+    g_slow = torch.autograd.grad(loss_slow, list(other.parameters()), allow_unused=True)
+    for (pname, _), a, b in zip(model.named_parameters(), g_slow, g_fast):
+        if pname == "initial_state":  # not used: the state was given
+            assert a is None and b is None
         else:
-            assert rel_err(a, b) < 1e-5, pname
+            assert rel_err(a, b) < 1e-5, (pname, rel_err(a, b))
 
 
 # every output head: (data kind, output suffix) -> gauss, gmm, bernoulli, stroke-gauss, stroke-gmm
@@ -190,47 +243,6 @@ def test_sample_shapes_values_and_seed(name, kind):
     if kind == "binary":
         assert set(s.unique().tolist()) <= {0.0, 1.0}
     assert model.training  # sampling restores the mode
-
-
-@torch.no_grad()
-def literal_primed_sample(model, prime: torch.Tensor, steps: int, temperature: float,
-                          gen: torch.Generator) -> torch.Tensor:
-    """The primed continuation written out from the paper's equations with the model's modules:
-    the prefix ``(num, P, D)`` run through the filtering posterior (VRNN: Eq. 9 with the noise of
-    one ``(num, P, Z)`` draw, as the forward pass takes it) or the RNN, then Eq. 5-7 from the prior
-    for ``steps`` frames, every draw from ``gen`` in order."""
-    num, P, _ = prime.shape
-    state = model.init_state(num)
-    vrnn = isinstance(model, VRNN)
-    if vrnn:
-        noise = torch.randn(num, P, model.config.z_dim, generator=gen)
-    for t in range(P):
-        fx = model.phi_x(prime[:, t])
-        if vrnn:
-            loc, scale = model.encoder(torch.cat([fx, state[0]], -1))  # Eq. 9: the posterior
-            fz = model.phi_z(loc + scale * noise[:, t])
-            state = model.cell_step(torch.cat([fx, fz], -1), state)  # Eq. 7
-        else:
-            state = rnn_step(model, fx, state)
-    frames = []
-    for _ in range(steps):
-        h = state[0]
-        if vrnn:
-            fz = model.phi_z(draw(model.prior_dist(h), gen))  # Eq. 5
-            x = draw(model.decoder(torch.cat([fz, h], -1), temperature), gen)  # Eq. 6
-            state = model.cell_step(torch.cat([model.phi_x(x), fz], -1), state)  # Eq. 7
-        else:
-            x = draw(model.decoder(h, temperature), gen)
-            state = rnn_step(model, model.phi_x(x), state)
-        frames.append(x)
-    return torch.stack(frames, 1)  # (num, steps, D)
-
-
-def rnn_step(model: RNN, fx: torch.Tensor, state: tuple) -> tuple:
-    """One step of the RNN baseline's library LSTM/GRU on ``fx (B, X)``."""
-    s = tuple(t.unsqueeze(0).contiguous() for t in state)  # (1, B, H) each
-    _, s = model.rnn(fx.unsqueeze(1), s if len(s) == 2 else s[0])
-    return tuple(t[0] for t in s) if isinstance(s, tuple) else (s[0],)
 
 
 @pytest.mark.parametrize("name", ["vrnn-gauss", "vrnn-i-gmm", "rnn-gmm"])

@@ -42,6 +42,12 @@ def positive_scale(raw: Tensor, min_scale: float) -> Tensor:
     return F.softplus(raw) + min_scale
 
 
+def diagonal_normal(loc: Tensor, scale: Tensor) -> Independent:
+    """A diagonal Gaussian over the last axis of ``loc``, ``scale (..., n)`` (standard
+    deviations): ``Independent(Normal(loc, scale), 1)``, batch ``(...)``, event ``(n,)``."""
+    return Independent(Normal(loc, scale), 1)
+
+
 class BivariateNormal(Distribution):
     """Bivariate normal over (dx, dy) with a correlation term, as in Graves (2013) Eq. 24-25.
 
@@ -180,7 +186,7 @@ class GaussianHead(nn.Module):
         loc, scale = self.params(h)
         if temperature != 1.0:
             scale = scale * math.sqrt(temperature)
-        return Independent(Normal(loc, scale), 1)
+        return diagonal_normal(loc, scale)
 
 
 class GMMHead(nn.Module):
@@ -203,7 +209,7 @@ class GMMHead(nn.Module):
         scale = positive_scale(raw, self.min_scale).unflatten(-1, (k, d))  # (..., K, D)
         if temperature != 1.0:
             logits, scale = logits / temperature, scale * math.sqrt(temperature)
-        return MixtureSameFamily(Categorical(logits=logits), Independent(Normal(loc, scale), 1))
+        return MixtureSameFamily(Categorical(logits=logits), diagonal_normal(loc, scale))
 
 
 class BernoulliHead(nn.Module):

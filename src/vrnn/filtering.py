@@ -1,0 +1,513 @@
+"""The VRNN's filtering loop: Eq. 7-9 over all T steps, with a hand-written backward pass.
+
+Only four things feed the recurrence: the encoder (Eq. 9), the reparameterised sample, phi_z and
+the cell (Eq. 7). :func:`filtering_loop` runs just those inside the loop over time, on the layer
+weights that :meth:`vrnn.model.VRNN.loop_weights` hands it; the model runs phi_x before it and
+the prior, decoder, KL and likelihood after it, batched over all steps.
+
+Why by hand: autograd differentiates the loop step by step, so every weight used inside it gets
+its gradient as T thin products (B rows each) accumulated into a full-size matrix per step,
+memory-bound work that took a quarter of a speech-sized training step. Here the backward loop
+carries only what the recurrence needs (gradients with respect to activations, B rows per
+product) and stores the per-step gradients of every pre-activation; each weight gradient is then
+one product over all B * T rows, written once, at the machine's full matmul rate. The input-side
+halves of the encoder's first layer and of the cell (the products with phi_x(x_t)) are computed
+before the loop, and the two products with h_{t-1} share one matrix. Every per-step result is
+written into a preallocated ``(N, T, .)`` buffer, so the loop allocates little.
+
+The same loop differentiated by autograd (``hand_written=False``) is kept as the benchmark's
+ablation and for double backward; both use the one statement of the gates,
+:func:`lstm_gates` and :func:`gru_gates`.
+
+Notation as in :mod:`vrnn.model` (B sequences, T steps, Z latent size, H units), and here:
+R replicas of each sequence and N = R * B rows; X, F the widths of phi_x and phi_z; E1 the width
+of the encoder's first layer; G the cell's gate rows (4H for an LSTM, 3H for a GRU).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from vrnn.distributions import positive_scale
+
+Pair = tuple[Tensor, Tensor]
+"""A linear layer's ``(weight (out, in), bias (out,))``."""
+
+
+class LoopWeights(NamedTuple):
+    """The weights the filtering loop reads, in the model's own tensors (no copies)."""
+
+    encoder: tuple[Pair, ...]
+    """phi_enc's ReLU layers; the first reads ``[phi_x(x_t), h_{t-1}]``: ``(E1, X + H)``."""
+    head: Pair
+    """phi_enc's Gaussian layer ``(2Z, .)``: rows of the loc, then of the raw scale."""
+    phi_z: tuple[Pair, ...]
+    """phi_z's ReLU layers (none: the identity)."""
+    cell: tuple[Tensor, Tensor, Tensor, Tensor]
+    """The cell's ``W_ih (G, X + F), W_hh (G, H), b_ih, b_hh (G,)``, library gate order."""
+
+    def flat(self) -> tuple[Tensor, ...]:
+        """Every tensor in order: encoder, head, phi_z (weight then bias), then the cell."""
+        pairs = (*self.encoder, self.head, *self.phi_z)
+        return (*(t for pair in pairs for t in pair), *self.cell)
+
+    @classmethod
+    def from_flat(cls, tensors: tuple[Tensor, ...], n_enc: int, n_phi_z: int) -> LoopWeights:
+        """The inverse of :meth:`flat`, given the number of encoder and phi_z layers."""
+        pairs = [tuple(tensors[i:i + 2]) for i in range(0, 2 * (n_enc + 1 + n_phi_z), 2)]
+        return cls(tuple(pairs[:n_enc]), pairs[n_enc], tuple(pairs[n_enc + 1:]),
+                   tuple(tensors[-4:]))
+
+
+class Filtered(NamedTuple):
+    """What the filtering loop returns; every tensor has N = replicas * B rows."""
+
+    h_prev: Tensor
+    """``(N, T, H)``: h_{t-1} of every step."""
+    z: Tensor
+    """``(N, T, Z)``: the reparameterised samples z_t = loc + scale * eps_t."""
+    phi_z: Tensor
+    """``(N, T, F)``: phi_z(z_t) (z itself when phi_z is the identity)."""
+    loc: Tensor
+    """``(N, T, Z)``: the encoder's mean."""
+    scale: Tensor
+    """``(N, T, Z)``: the encoder's standard deviation."""
+    state: tuple[Tensor, ...]
+    """The state after the last step: ``(h, c)`` or ``(h,)``, each ``(N, H)``."""
+
+
+def filtering_loop(feat_x: Tensor, noise: Tensor, state: tuple[Tensor, ...],
+                   weights: LoopWeights, *, min_scale: float, replicas: int = 1,
+                   hand_written: bool = True) -> Filtered:
+    """Eq. 7-9 over all steps: the filtering posterior and the recurrence it drives.
+
+    Args:
+        feat_x: ``(B, T, X)`` phi_x(x_t) of every step, computed before the loop.
+        noise: ``(N, T, Z)`` standard-normal draws of the reparameterisation.
+        state: the state before the first step, ``(h, c)`` (LSTM) or ``(h,)`` (GRU), ``(N, H)``.
+        weights: the encoder's, phi_z's and the cell's weights.
+        min_scale: the floor of the encoder's softplus scale.
+        replicas: each sequence runs this many times (row ``r * B + b``) with its own noise;
+            the products with phi_x(x_t) are computed once per sequence and shared.
+        hand_written: differentiate with the hand-written backward; False: autograd, step by
+            step (same numbers, slower; supports double backward).
+    """
+    lstm = len(state) == 2
+    spec = _LoopSpec(lstm=lstm, n_enc=len(weights.encoder), n_phi_z=len(weights.phi_z),
+                     min_scale=min_scale, replicas=replicas)
+    h0, cell0 = state[0], state[1] if lstm else None
+    params = weights.flat()
+    if not hand_written:
+        out = _autograd_loop(spec, feat_x, noise, h0, cell0, weights)
+    elif torch.is_grad_enabled() and any(t.requires_grad for t in (feat_x, *state, *params)):
+        out = _FilteringLoop.apply(spec, feat_x, noise, h0, cell0, *params)
+    else:  # inference: nothing kept for a backward pass
+        out, _ = _forward(spec, feat_x, noise, h0, cell0, weights, keep=False)
+    h_prev, z, feat_z, enc_out, scale, h, cell = out
+    Z = noise.shape[-1]
+    return Filtered(h_prev=h_prev, z=z, phi_z=z if feat_z is None else feat_z,
+                    loc=enc_out[..., :Z], scale=scale, state=(h, cell) if lstm else (h,))
+
+
+# -- the gates of Eq. 7, stated once --------------------------------------------------------------
+
+
+def _cols(buffer: Tensor | None, start: int, stop: int) -> Tensor | None:
+    return None if buffer is None else buffer[:, start:stop]
+
+
+def lstm_gates(pre: Tensor, cell_prev: Tensor, *, act: Tensor | None = None,
+               cell_out: Tensor | None = None, tanh_out: Tensor | None = None,
+               h_out: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """The LSTM update from its gate pre-activations ``pre (N, 4H)`` in the library's order
+    (i, f, g, o) and ``cell_prev (N, H)`` -> ``h_t, c_t``, each ``(N, H)``:
+    c_t = sigma(f) c_{t-1} + sigma(i) tanh(g), h_t = sigma(o) tanh(c_t).
+
+    The optional buffers receive the gate activations ``(N, 4H)``, c_t, tanh(c_t) and h_t (the
+    hand-written loop keeps them for its backward pass); without them autograd can
+    differentiate the function.
+    """
+    H = cell_prev.shape[-1]
+    in_forget = torch.sigmoid(pre[:, :2 * H], out=_cols(act, 0, 2 * H))
+    g = torch.tanh(pre[:, 2 * H:3 * H], out=_cols(act, 2 * H, 3 * H))
+    o = torch.sigmoid(pre[:, 3 * H:], out=_cols(act, 3 * H, 4 * H))
+    i, f = in_forget.chunk(2, 1)
+    cell = torch.mul(f, cell_prev, out=cell_out).addcmul_(i, g)
+    h = torch.mul(o, torch.tanh(cell, out=tanh_out), out=h_out)
+    return h, cell
+
+
+def gru_gates(gi: Tensor, gh: Tensor, h_prev: Tensor, *, act: Tensor | None = None,
+              h_out: Tensor | None = None) -> Tensor:
+    """The GRU update from its input-side ``gi (N, 3H)`` and hidden-side ``gh (N, 3H)``
+    pre-activations (library order r, u, n; ``gh`` holds b_hh) and ``h_prev (N, H)`` -> h_t:
+    n = tanh(gi_n + r gh_n), h_t = (1 - u) n + u h_{t-1}.
+
+    The optional buffers receive the activations ``(N, 3H)`` (r, u, n) and h_t.
+    """
+    H = h_prev.shape[-1]
+    reset_update = torch.sigmoid(gi[:, :2 * H] + gh[:, :2 * H], out=_cols(act, 0, 2 * H))
+    r, u = reset_update.chunk(2, 1)
+    n = torch.tanh(torch.addcmul(gi[:, 2 * H:], r, gh[:, 2 * H:]), out=_cols(act, 2 * H, 3 * H))
+    return torch.addcmul(n, h_prev - n, u, out=h_out)
+
+
+# -- the loop differentiated by autograd ----------------------------------------------------------
+
+
+def _autograd_loop(spec: _LoopSpec, feat_x: Tensor, noise: Tensor, h0: Tensor,
+                   cell0: Tensor | None, weights: LoopWeights):
+    """The loop of :class:`_FilteringLoop` with the same products hoisted and fused, left to
+    autograd: the readable statement of what the hand-written pass computes."""
+    (w_e1, b_e1), *enc_rest = weights.encoder
+    w_head, b_head = weights.head
+    w_ih, w_hh, b_ih, b_hh = weights.cell
+    B, _, X = feat_x.shape
+    E1 = w_e1.shape[0]
+
+    def tiled_add(rows: Tensor, per_seq: Tensor) -> Tensor:  # (R * B, n) + (B, n)
+        return (rows.view(spec.replicas, B, -1) + per_seq).view(rows.shape)
+
+    enc_x = F.linear(feat_x, w_e1[:, :X], b_e1)  # (B, T, E1)
+    cell_x = F.linear(feat_x, w_ih[:, :X], b_ih + b_hh if spec.lstm else b_ih)  # (B, T, G)
+    w_h = torch.cat([w_e1[:, X:], w_hh])  # (E1 + G, H)
+    b_h = None if spec.lstm else torch.cat([b_hh.new_zeros(E1), b_hh])  # GRU: b_hn inside r*()
+    w_iz = w_ih[:, X:]  # (G, F)
+
+    # unbind(1) rather than [:, t] indexing, whose backward writes a full-size zero tensor per
+    # step and makes the cost quadratic in T
+    h, cell = h0, cell0
+    hs, zs, fzs, outs, scales = [], [], [], [], []
+    for enc_x_t, cell_x_t, eps_t in zip(enc_x.unbind(1), cell_x.unbind(1), noise.unbind(1)):
+        hs.append(h)
+        enc_h, cell_h = F.linear(h, w_h, b_h).split([E1, w_hh.shape[0]], 1)  # one product
+        a = F.relu(tiled_add(enc_h, enc_x_t))  # Eq. 9: the encoder
+        for w, b in enc_rest:
+            a = F.relu(F.linear(a, w, b))
+        enc_out = F.linear(a, w_head, b_head)  # (N, 2Z): loc, raw scale
+        loc, raw = enc_out.chunk(2, 1)
+        scale = positive_scale(raw, spec.min_scale)
+        z = loc + scale * eps_t  # (N, Z), reparameterised
+        fz = z
+        for w, b in weights.phi_z:
+            fz = F.relu(F.linear(fz, w, b))
+        gi = tiled_add(F.linear(fz, w_iz), cell_x_t)  # Eq. 7: input side of the cell
+        if spec.lstm:
+            h, cell = lstm_gates(gi + cell_h, cell)
+        else:
+            h = gru_gates(gi, cell_h, h)
+        zs.append(z)
+        fzs.append(fz)
+        outs.append(enc_out)
+        scales.append(scale)
+    stacked = [torch.stack(v, 1) for v in (hs, zs, fzs, outs, scales)]  # each (N, T, .)
+    if not weights.phi_z:
+        stacked[2] = None
+    return (*stacked, h, cell)
+
+
+# -- the hand-written pass ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _LoopSpec:
+    """Static facts of the filtering loop: the cell, layer counts, the scale floor, replicas."""
+
+    lstm: bool
+    n_enc: int
+    n_phi_z: int
+    min_scale: float
+    replicas: int = 1
+
+
+class _Saved(NamedTuple):
+    """The forward activations the backward pass reads; per-step ones are ``(N, T, .)``."""
+
+    h_prev: Tensor
+    h_last: Tensor
+    enc_out: Tensor
+    scale: Tensor
+    z: Tensor
+    gates: Tensor
+    """LSTM (i, f, g, o) or GRU (r, u, n) activations, ``(N, T, G)``."""
+    a_enc: tuple[Tensor, ...]
+    a_z: tuple[Tensor, ...]
+    cell_extra: tuple[Tensor, ...]
+    """LSTM: c_t and tanh(c_t); GRU: the hidden-side n pre-activation; each ``(N, T, H)``."""
+
+    def pack(self) -> tuple[Tensor, ...]:
+        return (*self[:6], *self.a_enc, *self.a_z, *self.cell_extra)
+
+    @classmethod
+    def unpack(cls, spec: _LoopSpec, tensors: tuple[Tensor, ...]) -> _Saved:
+        k = 6 + spec.n_enc
+        return cls(*tensors[:6], tuple(tensors[6:k]), tuple(tensors[k:k + spec.n_phi_z]),
+                   tuple(tensors[k + spec.n_phi_z:]))
+
+
+class _FilteringLoop(torch.autograd.Function):
+    """The filtering loop with its hand-written backward pass (the "custom cell").
+
+    Inputs: ``spec``, ``feat_x (B, T, X)``, ``noise (N, T, Z)``, ``h0 (N, H)``, ``cell0 (N, H)``
+    (None for a GRU), then ``LoopWeights.flat()``. Outputs: ``h_prev (N, T, H)``, ``z (N, T, Z)``,
+    ``phi_z(z) (N, T, F)`` (None when phi_z is the identity), ``enc_out (N, T, 2Z)`` (the
+    encoder's loc and raw scale), ``scale (N, T, Z)``, and the final ``h``, ``c`` (None: GRU).
+    """
+
+    @staticmethod
+    def forward(ctx, spec: _LoopSpec, feat_x: Tensor, noise: Tensor, h0: Tensor,
+                cell0: Tensor | None, *params: Tensor):
+        weights = LoopWeights.from_flat(params, spec.n_enc, spec.n_phi_z)
+        out, saved = _forward(spec, feat_x, noise, h0, cell0, weights, keep=True)
+        packed = saved.pack()
+        ctx.spec, ctx.n_saved = spec, len(packed)
+        ctx.save_for_backward(*packed, feat_x, noise,
+                              cell0 if cell0 is not None else h0.new_empty(0), *params)
+        ctx.set_materialize_grads(False)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, *grads):
+        spec, n = ctx.spec, ctx.n_saved
+        tensors = ctx.saved_tensors
+        saved = _Saved.unpack(spec, tensors[:n])
+        feat_x, noise, cell0 = tensors[n:n + 3]
+        weights = LoopWeights.from_flat(tensors[n + 3:], spec.n_enc, spec.n_phi_z)
+        pre, d_h0, d_cell0 = _backward_through_time(spec, saved, noise, cell0, weights, grads)
+        d_feat_x, d_params = _weight_grads(spec, ctx.needs_input_grad[1], saved, feat_x,
+                                           weights, pre)
+        return (None, d_feat_x, None, d_h0, d_cell0, *d_params)
+
+
+def _forward(spec: _LoopSpec, feat_x: Tensor, noise: Tensor, h0: Tensor, cell0: Tensor | None,
+             weights: LoopWeights, keep: bool):
+    """The loop of :class:`_FilteringLoop`; ``keep``: store what the backward pass needs."""
+    (w_e1, b_e1), *enc_rest = weights.encoder
+    w_head, b_head = weights.head
+    w_ih, w_hh, b_ih, b_hh = weights.cell
+    B, T, X = feat_x.shape
+    N, _, Z = noise.shape
+    G, H = w_hh.shape
+    E1 = w_e1.shape[0]
+    new = feat_x.new_empty
+
+    def tiled(v: Tensor) -> Tensor:  # (R * B, n) -> (R, B, n), to add a per-sequence term
+        return v.view(spec.replicas, B, v.shape[-1])
+    kept = T if keep else 1  # steps of backward-only buffers: one, overwritten, if none is kept
+
+    # Before the loop: the input-side products with phi_x(x_t), and one matrix for both products
+    # with h_{t-1} (the encoder's first layer and the cell's hidden-to-hidden weights).
+    w_h = torch.cat([w_e1[:, X:], w_hh])  # (E1 + G, H)
+    enc_x = F.linear(feat_x, w_e1[:, :X], b_e1)  # (B, T, E1)
+    cell_x = F.linear(feat_x, w_ih[:, :X], b_ih + b_hh if spec.lstm else b_ih)  # (B, T, G)
+    b_h = None if spec.lstm else torch.cat([b_hh.new_zeros(E1), b_hh])  # GRU: b_hn inside r*()
+    w_iz = w_ih[:, X:]  # (G, F)
+
+    last_z = spec.n_phi_z - 1  # phi_z's output is returned: kept at every step
+    s = _Saved(h_prev=new(N, T, H), h_last=new(N, H), enc_out=new(N, T, 2 * Z),
+               scale=new(N, T, Z), z=new(N, T, Z), gates=new(N, kept, G),
+               a_enc=tuple(new(N, kept, w.shape[0]) for w, _ in weights.encoder),
+               a_z=tuple(new(N, T if i == last_z else kept, w.shape[0])
+                         for i, (w, _) in enumerate(weights.phi_z)),
+               cell_extra=tuple(new(N, kept, H) for _ in range(2 if spec.lstm else 1)))
+    s.h_prev[:, 0] = h0
+    h, cell = s.h_prev[:, 0], cell0
+    for t in range(T):
+        k = t if keep else 0
+        hw = torch.mm(h, w_h.t()) if b_h is None else torch.addmm(b_h, h, w_h.t())  # (N, E1+G)
+        # Eq. 9: the encoder from phi_x(x_t) and h_{t-1}
+        a = s.a_enc[0][:, k]
+        torch.add(tiled(hw[:, :E1]), enc_x[:, t], out=tiled(a)).relu_()
+        for i, (w, b) in enumerate(enc_rest, 1):
+            a = torch.addmm(b, a, w.t(), out=s.a_enc[i][:, k]).relu_()
+        enc_out = torch.addmm(b_head, a, w_head.t(), out=s.enc_out[:, t])  # (N, 2Z)
+        scale = torch.add(F.softplus(enc_out[:, Z:]), spec.min_scale, out=s.scale[:, t])
+        fz = torch.addcmul(enc_out[:, :Z], scale, noise[:, t], out=s.z[:, t])  # z_t
+        for i, (w, b) in enumerate(weights.phi_z):
+            fz = torch.addmm(b, fz, w.t(), out=s.a_z[i][:, t if i == last_z else k]).relu_()
+        # Eq. 7: the cell
+        h_out = s.h_prev[:, t + 1] if t + 1 < T else s.h_last
+        if spec.lstm:
+            tiled(hw[:, E1:]).add_(cell_x[:, t])
+            pre = torch.addmm(hw[:, E1:], fz, w_iz.t())  # (N, 4H)
+            cells, tanh_c = s.cell_extra
+            h, cell = lstm_gates(pre, cell, act=s.gates[:, k], cell_out=cells[:, k],
+                                 tanh_out=tanh_c[:, k], h_out=h_out)
+        else:
+            gi = torch.mm(fz, w_iz.t())  # (N, 3H) input side
+            tiled(gi).add_(cell_x[:, t])
+            gh = hw[:, E1:]  # (N, 3H) hidden side, with b_hh
+            s.cell_extra[0][:, k] = gh[:, 2 * H:]
+            h = gru_gates(gi, gh, h, act=s.gates[:, k], h_out=h_out)
+    # phi_z may be the identity: phi_z(z) is then z itself, returned once (None in its slot)
+    out = (s.h_prev, s.z, s.a_z[-1] if weights.phi_z else None, s.enc_out, s.scale, h,
+           cell if spec.lstm else None)
+    return out, s
+
+
+class _PreGrads(NamedTuple):
+    """Gradients with respect to the loop's pre-activations, each ``(N, T, .)``."""
+
+    hw: Tensor
+    """Of the fused product with h_{t-1}: ``(N, T, E1 + G)``."""
+    enc: list[Tensor]
+    """Of each encoder layer (the first is a view of ``hw``)."""
+    head: Tensor
+    """Of the encoder's Gaussian layer ``(N, T, 2Z)``."""
+    phi_z: list[Tensor]
+    cell_in: Tensor
+    """Of the cell's input-side product ``(N, T, G)`` (LSTM: a view of ``hw``)."""
+
+
+def _lstm_step_back(act: Tensor, tanh_c: Tensor, cell_prev: Tensor, dh: Tensor, dcell: Tensor,
+                    g_pre: Tensor) -> None:
+    """One LSTM step backwards: d pre-activations into ``g_pre (N, 4H)``; ``dcell`` (d c_t on
+    entry) becomes d c_{t-1} in place."""
+    H = dh.shape[1]
+    i, f, g, o = act.chunk(4, 1)
+    gi, gf, gg, go = g_pre.chunk(4, 1)
+    torch.mul(dh, tanh_c, out=go)
+    dcell.addcmul_(dh * o, 1.0 - tanh_c * tanh_c)
+    torch.mul(dcell, g, out=gi)
+    torch.mul(dcell, cell_prev, out=gf)
+    torch.mul(dcell, i, out=gg)
+    # sigmoid' = (1 - y) y, not y - y^2, which cancels where a gate saturates
+    deriv = torch.rsub(act, 1.0).mul_(act)  # for i, f and o ...
+    torch.mul(g, g, out=deriv[:, 2 * H:3 * H]).neg_().add_(1.0)  # ... tanh' for g
+    g_pre.mul_(deriv)
+    dcell.mul_(f)
+
+
+def _gru_step_back(act: Tensor, gh_n: Tensor, h_prev: Tensor, dh: Tensor, g_in: Tensor,
+                   g_hid: Tensor) -> Tensor:
+    """One GRU step backwards: d pre-activations of the input side into ``g_in (N, 3H)`` and of
+    the hidden side into ``g_hid``; returns the part of d h_{t-1} that skips the products."""
+    r, u, n = act.chunk(3, 1)
+    gr, gu, gn = g_in.chunk(3, 1)
+    hr, hu, hn = g_hid.chunk(3, 1)
+    torch.mul(dh, 1.0 - u, out=gn).mul_(1.0 - n * n)  # d n pre-activation
+    torch.mul(dh, h_prev - n, out=gu).mul_((1.0 - u) * u)  # not u - u^2: see the LSTM
+    torch.mul(gn, gh_n, out=gr).mul_((1.0 - r) * r)
+    hr.copy_(gr)
+    hu.copy_(gu)
+    torch.mul(gn, r, out=hn)
+    return dh * u
+
+
+def _backward_through_time(spec: _LoopSpec, s: _Saved, noise: Tensor, cell0: Tensor,
+                           weights: LoopWeights, grads: tuple[Tensor | None, ...]):
+    """The loop backwards over time for the activations: returns the pre-activation gradients
+    of every step (:class:`_PreGrads`) and d h_0, d c_0."""
+    (w_e1, _), *enc_rest = weights.encoder
+    w_head, _ = weights.head
+    w_ih, w_hh, _, _ = weights.cell
+    N, T, Z = noise.shape
+    G, H = w_hh.shape
+    E1 = w_e1.shape[0]
+    X = w_e1.shape[1] - H
+    w_h = torch.cat([w_e1[:, X:], w_hh])  # (E1 + G, H)
+    w_iz = w_ih[:, X:]
+
+    def or_zeros(g: Tensor | None, like: Tensor) -> Tensor:
+        return torch.zeros_like(like) if g is None else g
+
+    d_hprev, d_z, d_fz, d_enc_out, d_scale, d_h, d_cell = grads
+    d_hprev, d_z = or_zeros(d_hprev, s.h_prev), or_zeros(d_z, s.z)
+    d_enc_out, d_scale = or_zeros(d_enc_out, s.enc_out), or_zeros(d_scale, s.scale)
+    if weights.phi_z:
+        d_fz = or_zeros(d_fz, s.a_z[-1])
+    dh = or_zeros(d_h, s.h_last).clone()
+    dcell = or_zeros(d_cell, s.h_last).clone() if spec.lstm else None
+    new = noise.new_empty
+    g_hw = new(N, T, E1 + G)
+    g = _PreGrads(hw=g_hw, enc=[g_hw[..., :E1]] + [new(N, T, w.shape[0]) for w, _ in enc_rest],
+                  head=new(N, T, 2 * Z), phi_z=[new(N, T, w.shape[0]) for w, _ in weights.phi_z],
+                  cell_in=g_hw[..., E1:] if spec.lstm else new(N, T, G))
+    d_softplus = torch.sigmoid(s.enc_out[..., Z:])  # softplus'(raw), (N, T, Z)
+    for t in reversed(range(T)):
+        d_in = g.cell_in[:, t]
+        if spec.lstm:
+            cells, tanh_c = s.cell_extra
+            _lstm_step_back(s.gates[:, t], tanh_c[:, t], cells[:, t - 1] if t > 0 else cell0,
+                            dh, dcell, d_in)
+        else:
+            dh_direct = _gru_step_back(s.gates[:, t], s.cell_extra[0][:, t], s.h_prev[:, t], dh,
+                                       d_in, g_hw[:, t, E1:])
+        # phi_z and the reparameterisation, backwards
+        if weights.phi_z:
+            gz = torch.addmm(d_fz[:, t], d_in, w_iz, out=g.phi_z[-1][:, t])  # d phi_z(z_t)
+            _relu_mask_(gz, s.a_z[-1][:, t])
+            for i in reversed(range(spec.n_phi_z - 1)):
+                gz = torch.mm(gz, weights.phi_z[i + 1][0], out=g.phi_z[i][:, t])
+                _relu_mask_(gz, s.a_z[i][:, t])
+            dz = torch.addmm(d_z[:, t], gz, weights.phi_z[0][0])  # (N, Z)
+        else:
+            dz = torch.addmm(d_z[:, t], d_in, w_iz)
+        gh = g.head[:, t]
+        torch.add(d_enc_out[:, t, :Z], dz, out=gh[:, :Z])
+        torch.addcmul(d_scale[:, t], dz, noise[:, t], out=gh[:, Z:]).mul_(
+            d_softplus[:, t]).add_(d_enc_out[:, t, Z:])
+        # the encoder, backwards
+        ge = _relu_mask_(torch.mm(gh, w_head, out=g.enc[-1][:, t]), s.a_enc[-1][:, t])
+        for i in reversed(range(spec.n_enc - 1)):
+            ge = _relu_mask_(torch.mm(ge, enc_rest[i][0], out=g.enc[i][:, t]), s.a_enc[i][:, t])
+        # d h_{t-1}: both products with h_{t-1} in one
+        dh = torch.addmm(d_hprev[:, t], g_hw[:, t], w_h)
+        if not spec.lstm:
+            dh.add_(dh_direct)
+    return g, dh, dcell
+
+
+def _relu_mask_(grad: Tensor, act: Tensor) -> Tensor:
+    """ReLU backward in place: zero ``grad`` where the (post-ReLU) activation is not positive."""
+    return torch.ops.aten.threshold_backward.grad_input(grad, act, 0.0, grad_input=grad)
+
+
+def _weight_grads(spec: _LoopSpec, need_feat_x: bool, s: _Saved, feat_x: Tensor,
+                  weights: LoopWeights, g: _PreGrads) -> tuple[Tensor | None, list[Tensor]]:
+    """Every weight gradient as one product over all N * T rows, in ``LoopWeights.flat()``
+    order, and d phi_x(x_t) through the products computed before the loop."""
+    (w_e1, _), *_ = weights.encoder
+    w_ih = weights.cell[0]
+    B, T, X = feat_x.shape
+    E1 = w_e1.shape[0]
+
+    def flat(v: Tensor) -> Tensor:  # (rows, T, n) -> (rows * T, n)
+        return v.reshape(-1, v.shape[-1])
+
+    def per_sequence(v: Tensor) -> Tensor:  # (R * B, T, n) -> (B * T, n): replicas summed
+        if spec.replicas == 1:
+            return flat(v)
+        return v.reshape(spec.replicas, B * T, v.shape[-1]).sum(0)
+
+    fx = flat(feat_x)
+    gw_h = flat(g.hw).t() @ flat(s.h_prev)  # (E1 + G, H)
+    g_enc0_x = per_sequence(g.enc[0])  # the product with phi_x(x_t) was shared by the replicas
+    d_params = [torch.cat([g_enc0_x.t() @ fx, gw_h[:E1]], 1), flat(g.enc[0]).sum(0)]
+    for i in range(1, spec.n_enc):
+        gi = flat(g.enc[i])
+        d_params += [gi.t() @ flat(s.a_enc[i - 1]), gi.sum(0)]
+    gh = flat(g.head)
+    d_params += [gh.t() @ flat(s.a_enc[-1]), gh.sum(0)]
+    for i in range(spec.n_phi_z):
+        gz = flat(g.phi_z[i])
+        inp = flat(s.z) if i == 0 else flat(s.a_z[i - 1])
+        d_params += [gz.t() @ inp, gz.sum(0)]
+    g_cell = flat(g.cell_in)
+    g_cell_x = per_sequence(g.cell_in)
+    feat_z = flat(s.a_z[-1]) if spec.n_phi_z else flat(s.z)
+    d_w_ih = torch.cat([g_cell_x.t() @ fx, g_cell.t() @ feat_z], 1)
+    d_b_ih = g_cell.sum(0)
+    d_b_hh = d_b_ih if spec.lstm else flat(g.hw[..., E1:]).sum(0)
+    d_params += [d_w_ih, gw_h[E1:], d_b_ih, d_b_hh]
+    d_feat_x = None
+    if need_feat_x:  # through the input-side products computed before the loop
+        d_feat_x = torch.addmm(g_enc0_x @ w_e1[:, :X], g_cell_x, w_ih[:, :X]).view(B, T, X)
+    return d_feat_x, d_params
