@@ -315,48 +315,66 @@ def test_iam_bad_xml_is_named(iam):
 # -- numpy files -----------------------------------------------------------------------------------
 
 def ragged(n, D, seed=0, binary=False):
+    """n sequences of 3-8 steps: a list of (T_i, D) float32 arrays."""
     rng = np.random.default_rng(seed)
-    out = np.empty(n, dtype=object)
-    out[:] = [(rng.random((int(rng.integers(3, 9)), D)) > 0.5).astype(np.float32) if binary
-              else rng.normal(2.0, 3.0, size=(int(rng.integers(3, 9)), D)).astype(np.float32)
-              for _ in range(n)]
+    return [(rng.random((int(rng.integers(3, 9)), D)) > 0.5).astype(np.float32) if binary
+            else rng.normal(2.0, 3.0, size=(int(rng.integers(3, 9)), D)).astype(np.float32)
+            for _ in range(n)]
+
+
+def flat(**splits):
+    """np.savez keywords of the documented layout: each split concatenated, with its lengths."""
+    out = {}
+    for name, seqs in splits.items():
+        out[name] = np.concatenate(seqs)
+        out[f"{name}_lengths"] = [len(s) for s in seqs]
     return out
 
 
 def test_npz_with_splits_round_trips_and_normalises_per_dim_from_train(tmp_path):
     train, valid, test = ragged(20, 4, 0), ragged(3, 4, 1), ragged(4, 4, 2)
     test[0] = test[0] + 100.0  # must not move the statistics
-    np.savez(tmp_path / "d.npz", train=train, valid=valid, test=test)
+    np.savez(tmp_path / "d.npz", **flat(train=train, valid=valid, test=test))
     ds = load_dataset(str(tmp_path / "d.npz"))
     assert (ds.info.kind, ds.info.x_dim) == ("audio", 4)
     assert [len(ds.train), len(ds.valid), len(ds.test)] == [20, 3, 4]
-    flat = np.concatenate(list(train))
-    np.testing.assert_allclose(ds.info.mean, flat.mean(0), rtol=1e-5)
-    np.testing.assert_allclose(ds.info.std, flat.std(0), rtol=1e-5)
+    flat_train = np.concatenate(list(train))
+    np.testing.assert_allclose(ds.info.mean, flat_train.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(ds.info.std, flat_train.std(0), rtol=1e-5)
     for got, want in zip(ds.test, test):
         assert got.dtype == np.float32
         np.testing.assert_allclose(ds.info.denormalise(got), want, rtol=1e-5, atol=1e-4)
+    assert ds.summary()["formats"] == {"NPZ": 1}
 
 
-@pytest.mark.parametrize("container", ["npy-list", "npy-dict", "npz-arrays", "npy-3d"])
+@pytest.mark.parametrize("container", ["npz-flat", "npz-arrays", "npz-3d", "npy-3d"])
 def test_numpy_containers_without_splits_are_split_and_kinds_inferred(tmp_path, container):
     seqs = ragged(30, 88, 3, binary=True)
-    if container == "npy-list":
-        path = tmp_path / "d.npy"
-        np.save(path, seqs, allow_pickle=True)
-    elif container == "npy-dict":
-        path = tmp_path / "d.npy"
-        np.save(path, np.array({f"s{i}": s for i, s in enumerate(seqs)}), allow_pickle=True)
+    path = tmp_path / ("d.npy" if container == "npy-3d" else "d.npz")
+    if container == "npz-flat":
+        np.savez(path, data=np.concatenate(seqs), lengths=[len(s) for s in seqs])
     elif container == "npz-arrays":
-        path = tmp_path / "d.npz"
         np.savez(path, *seqs)
+    elif container == "npz-3d":
+        np.savez(path, x=np.stack([s[:3] for s in seqs]))
     else:
-        path = tmp_path / "d.npy"
         np.save(path, np.stack([s[:3] for s in seqs]))
     ds = load_dataset(str(path))
     assert ds.info.kind == "binary" and ds.info.normalised_dims == []
     assert [len(ds.train), len(ds.valid), len(ds.test)] == [26, 2, 2]
     assert set(np.unique(np.concatenate(ds.train))) <= {0.0, 1.0}
+    if container == "npz-flat":  # the steps of each sequence, in order
+        got = sorted(map(bytes, (np.ascontiguousarray(a) for a in ds.train + ds.valid + ds.test)))
+        assert got == sorted(bytes(np.ascontiguousarray(s)) for s in seqs)
+
+
+def test_npz_split_prefixes_name_the_split_of_each_key(tmp_path):
+    seqs = ragged(9, 2, 5)
+    np.savez(tmp_path / "p.npz", **{f"train/{i}": s for i, s in enumerate(seqs[:6])},
+             **{"validation/0": seqs[6], "test/0": seqs[7], "test/1": seqs[8]})
+    ds = load_dataset(str(tmp_path / "p.npz"))
+    assert [len(ds.train), len(ds.valid), len(ds.test)] == [6, 1, 2]
+    np.testing.assert_allclose(ds.info.denormalise(ds.test[1]), seqs[8], rtol=1e-5, atol=1e-5)
 
 
 def test_numpy_strokes_kind_keeps_the_pen_bit(tmp_path):
@@ -364,7 +382,7 @@ def test_numpy_strokes_kind_keeps_the_pen_bit(tmp_path):
     for s in seqs:
         s[:, 2] = 0
         s[-1, 2] = 1
-    np.savez(tmp_path / "s.npz", train=seqs[:8], test=seqs[8:])
+    np.savez(tmp_path / "s.npz", **flat(train=seqs[:8], test=seqs[8:]))
     ds = load_dataset(str(tmp_path / "s.npz"))
     assert ds.info.kind == "strokes" and ds.info.normalised_dims == [0, 1]
     np.testing.assert_array_equal(ds.test[0][:, 2], seqs[8][:, 2])
@@ -388,7 +406,7 @@ def test_empty_folder_is_named(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match=r"empty: found no data"):
         load_dataset(str(tmp_path / "empty"))
-    with pytest.raises(DataError, match=r"empty: no \.wav or \.flac"):
+    with pytest.raises(DataError, match=r"empty: no audio files found \(\.wav, \.wave, \.flac"):
         load_dataset(str(tmp_path / "empty"), fmt="wav")
 
 
@@ -432,14 +450,17 @@ def test_one_bad_audio_file_among_many_is_named_and_skipped_on_request(tmp_path,
 def test_bad_sequences_in_numpy_files_are_named(tmp_path):
     seqs = ragged(10, 2)
     seqs[3] = np.array([[1.0, np.inf]], dtype=np.float32)
-    np.save(tmp_path / "d.npy", seqs, allow_pickle=True)
-    with pytest.raises(DataError, match=r"d\.npy\[3\]: holds 0 NaN and 1 infinite"):
-        load_dataset(str(tmp_path / "d.npy"))
-    assert len(load_dataset(str(tmp_path / "d.npy"), skip_bad=True).info.skipped) == 1
+    np.savez(tmp_path / "d.npz", **flat(data=seqs))
+    with pytest.raises(DataError, match=r"d\.npz\['data'\]\[3\]: holds 0 NaN and 1 infinite"):
+        load_dataset(str(tmp_path / "d.npz"))
+    assert len(load_dataset(str(tmp_path / "d.npz"), skip_bad=True).info.skipped) == 1
     seqs[3] = np.zeros((0, 2), dtype=np.float32)
-    np.save(tmp_path / "e.npy", seqs, allow_pickle=True)
-    with pytest.raises(DataError, match=r"e\.npy\[3\]: sequence shorter than one frame"):
-        load_dataset(str(tmp_path / "e.npy"))
+    np.savez(tmp_path / "e.npz", *seqs)
+    with pytest.raises(DataError, match=r"e\.npz\['arr_3'\]: sequence shorter than one frame"):
+        load_dataset(str(tmp_path / "e.npz"))
+    np.savez(tmp_path / "g.npz", data=np.zeros((10, 2)), lengths=[4, 4])  # 8 != 10 steps
+    with pytest.raises(DataError, match=r"g\.npz\['data'\]: expected a \(T, D\) array of 8 "):
+        load_dataset(str(tmp_path / "g.npz"))
     (tmp_path / "f.npz").write_bytes(b"PK\x03\x04 broken")
     with pytest.raises(DataError, match=r"f\.npz: cannot read numpy data"):
         load_dataset(str(tmp_path / "f.npz"))
@@ -448,10 +469,10 @@ def test_bad_sequences_in_numpy_files_are_named(tmp_path):
 def test_mixed_frame_sizes_name_the_first_sequence_of_each_size(tmp_path):
     seqs = ragged(10, 2)
     seqs[6] = np.zeros((4, 3), dtype=np.float32)
-    np.save(tmp_path / "m.npy", seqs, allow_pickle=True)
-    with pytest.raises(DataError, match=r"D=2 \(first: .*m\.npy\[0\]\), D=3 \(first: "
-                                        r".*m\.npy\[6\]\)"):
-        load_dataset(str(tmp_path / "m.npy"))
+    np.savez(tmp_path / "m.npz", *seqs)
+    with pytest.raises(DataError, match=r"D=2 \(first: .*m\.npz\['arr_0'\]\), D=3 \(first: "
+                                        r".*m\.npz\['arr_6'\]\)"):
+        load_dataset(str(tmp_path / "m.npz"))
 
 
 def test_an_unwritable_cache_warns_and_keeps_the_data(tmp_path, monkeypatch):
@@ -484,31 +505,28 @@ def test_pad_batch_pads_with_zeros_and_masks_the_real_steps(B):
 
 
 @pytest.mark.parametrize("drop_last", [False, True])
-@pytest.mark.parametrize("world_size", [1, 2, 3])
-def test_bucket_sampler_covers_every_index_once_and_shards_disjointly(world_size, drop_last):
-    lengths = np.random.default_rng(0).integers(1, 500, size=103)
+@pytest.mark.parametrize("n", [1, 103])
+def test_bucket_sampler_covers_every_index_once_per_epoch(n, drop_last):
+    lengths = np.random.default_rng(0).integers(1, 500, size=n)
     bs = 4
 
     def epoch_batches(epoch):
-        out = []
-        for rank in range(world_size):
-            s = BucketBatchSampler(lengths, bs, seed=7, drop_last=drop_last, rank=rank,
-                                   world_size=world_size)
-            s.set_epoch(epoch)
-            out.append(list(s))
-            assert len(s) == len(out[-1])
+        s = BucketBatchSampler(lengths, bs, seed=7, drop_last=drop_last)
+        s.set_epoch(epoch)
+        out = list(s)
+        assert len(s) == len(out)
         return out
 
-    per_rank = epoch_batches(0)
-    flat = [i for batches in per_rank for b in batches for i in b]
-    assert len(flat) == len(set(flat))  # disjoint across batches and ranks
+    batches = epoch_batches(0)
+    flat_idx = [i for b in batches for i in b]
+    assert len(flat_idx) == len(set(flat_idx))  # no index twice
     if drop_last:
-        assert len({len(b) for b in per_rank}) == 1  # every rank the same number of batches
-        assert all(len(b) == bs for batches in per_rank for b in batches)
+        assert all(len(b) == bs for b in batches) and len(flat_idx) == n // bs * bs
     else:
-        assert sorted(flat) == list(range(len(lengths)))
-    assert epoch_batches(0) == per_rank  # a function of (seed, epoch)
-    assert epoch_batches(1) != per_rank
+        assert sorted(flat_idx) == list(range(n))
+    assert epoch_batches(0) == batches  # a function of (seed, epoch)
+    if n > bs:
+        assert epoch_batches(1) != batches
 
 
 def test_bucket_sampler_batches_similar_lengths():

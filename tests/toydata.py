@@ -19,14 +19,15 @@ def vrnn(*args, cwd=None, check=True, timeout=180):
 
 
 def write_npz(path, x_dim=4, n_train=24, seed=0):
-    """An .npz with train/valid/test splits of n_train/6/6 random sequences of 4-9 frames."""
+    """An .npz with train/valid/test splits of n_train/6/6 random sequences of 4-9 frames, in the
+    pickle-free layout that ``--data`` reads (``vrnn.data.pack_sequences``)."""
+    from vrnn.data import pack_sequences
+
     rng = np.random.default_rng(seed)
 
     def split(n):
-        arr = np.empty(n, dtype=object)
-        arr[:] = [rng.normal(size=(int(rng.integers(4, 10)), x_dim)).astype(np.float32)
-                  for _ in range(n)]
-        return arr
+        return [rng.normal(size=(int(rng.integers(4, 10)), x_dim)).astype(np.float32)
+                for _ in range(n)]
 
-    np.savez(path, train=split(n_train), valid=split(6), test=split(6))
+    pack_sequences({"train": split(n_train), "valid": split(6), "test": split(6)}, path)
     return path

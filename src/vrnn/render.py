@@ -25,9 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from vrnn.data.core import DataInfo
+from vrnn.data.music import LOWEST_KEY, N_KEYS
 
-PIANO_LOW = 21
-"""MIDI note of a piano roll's first key (A0); the 88 keys run to 108 (C8)."""
 TICKS_PER_QUARTER = 480
 """MIDI time resolution: ticks per quarter note; one roll step is one quarter note."""
 GRID_COLUMNS = 4
@@ -178,7 +177,7 @@ def _vlq(n: int) -> bytes:
     return bytes(reversed(out))
 
 
-def write_midi(roll: np.ndarray, path: str | Path, *, low: int = PIANO_LOW,
+def write_midi(roll: np.ndarray, path: str | Path, *, low: int = LOWEST_KEY,
                threshold: float = 0.5, velocity: int = 80, bpm: float = 120.0) -> Path:
     """Write a piano roll ``(T, K)`` as a standard MIDI file (format 0, one track, channel 1).
 
@@ -216,7 +215,7 @@ def _raster_panels(samples, real, info, path: Path, *, piano: bool) -> Path:
     rows = _labelled(samples, real)
     fig = new_figure(8.0, (1.8 if piano else 1.2) * len(rows) + 0.5)
     axes = fig.subplots(len(rows), 1, squeeze=False)[:, 0]
-    low = PIANO_LOW if piano else 0
+    low = LOWEST_KEY if piano else 0
     for ax, (label, seq) in zip(axes, rows):
         ax.imshow(seq.T, origin="lower", aspect="auto", cmap="gray_r", vmin=0.0, vmax=1.0,
                   interpolation="nearest",
@@ -234,7 +233,7 @@ def _draw_digit(ax, seq: np.ndarray) -> None:
 
 
 def _write_binary(samples, info, out, prefix, real) -> list[Path]:
-    if info.x_dim == 88:
+    if info.x_dim == N_KEYS:
         written = [_raster_panels(samples, real, info, out / f"{prefix}s_pianoroll.png",
                                   piano=True)]
         written += [write_midi(seq, out / f"{prefix}_{i}.mid") for i, seq in enumerate(samples)]

@@ -1,4 +1,4 @@
-"""Audio: a folder of WAV/FLAC files, TIMIT in its LDC layout, and the built-in speech sets.
+"""Audio: a folder of recordings, TIMIT in its LDC layout, and the built-in speech sets.
 
 Sources and licences
     ``speech``: Debian ``asterisk-core-sounds-en-wav`` (Asterisk's English prompts read by Allison
@@ -13,8 +13,12 @@ Sources and licences
     speech, whose near-constant frames would give the test set meaningless densities) and skip
     files shorter than one frame (``ru_RU_f_IvrvoiceRU/is.wav`` is empty); those are listed in
     ``info.skipped``.
-    A folder of the user's WAV/FLAC files (any sample rate) or TIMIT (LDC's NIST SPHERE ``.WAV``
-    files under ``TRAIN/`` and ``TEST/``, ``DR*/<speaker>/``), read with soundfile.
+    A folder of the user's recordings (any sample rate) or TIMIT (LDC's NIST SPHERE ``.WAV``
+    files under ``TRAIN/`` and ``TEST/``, ``DR*/<speaker>/``), read with soundfile: every format
+    the installed libsndfile reads (:data:`AUDIO_SUFFIXES`: WAV, FLAC, OGG Vorbis and Opus, MP3
+    with libsndfile >= 1.1, AIFF, AU, CAF, W64, RF64, NIST SPHERE and the rarer ones), by file
+    suffix. Headerless RAW and MATLAB ``.mat`` files are not audio here. Folders are walked with
+    :func:`vrnn.data.walk.walk_files`: links followed, each real file once.
 
 Preprocessing (the paper's)
     Multi-channel files are averaged to mono; ``sample_rate=`` resamples every file with
@@ -41,7 +45,6 @@ Splits
 
 from __future__ import annotations
 
-import os
 import re
 from math import gcd
 from pathlib import Path
@@ -60,8 +63,30 @@ from vrnn.data.core import (
     split_indices,
     subset,
 )
+from vrnn.data.walk import walk_files
 
-AUDIO_SUFFIXES = (".wav", ".flac")
+_FORMAT_SUFFIXES = {
+    "WAV": (".wav", ".wave"), "WAVEX": (".wav",), "FLAC": (".flac",), "OGG": (".ogg", ".oga"),
+    "MP3": (".mp3",), "AIFF": (".aiff", ".aif", ".aifc"), "AU": (".au", ".snd"),
+    "CAF": (".caf",), "W64": (".w64",), "RF64": (".rf64",), "NIST": (".sph", ".nist"),
+    "VOC": (".voc",), "IRCAM": (".ircam",), "SVX": (".8svx", ".16sv", ".svx"), "PAF": (".paf",),
+    "PVF": (".pvf",), "XI": (".xi",), "HTK": (".htk",), "SDS": (".sds",), "AVR": (".avr",),
+    "SD2": (".sd2",), "WVE": (".wve",), "MPC2K": (".mpc2k",),
+}
+"""File suffixes of each libsndfile major format (RAW and MAT4/MAT5 left out: headerless, and
+MATLAB data)."""
+
+
+def _audio_suffixes() -> tuple[str, ...]:
+    have = sf.available_formats()
+    out = [x for fmt, xs in _FORMAT_SUFFIXES.items() if fmt in have for x in xs]
+    if "OPUS" in sf.available_subtypes("OGG"):
+        out.append(".opus")
+    return tuple(dict.fromkeys(out))
+
+
+AUDIO_SUFFIXES = _audio_suffixes()
+"""The suffixes (lower case) of the audio files that the installed soundfile reads."""
 SOUNDS_ROOT = Path("/usr/share/asterisk/sounds")
 """Where Debian's asterisk-core-sounds packages install their voices."""
 
@@ -97,13 +122,25 @@ def default_seq_len(sample_rate: int, frame_size: int) -> int:
     return max(1, int(round(0.5 * sample_rate / frame_size)))
 
 
-def find_audio_files(root: Path, exclude_dirs: tuple[str, ...] = ()) -> list[Path]:
-    """Every .wav / .flac file (any case) under ``root``, recursively, sorted."""
-    out = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if d not in exclude_dirs)
-        out += [Path(dirpath) / f for f in filenames if Path(f).suffix.lower() in AUDIO_SUFFIXES]
-    return sorted(out)
+def is_audio_name(name: str) -> bool:
+    """Whether a file name has one of :data:`AUDIO_SUFFIXES` (any case)."""
+    return Path(name).suffix.lower() in AUDIO_SUFFIXES
+
+
+def find_audio_files(root: Path, exclude_dirs: tuple[str, ...] = (),
+                     bad: list[str] | None = None) -> list[Path]:
+    """Every audio file (:data:`AUDIO_SUFFIXES`, any case) under ``root``, recursively, each real
+    file once, sorted. Audio files that cannot be used by name (not UTF-8) are not returned; their
+    'name: problem' lines go to ``bad`` when it is given."""
+    walk = walk_files(root, is_audio_name, exclude_dirs)
+    if bad is not None:
+        bad += walk.bad
+    return walk.files
+
+
+def suffix_list() -> str:
+    """The audio suffixes for a message: '.wav, .flac, .ogg, ...'."""
+    return ", ".join(AUDIO_SUFFIXES[:6]) + (", ..." if len(AUDIO_SUFFIXES) > 6 else "")
 
 
 def _nist_sample_count(path: Path) -> int | None:
@@ -120,7 +157,7 @@ def read_audio(path: str | Path, sample_rate: int | None = None) -> tuple[np.nda
     """One audio file as a mono float32 waveform in [-1, 1] (channels averaged).
 
     Args:
-        path: a WAV, FLAC or NIST SPHERE file.
+        path: an audio file soundfile reads (WAV, FLAC, OGG, MP3, AIFF, NIST SPHERE...).
         sample_rate: resample to this rate (Hz); None keeps the file's.
 
     Returns:
@@ -155,20 +192,39 @@ def read_audio(path: str | Path, sample_rate: int | None = None) -> tuple[np.nda
     return np.ascontiguousarray(x, dtype=np.float32), int(rate)
 
 
-def _rates(files: list[Path], bad: dict[Path, str]) -> dict[Path, int]:
-    rates = {}
+def _probe(files: list[Path], bad: dict[Path, str]) -> tuple[dict[Path, int], dict[Path, str]]:
+    """Each readable file's sample rate and 'FORMAT/SUBTYPE'; a line in ``bad`` for the others."""
+    rates, kinds = {}, {}
     for f in files:
         try:
-            rates[f] = int(sf.info(str(f)).samplerate)
+            info = sf.info(str(f))
         except (RuntimeError, OSError, sf.SoundFileError) as e:
             bad[f] = f"{f}: cannot read audio ({e})"
-    return rates
+            continue
+        rates[f], kinds[f] = int(info.samplerate), f"{info.format}/{info.subtype}"
+    return rates, kinds
+
+
+def _common_rate(name: str, rates: dict[Path, int], bad: list[str], skip_bad: bool) -> int:
+    """The one sample rate of the readable files; DataError when they differ or none is readable."""
+    first: dict[int, Path] = {}
+    for f, r in rates.items():
+        first.setdefault(r, f)
+    if len(first) > 1:
+        (r1, f1), (r2, f2) = list(first.items())[:2]
+        raise DataError(f"data {name}: mixed sample rates, {f1} is {r1} Hz but {f2} is {r2} Hz "
+                        f"({len(first)} rates in all); choose one with sample_rate= "
+                        f"(--sample-rate)")
+    if not first:
+        raise report_bad(bad, f"data {name}", skip_bad=skip_bad)
+    return next(iter(first))
 
 
 def build_audio_dataset(name: str, split_files: dict[str, list[Path]], *, frame_size: int = 200,
                         seq_len: int | None = None, sample_rate: int | None = None,
                         skip_bad: bool = False, skip_short: bool = False, source: str = "",
-                        licence: str = "", split_note: str = "") -> SequenceDataset:
+                        licence: str = "", split_note: str = "",
+                        bad_names: list[str] | None = None) -> SequenceDataset:
     """Read, frame and normalise the files of each split (see the module docstring).
 
     Args:
@@ -179,6 +235,8 @@ def build_audio_dataset(name: str, split_files: dict[str, list[Path]], *, frame_
         skip_bad: leave out unreadable, truncated, non-finite or too-short files (listed in
             ``info.skipped``) instead of raising.
         skip_short: leave out files shorter than one frame even without ``skip_bad``.
+        bad_names: 'name: problem' lines of files found but not usable by name (see
+            :func:`find_audio_files`); bad files like the others.
     """
     if frame_size < 1:
         raise DataError(f"frame_size must be >= 1, got {frame_size}")
@@ -187,24 +245,20 @@ def build_audio_dataset(name: str, split_files: dict[str, list[Path]], *, frame_
     if sample_rate is not None and sample_rate < 1:
         raise DataError(f"sample_rate must be >= 1 Hz, got {sample_rate}")
     everything = [f for s in ("train", "valid", "test") for f in split_files.get(s, [])]
-    if not everything:
+    named = list(bad_names or [])
+    if not everything and not named:
         raise DataError(f"data {name}: no audio files")
     bad: dict[Path, str] = {}
-    rates = _rates(everything, bad)
-    rate = sample_rate
-    if rate is None:
-        first: dict[int, Path] = {}
-        for f, r in rates.items():
-            first.setdefault(r, f)
-        if len(first) > 1:
-            (r1, f1), (r2, f2) = list(first.items())[:2]
-            raise DataError(f"data {name}: mixed sample rates, {f1} is {r1} Hz but {f2} is {r2} Hz "
-                            f"({len(first)} rates in all); choose one with sample_rate= "
-                            f"(--sample-rate)")
-        if not first:
-            raise report_bad(list(bad.values()), f"data {name}")
-        rate = next(iter(first))
+    rates, kinds = _probe(everything, bad)
+
+    def all_bad() -> list[str]:
+        return named + list(bad.values())
+
+    if named and not skip_bad:
+        raise report_bad(all_bad(), f"data {name}")
+    rate = sample_rate or _common_rate(name, rates, all_bad(), skip_bad)
     skipped: list[str] = []
+    formats: dict[str, int] = {}
     utts: dict[str, list[np.ndarray]] = {"train": [], "valid": [], "test": []}
     for split in utts:
         for f in split_files.get(split, []):
@@ -225,11 +279,13 @@ def build_audio_dataset(name: str, split_files: dict[str, list[Path]], *, frame_
                     bad[f] = msg
                 continue
             utts[split].append(x[: n * frame_size].reshape(n, frame_size))  # (T, F)
-    if bad:
-        if not skip_bad:
-            raise report_bad(list(bad.values()), f"data {name}")
-        skipped += list(bad.values())
+            formats[kinds[f]] = formats.get(kinds[f], 0) + 1
+    if bad and not skip_bad:
+        raise report_bad(all_bad(), f"data {name}")
+    skipped += all_bad()
     if not utts["train"]:
+        if skip_bad and all_bad():
+            raise report_bad(all_bad(), f"data {name}", skip_bad=True)
         raise DataError(f"data {name}: no usable training audio")
     mean, std = moments(utts["train"])  # one scalar over every training sample
     if not std[0] > 0:
@@ -251,10 +307,11 @@ def build_audio_dataset(name: str, split_files: dict[str, list[Path]], *, frame_
                                 ).strip(),
                     skipped=skipped)
     return SequenceDataset(info=info, train=windows(utts["train"]), valid=windows(utts["valid"]),
-                           test=list(utts["test"]), train_streams=list(utts["train"]))
+                           test=list(utts["test"]), train_streams=list(utts["train"]),
+                           formats=formats)
 
 
-# -- a folder of WAV / FLAC files -----------------------------------------------------------------
+# -- a folder of audio files ---------------------------------------------------------------------
 
 _SPLIT_DIRS = {"train": "train", "valid": "valid", "validation": "valid", "dev": "valid",
                "test": "test"}
@@ -263,11 +320,12 @@ _SPLIT_DIRS = {"train": "train", "valid": "valid", "validation": "valid", "dev":
 def load_audio_folder(root: str | Path, *, frame_size: int = 200, seq_len: int | None = None,
                       sample_rate: int | None = None, skip_bad: bool = False,
                       max_files: int | None = None) -> SequenceDataset:
-    """Every WAV/FLAC file under ``root`` (recursively); see the module docstring."""
+    """Every audio file under ``root`` (recursively); see the module docstring."""
     root = Path(root)
-    files = find_audio_files(root)
-    if not files:
-        raise DataError(f"{root}: no .wav or .flac files found (searched recursively)")
+    bad_names: list[str] = []
+    files = find_audio_files(root, bad=bad_names)
+    if not files and not bad_names:
+        raise DataError(f"{root}: no audio files found ({suffix_list()}; searched recursively)")
     files = subset(files, max_files)
     tops = {p.name.lower(): p for p in root.iterdir() if p.is_dir()}
     predefined = {_SPLIT_DIRS[k]: v for k, v in tops.items() if k in _SPLIT_DIRS}
@@ -288,7 +346,8 @@ def load_audio_folder(root: str | Path, *, frame_size: int = 200, seq_len: int |
         note = "Files split 0.9/0.05/0.05 with seed 0."
     return build_audio_dataset(str(root), split_files, frame_size=frame_size, seq_len=seq_len,
                                sample_rate=sample_rate, skip_bad=skip_bad,
-                               source=f"audio files under {root}", split_note=note)
+                               source=f"audio files under {root}", split_note=note,
+                               bad_names=bad_names)
 
 
 # -- TIMIT ----------------------------------------------------------------------------------------
@@ -314,11 +373,11 @@ def find_timit_root(path: str | Path) -> Path | None:
     return None
 
 
-def _timit_files(split_dir: Path) -> list[Path]:
+def _timit_files(split_dir: Path, bad: list[str] | None = None) -> list[Path]:
     """Audio files of a TIMIT split, one per (speaker, utterance): ``SA1.WAV`` and a converted
     ``SA1.WAV.wav`` next to it count once."""
     seen, out = set(), []
-    for f in find_audio_files(split_dir):
+    for f in find_audio_files(split_dir, bad=bad):
         key = (str(f.parent).upper(), f.name.split(".")[0].upper())
         if key not in seen:
             seen.add(key)
@@ -334,8 +393,9 @@ def load_timit(path: str | Path, *, frame_size: int = 200, seq_len: int | None =
     if root is None:
         raise DataError(f"{path}: not TIMIT's LDC layout (no TRAIN and TEST folders found)")
     dirs = {p.name.upper(): p for p in root.iterdir() if p.is_dir()}
-    train_all, test = _timit_files(dirs["TRAIN"]), _timit_files(dirs["TEST"])
-    if not train_all and not test:
+    bad_names: list[str] = []
+    train_all, test = _timit_files(dirs["TRAIN"], bad_names), _timit_files(dirs["TEST"], bad_names)
+    if not train_all and not test and not bad_names:
         raise DataError(f"{root}: TIMIT folders TRAIN and TEST hold no .WAV files")
     if max_files is not None:
         keep = set(subset(train_all + test, max_files))
@@ -352,7 +412,8 @@ def load_timit(path: str | Path, *, frame_size: int = 200, seq_len: int | None =
     return build_audio_dataset(str(path), {"train": train, "valid": valid, "test": test},
                                frame_size=frame_size, seq_len=seq_len, sample_rate=sample_rate,
                                skip_bad=skip_bad, source=f"TIMIT (LDC93S1) at {root}",
-                               licence="LDC User Agreement", split_note=note)
+                               licence="LDC User Agreement", split_note=note,
+                               bad_names=bad_names)
 
 
 # -- built-in speech sets -------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """Batches of variable-length sequences: zero-padding with a mask, a length-bucketing batch
-sampler that shards across data-parallel ranks, and contiguous windows for truncated BPTT.
+sampler, and contiguous windows for truncated BPTT. (Data parallelism shards the rows of each
+global batch, ``vrnn.distributed.shard``: every rank iterates the same global batches.)
 
 Every order here is a function of (seed, epoch) only, so a resumed run sees the same batches.
 """
@@ -54,33 +55,25 @@ class BucketBatchSampler:
     ``BUCKET_BATCHES * batch_size``, sorted by length inside each bucket, cut into batches, and the
     batches shuffled. Without ``shuffle``: all indices sorted by length, batches in that order.
     Only the last batch may be smaller than ``batch_size``; ``drop_last`` drops it.
-
-    Data parallel: every rank builds the same global batches and takes every ``world_size``-th,
-    starting at ``rank``, so ranks see disjoint batches that together cover every index once per
-    epoch. Ranks may then differ by one batch; with ``drop_last`` the global batches are also
-    truncated to a multiple of ``world_size`` so that every rank gets the same number.
     """
 
     BUCKET_BATCHES = 50
     """Batches per length bucket: larger means less padding but batches less random."""
 
     def __init__(self, lengths: Sequence[int], batch_size: int, *, shuffle: bool = True,
-                 seed: int = 0, drop_last: bool = False, rank: int = 0, world_size: int = 1):
+                 seed: int = 0, drop_last: bool = False):
         self.lengths = np.asarray(lengths, dtype=np.int64).reshape(-1)
         if batch_size < 1:
             raise DataError(f"batch_size must be >= 1, got {batch_size}")
-        if world_size < 1 or not 0 <= rank < world_size:
-            raise DataError(f"rank must be in [0, world_size); got rank={rank}, "
-                            f"world_size={world_size}")
         self.batch_size, self.shuffle, self.seed = int(batch_size), bool(shuffle), int(seed)
-        self.drop_last, self.rank, self.world_size = bool(drop_last), int(rank), int(world_size)
+        self.drop_last = bool(drop_last)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         """Choose the epoch whose order ``__iter__`` yields."""
         self.epoch = int(epoch)
 
-    def _global_batches(self) -> list[np.ndarray]:
+    def _batches(self) -> list[np.ndarray]:
         n, bs = len(self.lengths), self.batch_size
         if self.shuffle:
             rng = _rng(self.seed, self.epoch)
@@ -96,20 +89,15 @@ class BucketBatchSampler:
             batches.pop()
         if self.shuffle:
             batches = [batches[i] for i in rng.permutation(len(batches))]
-        if self.world_size > 1 and self.drop_last:
-            batches = batches[: len(batches) - len(batches) % self.world_size]
         return batches
 
     def __iter__(self) -> Iterator[list[int]]:
-        for b in self._global_batches()[self.rank::self.world_size]:
+        for b in self._batches():
             yield [int(i) for i in b]
 
     def __len__(self) -> int:
         n, bs = len(self.lengths), self.batch_size
-        total = n // bs if self.drop_last else -(-n // bs)
-        if self.world_size > 1 and self.drop_last:
-            total -= total % self.world_size
-        return len(range(self.rank, total, self.world_size))
+        return n // bs if self.drop_last else -(-n // bs)
 
 
 def contiguous_batches(streams: list[np.ndarray], batch_size: int, seq_len: int, *,

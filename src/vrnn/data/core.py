@@ -13,11 +13,14 @@ import dataclasses
 import hashlib
 import json
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from vrnn.files import atomic_write
 
 KINDS = ("audio", "strokes", "binary")
 SPLITS = ("train", "valid", "test")
@@ -146,6 +149,9 @@ class SequenceDataset:
     test: list[np.ndarray]
     train_streams: list[np.ndarray] | None = None
     """Audio only: whole normalised training utterances (T_i, D), for truncated BPTT."""
+    formats: dict[str, int] = field(default_factory=dict)
+    """The source files read, counted by format: audio ``'FORMAT/SUBTYPE'`` as soundfile names
+    them (``'WAV/PCM_16'``, ``'OGG/VORBIS'``), else ``'NPZ'``, ``'NPY'``, ``'XML'``..."""
 
     def __post_init__(self) -> None:
         for name in SPLITS:
@@ -167,7 +173,9 @@ class SequenceDataset:
         return getattr(self, name)
 
     def summary(self) -> dict:
-        """Per split: n_sequences, n_steps (frames), n_values, min/max length; the statistics."""
+        """Per split: n_sequences, n_steps (frames), n_values, min/max length; the statistics;
+        ``skipped`` (how many bad files were left out); ``formats`` (source files by format,
+        see :attr:`formats`)."""
         out: dict = {"name": self.info.name, "kind": self.info.kind, "x_dim": self.info.x_dim}
         for name in SPLITS:
             lengths = [len(s) for s in getattr(self, name)]
@@ -181,6 +189,7 @@ class SequenceDataset:
                         "normalised_dims": list(self.info.normalised_dims or []),
                         "sample_rate": self.info.sample_rate, "frame_size": self.info.frame_size}
         out["skipped"] = len(self.info.skipped)
+        out["formats"] = dict(sorted(self.formats.items()))
         return out
 
 
@@ -293,20 +302,52 @@ def cache_key(settings: dict) -> str:
 
 
 def save_npz_atomic(path: Path, **arrays: np.ndarray) -> None:
-    """Write ``arrays`` to ``path`` (.npz) via a temporary file and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            np.savez_compressed(f, **arrays)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    """Write ``arrays`` to ``path`` (.npz, compressed) atomically (:func:`vrnn.files.atomic_write`:
+    a crash leaves the old file or none, never half of one); :class:`vrnn.files.WriteError`
+    naming the path when the folder or the disk refuses."""
+    atomic_write(path, lambda f: np.savez_compressed(f, **arrays))
 
 
-def report_bad(bad: list[str], what: str) -> DataError:
-    """One DataError listing problem files ('path: problem') with the way out."""
+def report_bad(bad: list[str], what: str, *, skip_bad: bool = False) -> DataError:
+    """One DataError listing problem files ('path: problem') with the way out.
+
+    ``skip_bad``: the bad files were already left out and nothing usable is left, so the message
+    says that instead of suggesting ``--skip-bad``."""
     head = "; ".join(bad[:5]) + (f"; ... ({len(bad) - 5} more)" if len(bad) > 5 else "")
+    if skip_bad:
+        return DataError(f"{what}: nothing left to use for training: skip_bad=True (--skip-bad) "
+                         f"left out {len(bad)} bad file(s): {head}")
     return DataError(f"{what}: {len(bad)} bad file(s): {head}. Pass skip_bad=True (--skip-bad) "
                      f"to leave them out")
+
+
+def window_sequences(seqs: list[np.ndarray], seq_len: int | None) -> list[np.ndarray]:
+    """Each (T_i, D) sequence cut into consecutive windows of ``seq_len`` steps (views), the last
+    window of each holding the remaining 1..seq_len steps (nothing is dropped); None: ``seqs``."""
+    if seq_len is None:
+        return list(seqs)
+    if seq_len < 1:
+        raise DataError(f"seq_len must be >= 1 step, got {seq_len}")
+    return [s[k:k + seq_len] for s in seqs for k in range(0, len(s), seq_len)]
+
+
+LONG_SEQUENCE_STEPS = 10_000
+"""Longest training sequence (steps) that :func:`warn_if_long` lets pass without a word.
+
+The recurrence runs its steps one after another and backpropagation keeps every step's
+activations, so an update costs time and memory in proportion to the longest sequence of its
+batch: about 0.2 ms per step for the small presets on a CPU core, so 10,000 steps is already ~2 s
+an update, and one 200,000-step sequence takes ~40 s. The paper trains on 0.5 s windows (20-40
+frames)."""
+
+
+def warn_if_long(ds: SequenceDataset, seq_len: int | None) -> None:
+    """A ``UserWarning`` suggesting ``--seq-len`` when, without it, a training or validation
+    sequence is longer than :data:`LONG_SEQUENCE_STEPS`."""
+    longest = max((len(s) for s in ds.train + ds.valid), default=0)
+    if seq_len is None and longest > LONG_SEQUENCE_STEPS:
+        warnings.warn(f"data {ds.info.name}: the longest training/validation sequence has "
+                      f"{longest:,} steps; the recurrence runs them one after another and keeps "
+                      f"each for backpropagation, so every update will be slow (and large). Pass "
+                      f"seq_len= (--seq-len), e.g. --seq-len 1000, to cut training and validation "
+                      f"sequences into windows of that many steps", UserWarning, stacklevel=3)

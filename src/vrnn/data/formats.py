@@ -1,37 +1,59 @@
-"""Arrays the user saved with numpy, and picking a reader for a filesystem path.
+"""Arrays the user saved with NumPy, and picking a reader for a filesystem path.
 
-``.npy`` / ``.npz`` (any source, any licence: the user's own data)
-    A ``.npy`` holding a list (object array) or a dict of ``(T_i, D)`` arrays, or one (N, T, D)
-    array; a ``.npz`` whose arrays are such lists or one sequence each (``np.savez(path, *seqs)``).
-    Keys ``train`` / ``valid`` (or ``validation``) / ``test`` are used as the splits; otherwise all
-    sequences are split 0.9 / 0.05 / 0.05 with seed 0. Object arrays need pickle: only load files
-    you trust.
+``.npy`` / ``.npz`` (any source, any licence: the user's own data), read with
+``allow_pickle=False`` always: a data file never runs code. The layouts:
 
-    The kind is read off the values: all in {0, 1} -> ``binary`` (no normalisation); D = 3 with a
-    {0, 1} last column -> ``strokes`` (taken as (dx, dy, pen_up); dx and dy normalised by their
-    training mean/std); otherwise ``audio``, this library's kind for real-valued frames (Gaussian
-    and GMM outputs), every dim normalised by its training mean/std (a constant dim keeps std 1).
+    ``np.save(p, x)``
+        x an (N, T, D) array: N sequences of T steps; an (T, D) array: one sequence.
+    ``np.savez(p, data=np.concatenate(seqs), lengths=[len(s) for s in seqs])``
+        ragged sequences, concatenated along time: ``data`` (T_1 + ... + T_N, D), ``lengths`` (N,).
+        Any key ``K`` with a ``K_lengths`` partner is read the same way.
+    ``np.savez(p, train=..., train_lengths=..., valid=..., valid_lengths=..., test=...,``
+    ``test_lengths=...)``
+        the same per split (``vrnn data pack`` writes this; :func:`vrnn.data.pack.pack_sequences`).
+    ``np.savez(p, *seqs)`` or ``np.savez(p, **{"train/0": s0, "train/1": s1, "test/0": ...})``
+        one key per sequence (each (T, D), or (N, T, D) for N of them); ``train/``, ``valid/``
+        (or ``validation/``) and ``test/`` prefixes name the split.
+
+Keys ``train`` / ``valid`` (or ``validation``) / ``test`` (or those prefixes) are used as the splits
+when ``train`` and one more are there; otherwise all sequences are split 0.9 / 0.05 / 0.05 with
+seed 0. NumPy object arrays (``np.save`` of a list or a dict, ``np.savez(p, train=[...])`` of
+ragged lists) can only be read by unpickling, which runs whatever code the file carries: they are
+refused with a message naming the file, its keys, and the command that converts a file one trusts
+(``vrnn data pack OLD NEW.npz --trust-pickle``). With ``skip_bad`` a file's object-array keys are
+left out (never read) when other keys hold data.
+
+With ``seq_len``, training and validation sequences are cut into consecutive windows of
+``seq_len`` steps, the last window of each keeping the remaining steps (nothing is dropped); test
+sequences stay whole.
+
+The kind is read off the values: all in {0, 1} -> ``binary`` (no normalisation); D = 3 with a
+{0, 1} last column -> ``strokes`` (taken as (dx, dy, pen_up); dx and dy normalised by their
+training mean/std); otherwise ``audio``, this library's kind for real-valued frames (Gaussian
+and GMM outputs), every dim normalised by its training mean/std (a constant dim keeps std 1).
 
 :func:`detect_format` picks the reader of a path: ``.npy``/``.npz`` files; folders in TIMIT's LDC
-layout; folders of IAM-OnDB lineStrokes XML; folders of WAV/FLAC files.
+layout; folders of IAM-OnDB lineStrokes XML; folders of audio files (every format soundfile reads,
+``vrnn.data.audio.AUDIO_SUFFIXES``).
 """
 
 from __future__ import annotations
 
-import pickle
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from vrnn.data.audio import find_audio_files, find_timit_root
+from vrnn.data.audio import find_audio_files, find_timit_root, suffix_list
 from vrnn.data.core import (
+    SPLITS,
     DataError,
     DataInfo,
     SequenceDataset,
     moments,
     report_bad,
     split_indices,
+    window_sequences,
 )
 from vrnn.data.strokes import find_stroke_files
 
@@ -40,6 +62,7 @@ FORMAT_ALIASES = {"npz": "numpy", "npy": "numpy", "numpy": "numpy", "timit": "ti
                   "iam": "iam", "iam-ondb": "iam", "iamondb": "iam", "audio": "audio",
                   "wav": "audio", "flac": "audio", "folder": "audio"}
 _SPLIT_KEYS = {"train": "train", "valid": "valid", "validation": "valid", "test": "test"}
+LENGTHS_SUFFIX = "_lengths"
 
 
 def detect_format(path: Path) -> str:
@@ -48,47 +71,103 @@ def detect_format(path: Path) -> str:
         if path.suffix.lower() in (".npy", ".npz"):
             return "numpy"
         raise DataError(f"{path}: cannot tell the format of this file (expected .npy or .npz, "
-                        f"or a folder of WAV/FLAC, TIMIT or IAM-OnDB files)")
+                        f"or a folder of audio, TIMIT or IAM-OnDB files)")
     if find_timit_root(path) is not None:
         return "timit"
+    bad: list[str] = []
     if find_stroke_files(path):
         return "iam"
-    if find_audio_files(path):
+    if find_audio_files(path, bad=bad) or bad:
         return "audio"
-    raise DataError(f"{path}: found no data (no .wav/.flac files, no TIMIT TRAIN/TEST folders, "
-                    f"no IAM-OnDB lineStrokes .xml files)")
+    raise DataError(f"{path}: found no data (no audio files ({suffix_list()}), no TIMIT "
+                    f"TRAIN/TEST folders, no IAM-OnDB lineStrokes .xml files)")
 
 
-def _load(path: Path):
+def pickle_error(path: Path, keys: list[str]) -> DataError:
+    """The error for a file whose data only pickle can read: what to do, naming the file."""
+    where = (" (key" + ("s " if len(keys) > 1 else " ") + ", ".join(repr(k) for k in keys[:5])
+             + (", ..." if len(keys) > 5 else "") + ")") if any(keys) else ""
+    return DataError(
+        f"{path}: holds NumPy object arrays{where}, which only pickle can read, and unpickling "
+        f"runs any code the file carries, so vrnn never does it for --data. If you made this file "
+        f"or trust it, convert it once with: vrnn data pack {path} NEW.npz --trust-pickle, then "
+        f"pass NEW.npz; or save it without objects, e.g. np.savez('NEW.npz', "
+        f"data=np.concatenate(seqs), lengths=[len(s) for s in seqs]) (see vrnn.data.formats)")
+
+
+def _load(path: Path) -> tuple[dict[str, np.ndarray], list[str]]:
+    """The arrays of a .npy (key '') or .npz file read without pickle, and the keys that hold
+    object arrays (left unread)."""
+    arrays: dict[str, np.ndarray] = {}
+    pickled: list[str] = []
     try:
         with open(path, "rb") as f:  # our handle: closed even when numpy fails half-way
-            if path.suffix.lower() == ".npz":
-                with np.load(f, allow_pickle=True) as z:
-                    return {k: z[k] for k in z.files}
             try:
-                return np.load(f, allow_pickle=False)
-            except ValueError:
-                f.seek(0)
-                return np.load(f, allow_pickle=True)  # object arrays (lists of sequences)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError) as e:
+                obj = np.load(f, allow_pickle=False)
+            except ValueError as e:
+                if "pickle" in str(e):  # a pickle, or a .npy object array
+                    return {}, [""]
+                raise
+            if isinstance(obj, np.ndarray):
+                return {"": obj}, []
+            with obj as z:
+                for k in z.files:
+                    try:
+                        arrays[k] = z[k]
+                    except ValueError as e:
+                        if "pickle" not in str(e):
+                            raise
+                        pickled.append(k)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
         raise DataError(f"{path}: cannot read numpy data ({e})") from None
+    return arrays, pickled
 
 
-def _sequences(obj, where: str) -> list[tuple[str, np.ndarray]]:
-    """(label, array) pairs of the sequences inside ``obj`` (arrays not yet checked)."""
-    if isinstance(obj, dict):
-        return [p for k, v in obj.items() for p in _sequences(v, f"{where}[{k!r}]")]
-    if isinstance(obj, (list, tuple)):
-        return [p for i, v in enumerate(obj) for p in _sequences(v, f"{where}[{i}]")
-                ] if obj and not np.isscalar(obj[0]) else [(where, np.asarray(obj))]
-    if isinstance(obj, np.ndarray) and obj.dtype == object:
-        if obj.ndim == 0:
-            return _sequences(obj.item(), where)
-        return [(f"{where}[{i}]", np.asarray(v)) for i, v in enumerate(obj.reshape(-1))]
-    arr = np.asarray(obj)
-    if arr.ndim == 3:
-        return [(f"{where}[{i}]", a) for i, a in enumerate(arr)]
-    return [(where, arr)]
+def _partner(key: str, arrays: dict) -> str | None:
+    """The lengths key that says how ``key`` is cut into sequences, if there is one."""
+    if key + LENGTHS_SUFFIX in arrays:
+        return key + LENGTHS_SUFFIX
+    return "lengths" if key == "data" and "lengths" in arrays else None
+
+
+def _cut(a: np.ndarray, lengths: np.ndarray, label: str, where: str,
+         bad: list[str]) -> list[tuple[str, np.ndarray]]:
+    """A concatenated (sum T_i, D) array cut into its sequences by ``lengths`` (N,)."""
+    lengths = np.asarray(lengths)
+    if lengths.ndim != 1 or not np.issubdtype(lengths.dtype, np.integer) or np.any(lengths < 0):
+        bad.append(f"{where}: expected a 1-D array of sequence lengths (integers >= 0), got "
+                   f"dtype {lengths.dtype} shape {tuple(lengths.shape)}")
+        return []
+    if a.ndim != 2 or int(lengths.sum()) != len(a):
+        bad.append(f"{label}: expected a (T, D) array of {int(lengths.sum())} steps (the sum of "
+                   f"{where}), got shape {tuple(a.shape)}")
+        return []
+    return [(f"{label}[{i}]", s) for i, s in enumerate(np.split(a, np.cumsum(lengths)[:-1]))]
+
+
+def _sequences(arrays: dict[str, np.ndarray], path: Path,
+               bad: list[str]) -> list[tuple[str | None, str, np.ndarray]]:
+    """(split or None, label, array) of every sequence in a file's arrays (not yet checked)."""
+    out: list[tuple[str | None, str, np.ndarray]] = []
+    partners = {_partner(k, arrays) for k in arrays} - {None}
+    for k, a in arrays.items():
+        if k in partners:
+            continue
+        if k.endswith(LENGTHS_SUFFIX) or k == "lengths":
+            bad.append(f"{path}[{k!r}]: lengths without the array they cut (expected a key "
+                       f"{k[:-len(LENGTHS_SUFFIX)] if k != 'lengths' else 'data'!r})")
+            continue
+        split = _SPLIT_KEYS.get(k.split("/", 1)[0].lower())
+        label = f"{path}[{k!r}]" if k else str(path)
+        partner = _partner(k, arrays)
+        if partner is not None:
+            pieces = _cut(a, arrays[partner], label, f"{path}[{partner!r}]", bad)
+        elif a.ndim == 3:
+            pieces = [(f"{label}[{i}]", s) for i, s in enumerate(a)]
+        else:
+            pieces = [(label, a)]
+        out += [(split, lab, s) for lab, s in pieces]
+    return out
 
 
 def _check(pairs: list[tuple[str, np.ndarray]], bad: list[str],
@@ -103,6 +182,9 @@ def _check(pairs: list[tuple[str, np.ndarray]], bad: list[str],
             bad.append(f"{label}: expected a (T, D) array, got shape {tuple(a.shape)}")
         elif len(a) == 0:
             bad.append(f"{label}: sequence shorter than one frame (shape {tuple(a.shape)})")
+        elif a.shape[1] == 0:
+            bad.append(f"{label}: frames of D=0 values (shape {tuple(a.shape)}); each step needs "
+                       f"at least one value")
         elif not np.all(np.isfinite(a)):
             bad.append(f"{label}: holds {int(np.isnan(a).sum())} NaN and "
                        f"{int(np.isinf(a).sum())} infinite values")
@@ -112,21 +194,35 @@ def _check(pairs: list[tuple[str, np.ndarray]], bad: list[str],
     return out
 
 
-def load_numpy(path: str | Path, *, skip_bad: bool = False) -> SequenceDataset:
-    """A ``.npy`` / ``.npz`` file of ragged ``(T_i, D)`` sequences (see the module docstring)."""
+def load_numpy(path: str | Path, *, skip_bad: bool = False,
+               seq_len: int | None = None) -> SequenceDataset:
+    """A ``.npy`` / ``.npz`` file of ragged ``(T_i, D)`` sequences, read without pickle (see the
+    module docstring).
+
+    Args:
+        skip_bad: leave out bad sequences and object-array keys (listed in ``info.skipped``).
+        seq_len: cut training and validation sequences into windows of this many steps.
+    """
     path = Path(path)
-    obj = _load(path)
-    if isinstance(obj, np.ndarray) and obj.dtype == object and obj.ndim == 0:
-        obj = obj.item()
-    bad: list[str] = []
+    if seq_len is not None and seq_len < 1:
+        raise DataError(f"seq_len must be >= 1 step, got {seq_len}")
+    arrays, pickled = _load(path)
+    if pickled and (not skip_bad or not arrays):
+        raise pickle_error(path, pickled)
+    bad = [f"{path}[{k!r}]: a NumPy object array (only pickle reads it): not loaded"
+           for k in pickled]
     first_of_dim: dict[int, str] = {}
-    keys = {_SPLIT_KEYS[k]: k for k in obj if k in _SPLIT_KEYS} if isinstance(obj, dict) else {}
-    if "train" in keys and len(keys) > 1:
-        splits = {s: _check(_sequences(obj[k], f"{path}[{k!r}]"), bad, first_of_dim)
-                  for s, k in keys.items()}
-        note = "Predefined split: the file's " + ", ".join(keys.values()) + " arrays."
+    items = _sequences(arrays, path, bad)
+    named = {split for split, _, _ in items if split}
+    if "train" in named and len(named) > 1:
+        splits = {s: _check([(lab, a) for sp, lab, a in items if sp == s], bad, first_of_dim)
+                  for s in named}
+        unused = sum(1 for sp, _, _ in items if sp is None)
+        note = ("Predefined split: the file's " + ", ".join(s for s in SPLITS if s in named)
+                + " arrays" + (f" ({unused} sequences under other keys unused)." if unused
+                               else "."))
     else:
-        seqs = _check(_sequences(obj, str(path)), bad, first_of_dim)
+        seqs = _check([(lab, a) for _, lab, a in items], bad, first_of_dim)
         idx = split_indices(len(seqs))
         splits = {s: [seqs[i] for i in v] for s, v in idx.items()}
         note = f"{len(seqs)} sequences split 0.9/0.05/0.05 with seed 0."
@@ -134,12 +230,26 @@ def load_numpy(path: str | Path, *, skip_bad: bool = False) -> SequenceDataset:
         splits.setdefault(s, [])
     if bad and not skip_bad:
         raise report_bad(bad, f"data {path}")
-    every = [a for s in splits.values() for a in s]
     if not splits["train"]:
+        if bad:
+            raise report_bad(bad, f"data {path}", skip_bad=True)
         raise DataError(f"{path}: no usable training sequences")
     if len(first_of_dim) > 1:
         sizes = ", ".join(f"D={d} (first: {label})" for d, label in sorted(first_of_dim.items()))
         raise DataError(f"{path}: sequences have different frame sizes: {sizes}")
+    info = _infer_info(path, splits)
+    info.split_note = note + (f" Train/valid: windows of at most {seq_len} steps (seq_len); "
+                              f"test: whole sequences." if seq_len else "")
+    info.skipped = bad
+    norm = {s: [info.normalise(a).astype(np.float32) for a in v] for s, v in splits.items()}
+    return SequenceDataset(info=info, train=window_sequences(norm["train"], seq_len),
+                           valid=window_sequences(norm["valid"], seq_len), test=norm["test"],
+                           formats={"NPZ" if arrays.keys() != {""} else "NPY": 1})
+
+
+def _infer_info(path: Path, splits: dict[str, list[np.ndarray]]) -> DataInfo:
+    """The kind and statistics of a file's sequences (see the module docstring)."""
+    every = [a for s in splits.values() for a in s]
     D = every[0].shape[1]
     binary = all(np.all((a == 0) | (a == 1)) for a in every)
     pen = D == 3 and all(np.all((a[:, 2] == 0) | (a[:, 2] == 1)) for a in every)
@@ -157,7 +267,4 @@ def load_numpy(path: str | Path, *, skip_bad: bool = False) -> SequenceDataset:
         info = DataInfo(name=str(path), kind="audio", x_dim=D, mean=mean.tolist(),
                         std=std.tolist(), normalised_dims=list(range(D)))
     info.source = f"numpy file {path}"
-    info.split_note = note
-    info.skipped = bad
-    norm = {s: [info.normalise(a).astype(np.float32) for a in v] for s, v in splits.items()}
-    return SequenceDataset(info=info, train=norm["train"], valid=norm["valid"], test=norm["test"])
+    return info

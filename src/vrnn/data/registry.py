@@ -21,7 +21,13 @@ from pathlib import Path
 import numpy as np
 
 from vrnn.data import audio, digits, music, strokes
-from vrnn.data.core import PIP_HINT, DataError, SequenceDataset
+from vrnn.data.core import (
+    PIP_HINT,
+    DataError,
+    SequenceDataset,
+    warn_if_long,
+    window_sequences,
+)
 from vrnn.data.formats import FORMAT_ALIASES, FORMATS, detect_format, load_numpy
 
 BUILTIN_DATASETS: tuple[str, ...] = ("speech", "speech-multi", "handwriting", "chorales", "mnist")
@@ -48,17 +54,22 @@ def load_dataset(name_or_path: str, *, seq_len: int | None = None, frame_size: i
     """A built-in data set by name, or the data at a path, as normalised float32 sequences.
 
     Args:
-        name_or_path: one of ``BUILTIN_DATASETS``, or a ``.npy``/``.npz`` file, or a folder of
-            WAV/FLAC files, TIMIT (LDC layout) or IAM-OnDB lineStrokes XML.
-        seq_len: audio: frames per training/validation sequence (default 0.5 s); other kinds
-            keep whole sequences and ignore it.
+        name_or_path: one of ``BUILTIN_DATASETS``, or a ``.npy``/``.npz`` file (read without
+            pickle), or a folder of audio files (any format soundfile reads), TIMIT (LDC layout)
+            or IAM-OnDB lineStrokes XML.
+        seq_len: audio: frames per training/validation sequence (default 0.5 s, an
+            utterance's last partial window dropped); every other kind (.npy/.npz, IAM-OnDB,
+            handwriting, chorales, mnist): training and validation sequences cut into windows of
+            at most this many steps, the last window of each keeping the rest (default: whole
+            sequences). Test sequences stay whole. Without it, a training or validation sequence
+            longer than ``LONG_SEQUENCE_STEPS`` (10,000) gives a UserWarning suggesting it.
         frame_size: audio: samples per frame (the model's x_dim); ignored by other kinds.
         sample_rate: audio: resample to this rate (Hz).
         subsample: strokes: keep every k-th point (default 4 for handwriting, 1 for IAM-OnDB).
         skip_bad: leave out bad files (listed in ``info.skipped``) instead of raising.
         cache_dir: where slow conversions are cached (default ``$VRNN_CACHE`` or
             ``~/.cache/vrnn``).
-        fmt: force a reader for a path: 'numpy' (npy/npz), 'timit', 'iam' or 'audio' (wav).
+        fmt: force a reader for a path: 'numpy' (npy/npz), 'timit', 'iam' or 'audio'.
         max_files: read at most this many source files (a seeded random choice): audio files,
             IAM-OnDB lines, LASA shapes or chorales; ignored by mnist and numpy files.
 
@@ -67,9 +78,30 @@ def load_dataset(name_or_path: str, *, seq_len: int | None = None, frame_size: i
         DataError (a ValueError): absent built-in set (with its install command), bad files,
             bad settings; the message names the file or flag.
     """
-    name = str(name_or_path)
+    ds = _load(str(name_or_path), seq_len=seq_len, frame_size=frame_size,
+               sample_rate=sample_rate, subsample=subsample, skip_bad=skip_bad,
+               cache_dir=cache_dir, fmt=fmt, max_files=max_files)
+    warn_if_long(ds, seq_len)
+    return ds
+
+
+def _windowed(ds: SequenceDataset, seq_len: int | None) -> SequenceDataset:
+    """Strokes and binary sets: train and valid cut into windows of at most ``seq_len`` steps."""
+    if seq_len is None:
+        return ds
+    ds.train, ds.valid = window_sequences(ds.train, seq_len), window_sequences(ds.valid, seq_len)
+    ds.info.split_note = (f"{ds.info.split_note} Train/valid: windows of at most {seq_len} steps "
+                          f"(seq_len); test: whole sequences.").strip()
+    return ds
+
+
+def _load(name: str, *, seq_len: int | None, frame_size: int, sample_rate: int | None,
+          subsample: int | None, skip_bad: bool, cache_dir: str | None, fmt: str | None,
+          max_files: int | None) -> SequenceDataset:
     if max_files is not None and max_files < 1:
         raise DataError(f"max_files must be >= 1, got {max_files}")
+    if seq_len is not None and seq_len < 1:
+        raise DataError(f"seq_len must be >= 1, got {seq_len}")
     if fmt is None and name in BUILTIN_DATASETS:
         _check_flags(name, BUILTIN_KINDS[name], sample_rate, subsample)
         if name in ("speech", "speech-multi"):
@@ -77,10 +109,11 @@ def load_dataset(name_or_path: str, *, seq_len: int | None = None, frame_size: i
                                      seq_len=seq_len, sample_rate=sample_rate, skip_bad=skip_bad,
                                      max_files=max_files)
         if name == "handwriting":
-            return strokes.load_lasa(subsample=subsample, max_files=max_files)
+            return _windowed(strokes.load_lasa(subsample=subsample, max_files=max_files), seq_len)
         if name == "chorales":
-            return music.load_chorales(cache_dir=cache_dir, max_files=max_files)
-        return digits.load_mnist()
+            return _windowed(music.load_chorales(cache_dir=cache_dir, max_files=max_files),
+                             seq_len)
+        return _windowed(digits.load_mnist(), seq_len)
     path = Path(name).expanduser()
     if not path.exists():
         raise FileNotFoundError(f"data {name!r}: no such file or folder, and not a built-in data "
@@ -96,13 +129,13 @@ def load_dataset(name_or_path: str, *, seq_len: int | None = None, frame_size: i
         if path.is_dir():
             raise DataError(f"{path}: fmt 'numpy' needs a .npy or .npz file, this is a folder")
         _check_flags(name, "numpy", sample_rate, subsample)
-        return load_numpy(path, skip_bad=skip_bad)
+        return load_numpy(path, skip_bad=skip_bad, seq_len=seq_len)
     if path.is_file():
         raise DataError(f"{path}: fmt {kind_of!r} needs a folder, this is a file")
     if kind_of == "iam":
         _check_flags(name, "strokes", sample_rate, subsample)
-        return strokes.load_iam_ondb(path, subsample=subsample, skip_bad=skip_bad,
-                                     max_files=max_files)
+        return _windowed(strokes.load_iam_ondb(path, subsample=subsample, skip_bad=skip_bad,
+                                               max_files=max_files), seq_len)
     _check_flags(name, "audio", sample_rate, subsample)
     reader = audio.load_timit if kind_of == "timit" else audio.load_audio_folder
     return reader(path, frame_size=frame_size, seq_len=seq_len, sample_rate=sample_rate,

