@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -76,6 +77,7 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
     except OSError as e:
         raise WriteError(f"cannot write {path}: {_reason(e)}") from None
     try:
+        _set_mode(fd, path)
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -88,6 +90,21 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
         _unlink_quietly(tmp)
         raise
     return path
+
+
+def _set_mode(fd: int, path: Path) -> None:
+    """Give the temporary file the mode ``open(path, "w")`` would: an existing file's own, else
+    0o666 less the umask (``mkstemp`` makes it 0o600, which would hide every checkpoint and
+    metrics file from the group and from other users on a shared machine)."""
+    if not hasattr(os, "fchmod"):  # Windows before Python 3.13: modes barely apply there
+        return
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask
+    os.fchmod(fd, mode)
 
 
 def write_text(path: str | Path, text: str) -> Path:
