@@ -93,3 +93,24 @@ def test_export_safetensors_writes_weights_and_config(tmp_path):
     assert set(loaded) == set(ckpt["model"])
     for k, v in ckpt["model"].items():
         assert torch.equal(loaded[k], v)
+
+
+def test_declared_sizes_are_checked_against_the_tensors_before_anything_is_built(tmp_path):
+    # a config claiming h_dim=300000 would make a reader allocate a terabyte: refuse it first
+    path = tmp_path / "huge.pt"
+    ckpt = _ckpt()
+    ckpt["model_config"] = {**ckpt["model_config"], "h_dim": 300_000}
+    ckio.save_atomic(ckpt, path)
+    with pytest.raises(ckio.CheckpointError, match=r"huge.pt: its model config does not match "
+                                                   r"its weights \(.*300000"):
+        ckio.load_checkpoint(path)
+    with pytest.raises(ckio.CheckpointError, match="does not match its weights"):
+        ckio.model_from_checkpoint(ckpt, what="vrnn info huge.pt")
+    # a tensor missing, or one more than the config has
+    weights = dict(_ckpt()["model"])
+    name = next(iter(weights))
+    for broken in ({k: v for k, v in weights.items() if k != name},
+                   {**weights, "extra.weight": torch.zeros(2)}):
+        ckio.save_atomic({**_ckpt(), "model": broken}, path)
+        with pytest.raises(ckio.CheckpointError, match="missing|unexpected"):
+            ckio.load_checkpoint(path)

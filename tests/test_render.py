@@ -6,8 +6,8 @@ import pytest
 import soundfile as sf
 
 from vrnn.data import DataInfo
+from vrnn.data.music import LOWEST_KEY
 from vrnn.render import (
-    PIANO_LOW,
     plot_learning_curves,
     stroke_segments,
     to_pcm16,
@@ -76,11 +76,11 @@ def test_audio_without_rate_writes_only_the_picture(tmp_path):
 def test_midi_notes_parse_with_music21(tmp_path):
     music21 = pytest.importorskip("music21")
     roll = np.zeros((6, 88), dtype=np.float32)
-    roll[0:2, 60 - PIANO_LOW] = 1  # C4, two quarters
-    roll[3, 60 - PIANO_LOW] = 0.9  # C4 again after a rest: a second note
-    roll[1:4, 64 - PIANO_LOW] = 1  # E4, three quarters
+    roll[0:2, 60 - LOWEST_KEY] = 1  # C4, two quarters
+    roll[3, 60 - LOWEST_KEY] = 0.9  # C4 again after a rest: a second note
+    roll[1:4, 64 - LOWEST_KEY] = 1  # E4, three quarters
     roll[5, 0] = 0.7  # A0 at the very end (closed by the end of the roll)
-    roll[2, 70 - PIANO_LOW] = 0.4  # below the threshold: no note
+    roll[2, 70 - LOWEST_KEY] = 0.4  # below the threshold: no note
     info = DataInfo(name="chorales", kind="binary", x_dim=88)
     paths = write_samples(np.stack([roll, np.zeros_like(roll)]), info, tmp_path, real=roll[None])
     assert names(paths) == ["samples_pianoroll.png", "sample_0.mid", "sample_1.mid"]
@@ -127,14 +127,13 @@ def test_bad_shapes_raise(tmp_path, shape):
     assert list(tmp_path.iterdir()) == []
 
 
-FIELDS = ["step", "epoch", "elapsed_s", "train_bound", "train_bound_per_step",
-          "train_kl_per_step", "kl_weight", "grad_norm", "lr", "valid_bound",
-          "valid_bound_per_step"]
-
-
 def write_csv(path, rows):
+    """A metrics.csv with the columns training writes (a column the plots read that training no
+    longer writes makes DictWriter fail here)."""
+    from vrnn.metrics_log import METRIC_FIELDS
+
     with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, FIELDS)
+        w = csv.DictWriter(f, METRIC_FIELDS)
         w.writeheader()
         for r in rows:
             w.writerow(r)

@@ -1,26 +1,32 @@
 """Checkpoints: one dict of tensors and plain values, written atomically, read with
 ``torch.load(..., weights_only=True)``.
 
-A checkpoint alone rebuilds its model and its data normalisation:
+A checkpoint alone rebuilds its model and its data normalisation. The format (version 1):
 
     {"format": "vrnn-checkpoint", "version": 1,
      "model": state_dict, "optimizer": state_dict, "model_config": ModelConfig.to_dict(),
      "train_config": TrainConfig.to_dict(), "data_info": DataInfo.to_dict(),
-     "step": int, "epoch": int, "batch_in_epoch": int, "best_bound": float | None,
-     "bad_validations": int, "rng": {"torch": ByteTensor, "noise": ByteTensor,
-                                      "numpy": [...], "python": [...]},
-     "tbptt_state": [Tensor, ...] | None, "metrics": {...}, "versions": {...}}
+     "step": int, "epoch": int, "batch_in_epoch": int, "sequences_seen": int,
+     "best_bound": float | None, "bad_validations": int,
+     "rng": {"torch": ByteTensor, "noise": ByteTensor, "numpy": [...], "python": [...]},
+     "tbptt_state": [Tensor, ...] | None, "metrics": {...}, "median_train_length": int,
+     "world_size": int, "train_seconds": float, "train_cpu_seconds": float,
+     "versions": {...}}
 
-Writes go to a temporary file in the destination folder, then ``os.replace`` (atomic on POSIX
-and Windows): a crash or Ctrl-C mid-write never leaves a truncated ``last.pt`` / ``best.pt``.
+``sequences_seen``, ``train_seconds`` and ``train_cpu_seconds`` may be missing from older files
+(read as 0). :class:`vrnn.train_state.TrainState` writes and reads the training part.
+
+Writes go through :func:`vrnn.files.atomic_write` (a temporary file in the destination folder,
+then ``os.replace``): a crash, Ctrl-C or full disk mid-write never leaves a truncated
+``last.pt`` / ``best.pt``, and a failure is a one-line :class:`vrnn.files.WriteError`.
+A file's declared model sizes are checked against its tensors before any model is built, so a
+corrupt or hostile config cannot make a reader allocate what the file does not hold.
 """
 
 from __future__ import annotations
 
-import os
 import platform
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +34,7 @@ import numpy as np
 import torch
 
 from vrnn.config import ModelConfig
+from vrnn.files import atomic_write, write_bytes, write_text
 from vrnn.model import SequenceModel, build_model
 
 FORMAT = "vrnn-checkpoint"
@@ -40,22 +47,12 @@ class CheckpointError(ValueError):
 
 
 def save_atomic(obj: Any, path: str | Path) -> Path:
-    """``torch.save(plain(obj))`` to ``path`` via a temporary file in the folder + os.replace."""
-    path = Path(path)
+    """``torch.save(plain(obj))`` to ``path`` atomically (:func:`vrnn.files.atomic_write`).
+
+    Raises :class:`vrnn.files.WriteError` naming ``path`` (disk full, read-only folder); the
+    file that was there is kept."""
     obj = plain(obj)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def plain(obj: Any) -> Any:
@@ -98,7 +95,37 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     for key in ("model", "model_config", "data_info"):
         if key not in ckpt:
             raise CheckpointError(f"checkpoint {path} lacks {key!r}")
+    check_sizes(ckpt, str(path))
     return ckpt
+
+
+def check_sizes(ckpt: dict, what: str = "checkpoint") -> None:
+    """Check that the model ``ckpt["model_config"]`` declares has exactly the tensors of
+    ``ckpt["model"]``, names and shapes, without allocating it (it is built on the meta device).
+
+    Raises:
+        CheckpointError: naming ``what`` and the first mismatching tensors.
+    """
+    weights = ckpt["model"]
+    if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor)
+                                                for v in weights.values()):
+        raise CheckpointError(f"{what}: its 'model' is not a dict of tensors")
+    try:
+        config = ModelConfig.from_dict(ckpt["model_config"])
+        with torch.device("meta"):
+            declared = {k: tuple(v.shape) for k, v in build_model(config).state_dict().items()}
+    except (TypeError, ValueError, KeyError, RuntimeError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise CheckpointError(f"{what}: invalid model config ({first})") from None
+    held = {k: tuple(v.shape) for k, v in weights.items()}
+    if declared == held:
+        return
+    wrong = [f"{k} {list(held[k])} where the config says {list(declared[k])}"
+             for k in declared if k in held and held[k] != declared[k]]
+    wrong += [f"missing {k}" for k in declared if k not in held]
+    wrong += [f"unexpected {k}" for k in held if k not in declared]
+    raise CheckpointError(f"{what}: its model config does not match its weights ("
+                          + "; ".join(wrong[:3]) + ("; ..." if len(wrong) > 3 else "") + ")")
 
 
 def model_from_checkpoint(ckpt: dict, device: str | torch.device = "cpu",
@@ -108,6 +135,7 @@ def model_from_checkpoint(ckpt: dict, device: str | torch.device = "cpu",
     Raises:
         CheckpointError: the weights do not fit the checkpoint's own model config.
     """
+    check_sizes(ckpt, what)
     model = build_model(ModelConfig.from_dict(ckpt["model_config"]))
     load_weights(model, ckpt, what)
     return model.to(device).eval()
@@ -186,19 +214,18 @@ def export_safetensors(ckpt: dict, out: str | Path) -> tuple[Path, Path]:
     import json
 
     try:
-        from safetensors.torch import save_file
+        from safetensors.torch import save
     except ImportError:  # pragma: no cover - an optional extra
         raise ValueError("--format safetensors needs the safetensors package: "
                          "pip install 'vrnn[export]'") from None
     out = Path(out)
     if out.suffix != ".safetensors":
         out = out.with_suffix(".safetensors")
-    out.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in ckpt["model"].items()}
     meta = {"format": "vrnn-weights", "model": ckpt.get("train_config", {}).get("model", "")}
-    save_file(tensors, str(out), metadata=meta)
+    write_bytes(out, save(tensors, metadata=meta))
     js = out.with_suffix(".json")
-    js.write_text(json.dumps({
+    write_text(js, json.dumps({
         "model_config": ckpt["model_config"], "data_info": ckpt["data_info"],
         "train_config": ckpt.get("train_config"), "step": ckpt.get("step"),
         "best_bound": ckpt.get("best_bound"), "versions": ckpt.get("versions"),

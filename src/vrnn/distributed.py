@@ -25,12 +25,16 @@ Only rank 0 writes checkpoints, metrics and the progress bar.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import sys
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -138,15 +142,18 @@ def all_reduce_sum(t: torch.Tensor, env: DistEnv) -> torch.Tensor:
     return t
 
 
+def all_reduce_fields(sums: T, env: DistEnv) -> T:
+    """A dataclass of numbers with each field summed over all ranks (one all-reduce, in float64);
+    ``sums`` itself for a single process. Named fields, not positions in a tensor."""
+    if not env.distributed:
+        return sums
+    names = [f.name for f in dataclasses.fields(sums)]
+    t = torch.tensor([float(getattr(sums, n)) for n in names], dtype=torch.float64,
+                     device=env.device)
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return dataclasses.replace(sums, **dict(zip(names, t.tolist())))
+
+
 def shard(indices: list[int], env: DistEnv) -> list[int]:
     """This rank's rows of a global batch: every ``world_size``-th, starting at ``rank``."""
     return indices[env.rank::env.world_size]
-
-
-def broadcast_object(obj, env: DistEnv):
-    """Rank 0's ``obj`` on every rank."""
-    if not env.distributed:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
