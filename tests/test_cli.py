@@ -99,10 +99,13 @@ def test_demo_quick_writes_a_report(tmp_path):
     assert (tmp_path / "demo" / "vrnn-gmm" / "samples.npy").exists()
 
 
-def test_the_subcommand_table():
-    assert {"train", "evaluate", "sample", "analyse", "data", "info", "export", "demo",
-            "benchmark"} <= set(COMMANDS)
-    assert COMMANDS["benchmark"].passthrough == "vrnn.bench:main"
+@pytest.mark.parametrize("name", list(COMMANDS))
+def test_every_subcommand_answers_help(name, capsys):
+    """Each entry of the table wires up: its flags build, its passthrough module loads."""
+    with pytest.raises(SystemExit) as e:
+        main([name, "--help"])
+    assert e.value.code == 0
+    assert f"usage: vrnn {name}" in capsys.readouterr().out
 
 
 # -- mistakes: exit status 2, one line naming the flag or file, no traceback ------------------
@@ -147,7 +150,7 @@ def test_missing_and_corrupt_checkpoints(capsys, tmp_path, run):
 def test_data_that_does_not_fit_the_checkpoint(capsys, tmp_path, run):
     wide = write_npz(tmp_path / "wide.npz", x_dim=5)
     err = _fails(capsys, "evaluate", run["ckpt"], "--data", wide, "--samples", "2")
-    assert "x_dim" in err or "5" in err
+    assert "wide.npz has frames of D=5 but the model expects x_dim=4" in err
     assert "--samples" in _fails(capsys, "evaluate", run["ckpt"], "--samples", "0")
     assert "--temperature" in _fails(capsys, "sample", run["ckpt"], "--temperature", "0")
     prime = tmp_path / "prime.npy"
@@ -186,13 +189,9 @@ def test_resume_keeps_the_runs_own_settings(tmp_path, capsys):
 def test_data_of_another_kind_is_refused_by_name(capsys, tmp_path, run):
     binary = tmp_path / "binary.npz"
     rng = np.random.default_rng(0)
-
-    def split(n):
-        arr = np.empty(n, dtype=object)
-        arr[:] = [(rng.random((6, 4)) > 0.5).astype(np.float32) for _ in range(n)]
-        return arr
-
-    np.savez(binary, train=split(12), valid=split(4), test=split(4))
+    splits = {"train": 12, "valid": 4, "test": 4}  # sequences of 6 binary frames of D=4
+    np.savez(binary, **{k: (rng.random((n, 6, 4)) > 0.5).astype(np.float32)
+                        for k, n in splits.items()})
     for cmd in ("evaluate", "analyse"):
         err = _fails(capsys, cmd, run["ckpt"], "--data", binary)
         assert "binary.npz holds binary frames" in err and "real-valued" in err
@@ -208,7 +207,28 @@ def test_bad_prime_values_and_temperature_are_named(capsys, tmp_path, run):
     assert "--temperature" in _fails(capsys, "sample", run["ckpt"], "--temperature", "inf")
     afile = tmp_path / "afile"
     afile.write_text("")
-    assert "--out" in _fails(capsys, "sample", run["ckpt"], "--out", afile)
+    assert f"--out {afile} is a file, not a folder" in _fails(capsys, "sample", run["ckpt"],
+                                                              "--out", afile)
+
+
+def test_an_out_that_cannot_be_written_is_named(capsys, tmp_path, run):
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    for cmd, target in (("sample", afile), ("evaluate", afile / "res.json"),
+                        ("analyse", afile / "kl.png")):
+        err = _fails(capsys, cmd, run["ckpt"], "--out", target)
+        assert err.count("\n") == 1 and str(afile) in err and "is a file, not a folder" in err
+    assert "is a folder, not a file" in _fails(capsys, "analyse", run["ckpt"], "--out", tmp_path)
+
+
+def test_evaluate_keeps_its_numbers_when_out_cannot_be_written(tmp_path, run):
+    folder = tmp_path / "taken.json"  # a folder where the JSON file should go
+    folder.mkdir()
+    proc = vrnn("evaluate", run["ckpt"], "--samples", "2", "--out", folder, check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"vrnn evaluate: error: {folder} is a folder, not a file"
+    numbers = json.loads(proc.stdout.splitlines()[-1])  # after the table, the JSON
+    assert numbers["n_sequences"] == 6 and len(numbers["per_sequence"]["elbo"]) == 6
 
 
 def test_checkpoints_that_cannot_serve_are_named(capsys, tmp_path, run):
@@ -216,8 +236,9 @@ def test_checkpoints_that_cannot_serve_are_named(capsys, tmp_path, run):
     key = next(iter(ckpt["model"]))
     ckpt["model"][key] = torch.zeros(3, 3)
     torch.save(ckpt, tmp_path / "misfit.pt")
-    for cmd in ("evaluate", "sample"):
-        assert "misfit.pt: its weights do not fit" in _fails(capsys, cmd, tmp_path / "misfit.pt")
+    for cmd in ("evaluate", "sample"):  # the file, and the tensor that does not fit
+        err = _fails(capsys, cmd, tmp_path / "misfit.pt")
+        assert "misfit.pt: its" in err and f"{key} [3, 3]" in err and "weights" in err
     ckpt = torch.load(run["ckpt"], weights_only=True)
     del ckpt["optimizer"]
     torch.save(ckpt, tmp_path / "weights-only.pt")
@@ -316,3 +337,46 @@ def test_data_info_prints_splits_and_statistics(tmp_path, capsys):
     assert summary["test"]["n_sequences"] == 6 and len(summary["stats"]["mean"]) == 4
     assert main(["data", "info", str(tmp_path / "missing.npz")]) == 2
     assert "missing.npz" in capsys.readouterr().err
+
+
+def test_an_audio_prime_is_read_and_resampled_as_the_data_sets_read_audio(tmp_path):
+    """A 16 kHz stereo file primes an 8 kHz model: channels averaged, resampled as
+    ``data.audio.read_audio`` does for the data sets, cut into frames, normalised."""
+    import soundfile as sf
+
+    from vrnn.data import DataInfo
+    from vrnn.data.audio import read_audio
+    from vrnn.prime import read_prime
+
+    rng = np.random.default_rng(0)
+    wav = tmp_path / "prime.wav"
+    sf.write(wav, 0.1 * rng.normal(size=(4100, 2)), 16000, subtype="PCM_16")
+    info = DataInfo(name="speech", kind="audio", x_dim=200, sample_rate=8000, frame_size=200,
+                    mean=[0.01], std=[0.5])
+    prime = read_prime(wav, info)
+    assert prime.shape == (10, 200) and prime.dtype == np.float32  # 2050 samples at 8 kHz
+    expected, rate = read_audio(wav, 8000)
+    assert rate == 8000
+    np.testing.assert_allclose(prime, (expected[:2000].reshape(10, 200) - 0.01) / 0.5, atol=1e-6)
+    with pytest.raises(ValueError, match="--prime: .*prime.wav is shorter than one frame"):
+        read_prime(wav, DataInfo(name="x", kind="audio", x_dim=5000, sample_rate=8000,
+                                 frame_size=5000))
+    with pytest.raises(ValueError, match="audio files only prime audio models"):
+        read_prime(wav, DataInfo(name="pen", kind="strokes", x_dim=3, normalised_dims=[0, 1]))
+
+
+def test_data_pack_converts_object_arrays_only_when_trusted(tmp_path):
+    rng = np.random.default_rng(0)
+    lengths = {"train": [5, 7, 6], "valid": [4], "test": [8, 3]}
+    old, new = tmp_path / "old.npz", tmp_path / "new.npz"
+    splits = {}
+    for split, ts in lengths.items():
+        splits[split] = np.empty(len(ts), dtype=object)  # ragged: only pickle stores these
+        splits[split][:] = [rng.normal(size=(t, 2)).astype(np.float32) for t in ts]
+    np.savez(old, **splits)
+    proc = vrnn("data", "pack", old, new, check=False)
+    assert proc.returncode == 2 and "--trust-pickle" in proc.stderr and not new.exists()
+    packed = json.loads(vrnn("data", "pack", old, new, "--trust-pickle", "--json").stdout)
+    assert packed["splits"]["train"] == {"n_sequences": 3, "n_steps": 18}
+    summary = json.loads(vrnn("data", "info", new, "--json").stdout)  # no pickle needed now
+    assert [summary[s]["n_steps"] for s in lengths] == [18, 4, 11]

@@ -48,3 +48,23 @@ def test_claims_hold_and_fail_by_sign():
     assert claims["VRNN-Gauss above VRNN-I-Gauss"].holds
     assert math.isinf(claims["VRNN-Gauss above VRNN-I-Gauss"].z)  # identical gaps: se 0
     assert "does NOT hold" in claims["VRNN-I-Gauss above RNN-GMM"].line()
+
+
+def test_one_sequence_has_no_standard_error_anywhere():
+    """One rule for n = 1 (the report's table, its claims and ``vrnn evaluate``'s summary): no
+    standard error (None, printed n/a), never a spurious 0 that reads as certainty."""
+    from vrnn.evaluate import EvaluationResult, format_evaluation
+    from vrnn.report import format_cell, mean_se
+
+    assert mean_se(np.array([3.0])) == (3.0, None)
+    assert mean_se(np.array([3.0, 5.0])) == pytest.approx((4.0, 1.0))
+    assert format_cell(result("RNN-Gauss", [2.0])) == "2.0 ± n/a"
+    claim = assess_claims({"RNN-Gauss": result("RNN-Gauss", [1.0]),
+                           "VRNN-Gauss": result("VRNN-Gauss", [3.0])})[0]
+    assert claim.se is None and claim.z is None and "paired se n/a, n/a se" in claim.line()
+    one = EvaluationResult(np.array([-4.0]), np.array([-3.0]), np.zeros(1), np.array([5]), 2)
+    summary = one.summary()
+    assert summary["elbo_stderr"] is None and summary["stderr"] is None
+    text = format_evaluation({**summary, "name": "VRNN-Gauss", "latent": True, "data": "toy",
+                              "split": "test", "step": 3})
+    assert "-4.00 +- n/a" in text and "-3.00 +- n/a" in text

@@ -2,19 +2,25 @@
 test sequences, the Table 1 section and figures written, and the study resumable."""
 
 import json
+import shlex
 
 import numpy as np
 import pytest
 
 from vrnn.cli import main
-from vrnn.reproduce import REAL_MODELS, display_name
+from vrnn.config import parse_model_name
+from vrnn.reproduce import REAL_MODELS, build_parser, command_line
+
+
+def display_name(model: str) -> str:
+    return parse_model_name(model, "strokes")["name"]
 
 
 def write_strokes(path, seed=0):
+    """Pen strokes (dx, dy, pen-up) of 8-13 steps, 20/4/5 per split, ragged per split."""
     rng = np.random.default_rng(seed)
-
-    def split(n):
-        arr = np.empty(n, dtype=object)
+    arrays = {}
+    for split, n in (("train", 20), ("valid", 4), ("test", 5)):
         seqs = []
         for _ in range(n):
             t = int(rng.integers(8, 14))
@@ -22,10 +28,9 @@ def write_strokes(path, seed=0):
             s[:, :2] = rng.normal(size=(t, 2))
             s[rng.integers(0, t, size=2), 2] = 1.0
             seqs.append(s)
-        arr[:] = seqs
-        return arr
-
-    np.savez(path, train=split(20), valid=split(4), test=split(5))
+        arrays[split] = np.concatenate(seqs)  # (T_1 + ... + T_n, 3)
+        arrays[f"{split}_lengths"] = [len(s) for s in seqs]
+    np.savez(path, **arrays)
     return path
 
 
@@ -98,3 +103,17 @@ def test_a_tagged_variant_keeps_its_own_runs_and_section(tmp_path):
     assert "<!-- reproduce:pen:begin -->" in text and "<!-- reproduce:pen-anneal:begin -->" in text
     assert "--kl-anneal-steps 2" in text and "KL annealing over 2 updates" in text
     assert (tmp_path / "docs" / "pen-anneal_fig2_kl.png").exists()
+
+
+def test_the_recorded_command_makes_the_same_study():
+    """RESULTS.md records ``command_line``: parsed again it gives the study's settings (the
+    switches and the flags a study shares with vrnn train included), without --eval-only."""
+    parser = build_parser()
+    args = parser.parse_args(["--data", "pen.npz", "--preset", "tiny", "--max-steps", "4",
+                              "--no-progress", "--budget-clock", "wall", "--tag", "x",
+                              "--batch-size", "7", "--lr", "0.001", "--eval-only"])
+    words = shlex.split(command_line(args))
+    assert words[:4] == ["vrnn", "reproduce", "--data", "pen.npz"] and "--eval-only" not in words
+    assert vars(parser.parse_args(words[2:])) == {**vars(args), "eval_only": False}
+    assert command_line(parser.parse_args(["--data", "pen.npz"])) == \
+        "vrnn reproduce --data pen.npz"

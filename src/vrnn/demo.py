@@ -18,8 +18,12 @@ import numpy as np
 import torch
 
 from vrnn.evaluate import evaluate_sequences
+from vrnn.files import check_folder, write_text
 from vrnn.model import count_parameters
-from vrnn.train import TrainConfig, train
+from vrnn.report import format_se, paired_gap
+from vrnn.sampling import save_npy
+from vrnn.train import train
+from vrnn.train_config import TrainConfig
 
 DATA = "handwriting"
 MODELS = ("vrnn-gmm", "rnn-gmm")
@@ -50,11 +54,12 @@ def run_demo(out: Path = Path("runs/demo"), *, quick: bool = False, seed: int = 
 
     ``quick``: tiny models and a few steps (a smoke test of the whole pipeline, in seconds).
     """
+    from vrnn.checkpoint import load_checkpoint, model_from_checkpoint
     from vrnn.data import load_dataset
+    from vrnn.render import plot_learning_curves, write_samples
 
-    t_start = time.time()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    demo_started = time.time()
+    out = check_folder(out, "--out")
     # One thread: the small models gain little from more, and an OpenMP team that shares its
     # cores with other work can run orders of magnitude slower (seen: 28 s per update).
     torch.set_num_threads(1)
@@ -62,7 +67,7 @@ def run_demo(out: Path = Path("runs/demo"), *, quick: bool = False, seed: int = 
     ds = load_dataset(DATA)
     info = ds.info
     test = ds.test[:MAX_TEST]
-    rows, curves, timings = [], {}, {}
+    rows, curves = [], {}
     for name in MODELS:
         steps = 8 if quick else STEPS[name]
         cfg = TrainConfig(
@@ -73,19 +78,17 @@ def run_demo(out: Path = Path("runs/demo"), *, quick: bool = False, seed: int = 
             max_minutes=None if quick else MINUTES[name], budget_clock="cpu", device="cpu",
             tensorboard=False)
         print(f"\n[{name}] training {steps} steps at preset {cfg.preset} -> {cfg.out_dir}")
-        t0 = time.time()
+        started = time.time()
         result = train(cfg, dataset=ds)
-        t_train = time.time() - t0
-
-        from vrnn.checkpoint import load_checkpoint, model_from_checkpoint
+        t_train = time.time() - started
 
         model = model_from_checkpoint(load_checkpoint(result.best_checkpoint))
         print(f"[{name}] evaluating on {len(test)} test lines")
-        t0 = time.time()
+        started = time.time()
         s = 4 if quick else EVAL_SAMPLES
         res = evaluate_sequences(model, test[:8] if quick else test, num_samples=s, seed=seed)
         summary = res.summary()
-        t_eval = time.time() - t0
+        t_eval = time.time() - started
 
         steps_out = int(np.median([len(x) for x in test]))
         gen = torch.Generator().manual_seed(seed)
@@ -93,16 +96,16 @@ def run_demo(out: Path = Path("runs/demo"), *, quick: bool = False, seed: int = 
         samples = np.asarray(info.denormalise(x), dtype=np.float32)
         real = np.asarray(info.denormalise(_pad_to(test[:NUM_SAMPLES], steps_out)),
                           dtype=np.float32)
-        np.save(out / name / "samples.npy", samples)
-        pictures = _write_samples(samples, info, out / name, real)
+        save_npy(out / name / "samples.npy", samples)
+        pictures = list(write_samples(samples, info, out / name, prefix="sample", real=real))
         rows.append({"model": model.config.name, "key": name, "latent": model.is_latent,
                      "params": count_parameters(model), "steps": result.step,
                      "stopped": result.stopped, "train_s": t_train, "eval_s": t_eval,
                      "pictures": pictures, "ll_seq": res.log_likelihood, **summary})
-        curves[model.config.name] = result.metrics_csv
-        timings[name] = (t_train, t_eval)
-    curve_png = _learning_curves(curves, out / "learning_curves.png")
-    total = time.time() - t_start
+        if result.metrics_csv:
+            curves[model.config.name] = Path(result.metrics_csv)
+    curve_png = plot_learning_curves(curves, out / "learning_curves.png")
+    total = time.time() - demo_started
     report = _write_report(out, rows, curve_png, total, quick, info)
     print("\n" + _table(rows))
     print(f"\ndemo finished in {total:.0f} s. Open {report} (pictures and table) "
@@ -110,30 +113,14 @@ def run_demo(out: Path = Path("runs/demo"), *, quick: bool = False, seed: int = 
     return report
 
 
-def _write_samples(samples, info, folder: Path, real) -> list[Path]:
-    try:
-        from vrnn.render import write_samples
-    except ImportError:
-        return []
-    return list(write_samples(samples, info, folder, prefix="sample", real=real))
-
-
-def _learning_curves(curves: dict, png: Path) -> Path | None:
-    try:
-        from vrnn.render import plot_learning_curves
-    except ImportError:
-        return None
-    return plot_learning_curves({k: Path(v) for k, v in curves.items() if v}, png)
-
-
 def _table(rows: list[dict]) -> str:
     head = ("| model | parameters | steps | test ELBO | test log-likelihood | per step | "
             "train s | eval s |")
     lines = [head, "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        elbo = f">= {r['elbo']:.1f} +- {r['elbo_stderr']:.1f}" if r["latent"] else "-"
-        ll = (f"~ {r['log_likelihood']:.1f} +- {r['stderr']:.1f}" if r["latent"]
-              else f"= {r['log_likelihood']:.1f} +- {r['stderr']:.1f}")
+        elbo = f">= {r['elbo']:.1f} +- {format_se(r['elbo_stderr'])}" if r["latent"] else "-"
+        ll = (f"{'~' if r['latent'] else '='} {r['log_likelihood']:.1f} +- "
+              f"{format_se(r['log_likelihood_stderr'])}")
         lines.append(f"| {r['model']} | {r['params']:,} | {r['steps']} | {elbo} | {ll} | "
                      f"{r['log_likelihood_per_step']:.3f} | {r['train_s']:.0f} | "
                      f"{r['eval_s']:.0f} |")
@@ -155,11 +142,9 @@ def _write_report(out: Path, rows: list[dict], curve_png: Path | None, total: fl
         _table(rows), "",
     ]
     if vrnn_row and rnn_row:
-        from vrnn.report import paired_gap
-
         gap, se = paired_gap(vrnn_row["ll_seq"], rnn_row["ll_seq"])
         lines += [f"VRNN minus RNN: {gap:+.1f} nats per sequence (paired standard error "
-                  f"{se:.1f} on the same test lines; the VRNN's is the importance-sampled "
+                  f"{format_se(se)} on the same test lines; the VRNN's is the importance-sampled "
                   "estimate). The paper's IAM-OnDB numbers (full size, trained to "
                   "convergence): RNN-GMM 1358, VRNN-GMM >= 1384, ~ 1384. "
                   "A few minutes of CPU training at preset `small` is far from convergence, so "
@@ -191,6 +176,4 @@ def _write_report(out: Path, rows: list[dict], curve_png: Path | None, total: fl
         f"vrnn sample {out / 'vrnn-gmm' / 'best.pt'} --num 8 --temperature 0.8",
         "```", "",
     ]
-    report = out / "report.md"
-    report.write_text("\n".join(lines))
-    return report
+    return write_text(out / "report.md", "\n".join(lines))

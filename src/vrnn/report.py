@@ -39,14 +39,22 @@ class ModelResult:
                 "log_likelihood": self.log_likelihood.tolist(), "elbo": self.elbo.tolist()}
 
 
-def mean_se(values: np.ndarray) -> tuple[float, float]:
-    """Mean and its standard error over sequences."""
+def mean_se(values: np.ndarray) -> tuple[float, float | None]:
+    """Mean over sequences ``(N,)`` and its standard error, ``sd / sqrt(N)``. One sequence has no
+    spread to measure: its standard error is None (JSON null, printed "n/a"), not a spurious 0."""
+    values = np.asarray(values, dtype=np.float64)
     n = len(values)
-    return float(values.mean()), float(values.std(ddof=1) / math.sqrt(n)) if n > 1 else 0.0
+    return float(values.mean()), float(values.std(ddof=1) / math.sqrt(n)) if n > 1 else None
 
 
-def paired_gap(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
-    """Mean of ``a - b`` over the same sequences and its paired standard error."""
+def format_se(se: float | None, digits: int = 1) -> str:
+    """A standard error for people: ``n/a`` where there is none (a single sequence)."""
+    return "n/a" if se is None else f"{se:.{digits}f}"
+
+
+def paired_gap(a: np.ndarray, b: np.ndarray) -> tuple[float, float | None]:
+    """Mean of ``a - b`` over the same sequences and its paired standard error (None for one
+    sequence)."""
     if a.shape != b.shape:
         raise ValueError(f"paired comparison needs results on the same sequences; got "
                          f"{a.shape} and {b.shape}")
@@ -59,9 +67,9 @@ def format_cell(r: ModelResult | None) -> str:
         return "-"
     ll, se = mean_se(r.log_likelihood)
     if not r.latent:
-        return f"{ll:.1f} ± {se:.1f}"
+        return f"{ll:.1f} ± {format_se(se)}"
     elbo, _ = mean_se(r.elbo)
-    return f"≥ {elbo:.1f}, ~ {ll:.1f} ± {se:.1f}"
+    return f"≥ {elbo:.1f}, ~ {ll:.1f} ± {format_se(se)}"
 
 
 def format_table(results: dict[str, dict[str, ModelResult]]) -> str:
@@ -84,19 +92,27 @@ def format_table(results: dict[str, dict[str, ModelResult]]) -> str:
 
 @dataclass
 class Claim:
+    """One claim of the paper judged on a study: ``holds`` is the sign of the paired ``gap``
+    (None: reported, not tested); ``se`` its paired standard error (None for one sequence)."""
+
     text: str
     holds: bool | None
     gap: float
-    se: float
+    se: float | None
 
     @property
-    def z(self) -> float:
+    def z(self) -> float | None:
+        """The gap in standard errors (infinite when every sequence has the same gap; None
+        without a standard error)."""
+        if self.se is None:
+            return None
         return self.gap / self.se if self.se > 0 else math.inf * np.sign(self.gap)
 
     def line(self) -> str:
         verdict = {True: "holds", False: "does NOT hold", None: "not tested"}[self.holds]
+        z = "n/a" if self.z is None else f"{self.z:+.1f}"
         return (f"- {self.text}: {verdict} (gap {self.gap:+.1f} nats/sequence, paired se "
-                f"{self.se:.1f}, {self.z:+.1f} se)")
+                f"{format_se(self.se)}, {z} se)")
 
 
 def assess_claims(per_model: dict[str, ModelResult]) -> list[Claim]:

@@ -34,7 +34,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vrnn.report import ModelResult, assess_claims, format_table, mean_se
+from vrnn.files import check_folder, write_text
+from vrnn.report import ModelResult, assess_claims, format_table
 
 STUDY_DATA = ("speech", "speech-multi", "handwriting", "chorales")
 REAL_MODELS = ("rnn-gauss", "rnn-gmm", "vrnn-i-gauss", "vrnn-gauss", "vrnn-gmm")
@@ -44,48 +45,46 @@ DEFAULT_BATCH = {"audio": 32, "strokes": 20, "binary": 20}
 busy at the small preset)."""
 SAMPLE_SECONDS = 2.0
 """Length of generated audio for Figure 3."""
+TRAIN_FIELDS = ("data", "preset", "max_steps", "seed", "lr", "batch_size", "kl_anneal_steps",
+                "val_interval", "patience", "budget_clock", "device", "progress")
+"""The :class:`~vrnn.train_config.TrainConfig` fields a study takes as flags, for every model."""
+TRAIN_DEFAULTS = {"max_steps": 100_000, "batch_size": None, "val_interval": 100, "patience": 10,
+                  "budget_clock": "cpu"}
+"""A study's defaults where they differ from ``vrnn train``'s: the time budget decides when a
+model stops (``--max-steps`` only caps it), early stopping is on, the budget counts CPU time
+(fair when the machine is shared; run with OMP_NUM_THREADS=1), and the batch depends on the
+data's kind (:data:`DEFAULT_BATCH`)."""
 
 
-def display_name(model: str) -> str:
-    """'vrnn-i-gauss' -> 'VRNN-I-Gauss', as the paper writes it."""
-    parts = model.split("-")
-    return "-".join(p.upper() if p in ("rnn", "vrnn", "i", "gmm") else p.capitalize()
-                    for p in parts)
+def study_stem(data: str, tag: str = "") -> str:
+    """The study's name in file names and RESULTS.md: the data's stem, plus ``-<tag>``."""
+    from vrnn.train_config import data_stem
 
-
-def data_stem(data: str, tag: str = "") -> str:
-    """A file-name-safe name of the study: 'speech-multi', a path's stem, plus '-<tag>'."""
-    name = Path(data).stem if Path(data).exists() else data
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name + (f"-{tag}" if tag else ""))
+    return data_stem(data) + (f"-{tag}" if tag else "")
 
 
 def models_for(kind: str) -> tuple[str, ...]:
     return BINARY_MODELS if kind == "binary" else REAL_MODELS
 
 
+def _amend_help(parser: argparse.ArgumentParser, dest: str, text: str) -> None:
+    for action in parser._actions:
+        if action.dest == dest:
+            action.help = f"{action.help} {text}"
+
+
 def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    """The flags of ``vrnn reproduce``: the study's own, then the training flags every model of
+    the study shares (declared once, in :class:`~vrnn.train_config.TrainConfig`)."""
+    from vrnn.train_config import add_train_flags
+
     p = p or argparse.ArgumentParser(prog="vrnn reproduce", description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", required=True,
-                   help=f"data set: {', '.join(STUDY_DATA)} (or any name / path vrnn train takes)")
+    add_train_flags(p, only=("data",), required=("data",))
+    _amend_help(p, "data", f"The studies of docs/RESULTS.md: {', '.join(STUDY_DATA)}.")
     p.add_argument("--budget-minutes", type=float, default=20.0,
                    help="training time per model in minutes, counted across resumes (default 20)")
-    p.add_argument("--budget-clock", choices=("cpu", "wall"), default="cpu",
-                   help="what the budget counts: CPU time of the training process (default: "
-                        "fair when the machine is shared; run with OMP_NUM_THREADS=1) or "
-                        "elapsed time")
-    p.add_argument("--preset", default="small", help="model size for every model (default small)")
     p.add_argument("--models", default=None,
                    help="comma-separated subset of the study's models (default all of them)")
-    p.add_argument("--max-steps", type=int, default=100_000,
-                   help="cap on updates per model (default 100000: the budget decides)")
-    p.add_argument("--batch-size", type=int, default=None,
-                   help="sequences per update (default 32 audio, 20 strokes and binary)")
-    p.add_argument("--lr", type=float, default=3e-4, help="Adam learning rate (default 3e-4)")
-    p.add_argument("--kl-anneal-steps", type=int, default=0,
-                   help="KL annealing over N updates (default 0: off, as the paper)")
-    p.add_argument("--val-interval", type=int, default=100, help="validate every N updates")
-    p.add_argument("--patience", type=int, default=10,
-                   help="stop a model after N validations without a better bound (default 10)")
     p.add_argument("--samples", type=int, default=40,
                    help="importance samples per test sequence (default 40, as the paper)")
     p.add_argument("--max-test", type=int, default=0,
@@ -99,48 +98,57 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
                    help="where RESULTS.md and the figures go (default docs)")
     p.add_argument("--eval-only", action="store_true",
                    help="do not train: evaluate and report the checkpoints that exist")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
-    p.add_argument("--no-progress", dest="progress", action="store_false")
+    group = p.add_argument_group("training, the same for every model (as vrnn train)")
+    add_train_flags(group, only=[f for f in TRAIN_FIELDS if f != "data"],
+                    defaults=TRAIN_DEFAULTS)
+    _amend_help(p, "batch_size", "Here the default is 32 for audio, 20 for strokes and binary.")
+    _amend_help(p, "max_steps", "Here a cap per model: the budget decides.")
+    _amend_help(p, "budget_clock", "Here it is what --budget-minutes counts.")
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m vrnn.reproduce ARGS``; ``vrnn reproduce`` goes through :mod:`vrnn.cli`."""
-    args = build_parser().parse_args(argv)
-    try:
-        run_study(args)
-    except (ValueError, OSError) as e:
-        print(f"vrnn reproduce: error: {e}", file=sys.stderr)
-        return 2
-    return 0
-
-
 def command_line(args: argparse.Namespace) -> str:
-    """The ``vrnn reproduce`` command that makes this study: every flag not at its default."""
-    defaults = vars(build_parser().parse_args(["--data", args.data]))
+    """The ``vrnn reproduce`` command that makes this study: every flag not at its default
+    (``--eval-only`` left out: it rewrites the report of the runs the rest of the command made).
+    """
+    parser = build_parser()
+    defaults = parser.parse_args(["--data", args.data])
     parts = ["vrnn", "reproduce", "--data", args.data]
-    for key, value in vars(args).items():
-        # --eval-only rewrites the report of the runs that the rest of the command made
-        if key in defaults and key not in ("data", "eval_only") and value != defaults[key]:
-            flag = "--no-progress" if key == "progress" else "--" + key.replace("_", "-")
-            parts += [flag] if isinstance(value, bool) else [flag, str(value)]
+    for action in parser._actions:
+        key = action.dest
+        if not action.option_strings or key in ("help", "data", "eval_only"):
+            continue
+        value = getattr(args, key, None)
+        if value != getattr(defaults, key):
+            flag = action.option_strings[0]
+            parts += [flag] if action.nargs == 0 else [flag, str(value)]
     return shlex.join(parts)
 
 
 # -- the study ---------------------------------------------------------------------------------
 
-def run_study(args: argparse.Namespace) -> dict:
-    """Train (or resume) and evaluate every model of the study, then write the report."""
-    from vrnn.data import load_dataset
-    from vrnn.train import TrainConfig, train
-
+def _check_study_flags(args: argparse.Namespace) -> None:
     for flag, value, ok in (("--budget-minutes", args.budget_minutes, args.budget_minutes > 0),
                             ("--samples", args.samples, args.samples >= 1),
                             ("--max-test", args.max_test, args.max_test >= 0),
                             ("--max-steps", args.max_steps, args.max_steps >= 1)):
         if not ok:
             raise ValueError(f"{flag} must be positive, got {value}")
+    if args.tag and not re.fullmatch(r"[A-Za-z0-9_.-]+", args.tag):
+        raise ValueError(f"--tag names files: use letters, digits, '_', '.' or '-', got "
+                         f"{args.tag!r}")
+
+
+def run_study(args: argparse.Namespace) -> dict:
+    """Train (or resume) and evaluate every model of the study, then write the report.
+
+    ``args``: the flags of :func:`build_parser`. Returns {model: its record in results.json}.
+    """
+    from vrnn.data import load_dataset
+    from vrnn.train import train
+    from vrnn.train_config import TrainConfig
+
+    _check_study_flags(args)
     ds = load_dataset(args.data)
     info = ds.info
     study = models_for(info.kind)
@@ -149,10 +157,10 @@ def run_study(args: argparse.Namespace) -> dict:
     if unknown:
         raise ValueError(f"--models: {', '.join(unknown)} not in the study for {info.kind} data "
                          f"({', '.join(study)})")
-    stem = data_stem(args.data, args.tag)
-    out = Path(args.out) if args.out else Path("runs") / "reproduce" / stem
-    out.mkdir(parents=True, exist_ok=True)
-    batch = args.batch_size or DEFAULT_BATCH.get(info.kind, 32)
+    out = check_folder(Path(args.out) if args.out
+                       else Path("runs") / "reproduce" / study_stem(args.data, args.tag), "--out")
+    settings = {k: getattr(args, k) for k in TRAIN_FIELDS}
+    settings["batch_size"] = args.batch_size or DEFAULT_BATCH.get(info.kind, 32)
     test = ds.test[:args.max_test] if args.max_test else ds.test
     if not test:
         raise ValueError(f"--data {args.data}: the test split is empty")
@@ -163,14 +171,8 @@ def run_study(args: argparse.Namespace) -> dict:
     for name in models:
         run_dir = out / name
         if not args.eval_only:
-            cfg = TrainConfig(
-                data=args.data, model=name, preset=args.preset, max_steps=args.max_steps,
-                out_dir=str(run_dir), resume="auto", seed=args.seed, lr=args.lr,
-                batch_size=batch, kl_anneal_steps=args.kl_anneal_steps,
-                val_interval=args.val_interval, patience=args.patience,
-                max_minutes=args.budget_minutes, budget_clock=args.budget_clock,
-                device=args.device, progress=args.progress,
-                tensorboard=False)
+            cfg = TrainConfig(**settings, model=name, out_dir=str(run_dir), resume="auto",
+                              max_minutes=args.budget_minutes, tensorboard=False)
             print(f"\n[{name}] training at preset {args.preset}, budget {args.budget_minutes:g} "
                   f"min (resumes from {run_dir / 'last.pt'} when present)")
             res = train(cfg, dataset=ds)
@@ -180,7 +182,7 @@ def run_study(args: argparse.Namespace) -> dict:
             print(f"[{name}] no checkpoint in {run_dir}: skipped")
             continue
         records[name] = _evaluate(name, best, test, records.get(name), args, info)
-        results_path.write_text(json.dumps({"data": args.data, "models": records}, indent=1))
+        write_text(results_path, json.dumps({"data": args.data, "models": records}, indent=1))
 
     if not records:
         raise ValueError(f"no trained model in {out}: run without --eval-only first")
@@ -194,6 +196,7 @@ def _evaluate(name: str, best: Path, test: list, cached: dict | None,
     """The test-split evaluation of ``best``; reuses ``cached`` when it is of the same
     checkpoint, sample count and test set."""
     from vrnn.checkpoint import load_checkpoint, model_from_checkpoint
+    from vrnn.config import parse_model_name
     from vrnn.evaluate import evaluate_sequences
     from vrnn.model import count_parameters
 
@@ -207,15 +210,16 @@ def _evaluate(name: str, best: Path, test: list, cached: dict | None,
     model = model_from_checkpoint(ckpt)
     print(f"[{name}] evaluating step {key['step']} on {len(test)} test sequences "
           f"(S={args.samples if model.is_latent else 'exact'})")
-    t0 = time.time()
+    started = time.time()
     res = evaluate_sequences(model, test, num_samples=args.samples, seed=args.seed,
                              frame_size=info.frame_size if info.kind == "audio" else None,
                              batch_size=16)
-    return {"key": key, "name": display_name(name), "latent": model.is_latent,
-            "n_params": count_parameters(model), "eval_s": time.time() - t0,
-            "summary": res.summary(), "log_likelihood": res.log_likelihood.tolist(),
-            "elbo": res.elbo.tolist(), "best_step": int(ckpt["step"]),
-            "best_valid_bound": ckpt.get("best_bound"), **_train_facts(last, best.parent)}
+    return {"key": key, "name": parse_model_name(name, info.kind)["name"],
+            "latent": model.is_latent, "n_params": count_parameters(model),
+            "eval_s": time.time() - started, "summary": res.summary(),
+            "log_likelihood": res.log_likelihood.tolist(), "elbo": res.elbo.tolist(),
+            "best_step": int(ckpt["step"]), "best_valid_bound": ckpt.get("best_bound"),
+            **_train_facts(last, best.parent)}
 
 
 def _train_facts(last: dict, run_dir: Path) -> dict:
@@ -262,15 +266,83 @@ def kl_transition_stats(model, test: list, seed: int = 0) -> dict:
             "spearman_kl_vs_log_energy": rho_energy}
 
 
-def make_figures(args, info, ds, out: Path, records: dict, docs: Path, stem: str) -> dict:
-    """The figures this data set has in the paper; returns {label: path} and extra facts."""
-    from vrnn.render import (
-        draw_strokes,
-        new_figure,
-        plot_learning_curves,
-        save_figure,
-        write_samples,
-    )
+def _fig3_waveforms(args, info, records: dict, docs: Path, stem: str) -> dict:
+    """Figure 3: three generated waveforms of RNN-GMM beside VRNN-Gauss (and their WAV files)."""
+    from vrnn.render import new_figure, save_figure, write_samples
+
+    pair = [m for m in ("rnn-gmm", "vrnn-gauss") if m in records]
+    if not (pair and info.sample_rate and info.frame_size):
+        return {}
+    figs: dict = {}
+    steps = int(SAMPLE_SECONDS * info.sample_rate / info.frame_size)
+    fig = new_figure(6 * len(pair), 6)
+    axes = fig.subplots(3, len(pair), squeeze=False, sharey=True)
+    for j, m in enumerate(pair):
+        wav = _samples(_model(Path(records[m]["run_dir"])), 3, steps, info, args.seed)
+        written = write_samples(wav, info, docs / f"{stem}_fig3_audio", prefix=f"{m}_sample")
+        figs[f"Fig. 3 audio, {records[m]['name']}"] = [p for p in written if p.suffix == ".wav"]
+        for i in range(3):
+            y = wav[i].reshape(-1)  # (T * D,): the frames concatenated
+            ax = axes[i, j]
+            ax.plot(np.arange(len(y)) / info.sample_rate, y, lw=0.4, color="k")
+            ax.set_xlim(0, len(y) / info.sample_rate)
+            if i == 0:
+                ax.set_title(records[m]["name"])
+            if i == 2:
+                ax.set_xlabel("seconds")
+    fig.suptitle(f"Generated waveforms ({stem}), unconditional, temperature 1")
+    figs["Fig. 3: generated waveforms"] = save_figure(
+        fig, docs / f"{stem}_fig3_waveforms.png", dpi=110)
+    return figs
+
+
+def _fig4_strokes(args, info, ds, records: dict, docs: Path, stem: str) -> dict:
+    """Figure 4: real test lines beside samples of RNN-Gauss, RNN-GMM and VRNN-GMM."""
+    from vrnn.render import draw_strokes, new_figure, save_figure
+
+    cols = [m for m in ("rnn-gauss", "rnn-gmm", "vrnn-gmm") if m in records]
+    steps = int(np.median([len(s) for s in ds.test]))
+    n = 4
+    panels = [("real (test)", [np.asarray(info.denormalise(s[:steps]), dtype=np.float32)
+                               for s in ds.test[:n]])]
+    panels += [(records[m]["name"], _samples(_model(Path(records[m]["run_dir"])), n, steps,
+                                             info, args.seed)) for m in cols]
+    fig = new_figure(3 * len(panels), 2.4 * n)
+    axes = fig.subplots(n, len(panels), squeeze=False)
+    for j, (title, seqs) in enumerate(panels):
+        for i in range(n):
+            ax = axes[i, j]
+            if i < len(seqs):
+                draw_strokes(ax, seqs[i])
+            else:
+                ax.set_axis_off()
+            if i == 0:
+                ax.set_title(title)
+    fig.suptitle(f"Real handwriting beside samples ({stem})")
+    return {"Fig. 4: real and generated handwriting": save_figure(
+        fig, docs / f"{stem}_fig4_samples.png", dpi=110)}
+
+
+def _binary_samples(args, info, ds, records: dict, docs: Path, stem: str) -> dict:
+    from vrnn.render import write_samples
+
+    m = next((m for m in ("vrnn-bernoulli", "rnn-bernoulli") if m in records), None)
+    if m is None:
+        return {}
+    steps = int(np.median([len(s) for s in ds.test]))
+    written = write_samples(_samples(_model(Path(records[m]["run_dir"])), 4, steps, info,
+                                     args.seed), info, docs / f"{stem}_samples",
+                            prefix=f"{m}_sample")
+    return {f"samples of {records[m]['name']}": [p for p in written if p.suffix == ".png"]}
+
+
+def make_figures(args, info, ds, records: dict, docs: Path, stem: str) -> dict:
+    """The figures this data set has in the paper, into ``docs``.
+
+    Returns ``{"figures": {label: path or [paths]}}`` and, for audio, ``kl_transitions``
+    (:func:`kl_transition_stats` of the VRNN drawn in Figure 2)."""
+    from vrnn.analysis import figure_kl
+    from vrnn.render import plot_learning_curves
 
     figs: dict = {}
     facts: dict = {}
@@ -278,12 +350,9 @@ def make_figures(args, info, ds, out: Path, records: dict, docs: Path, stem: str
     png = plot_learning_curves(curves, docs / f"{stem}_learning_curves.png")
     if png:
         figs["learning curves (validation bound per sequence)"] = png
-
     kl_model = next((m for m in ("vrnn-gauss", "vrnn-gmm", "vrnn-bernoulli") if m in records),
                     None)
     if kl_model and info.kind in ("audio", "strokes"):
-        from vrnn.analysis import figure_kl
-
         model = _model(Path(records[kl_model]["run_dir"]))
         x = max(ds.test[:50], key=len)
         figs[f"Fig. 2: KL per step of {records[kl_model]['name']}"] = figure_kl(
@@ -291,63 +360,12 @@ def make_figures(args, info, ds, out: Path, records: dict, docs: Path, stem: str
             title=f"{records[kl_model]['name']} on a {stem} test sequence")
         if info.kind == "audio":
             facts["kl_transitions"] = kl_transition_stats(model, ds.test[:200], args.seed)
-
-    if info.kind == "audio" and info.sample_rate and info.frame_size:
-        pair = [m for m in ("rnn-gmm", "vrnn-gauss") if m in records]
-        if pair:
-            steps = int(SAMPLE_SECONDS * info.sample_rate / info.frame_size)
-            fig = new_figure(6 * len(pair), 6)
-            axes = fig.subplots(3, len(pair), squeeze=False, sharey=True)
-            for j, m in enumerate(pair):
-                wav = _samples(_model(Path(records[m]["run_dir"])), 3, steps, info, args.seed)
-                written = write_samples(wav, info, docs / f"{stem}_fig3_audio",
-                                        prefix=f"{m}_sample")
-                figs[f"Fig. 3 audio, {records[m]['name']}"] = [p for p in written
-                                                                if p.suffix == ".wav"]
-                for i in range(3):
-                    y = wav[i].reshape(-1)
-                    ax = axes[i, j]
-                    ax.plot(np.arange(len(y)) / info.sample_rate, y, lw=0.4, color="k")
-                    ax.set_xlim(0, len(y) / info.sample_rate)
-                    if i == 0:
-                        ax.set_title(records[m]["name"])
-                    if i == 2:
-                        ax.set_xlabel("seconds")
-            fig.suptitle(f"Generated waveforms ({stem}), unconditional, temperature 1")
-            figs["Fig. 3: generated waveforms"] = save_figure(
-                fig, docs / f"{stem}_fig3_waveforms.png", dpi=110)
-
+    if info.kind == "audio":
+        figs.update(_fig3_waveforms(args, info, records, docs, stem))
     if info.kind == "strokes":
-        cols = [m for m in ("rnn-gauss", "rnn-gmm", "vrnn-gmm") if m in records]
-        steps = int(np.median([len(s) for s in ds.test]))
-        n = 4
-        panels = [("real (test)", [np.asarray(info.denormalise(s[:steps]), dtype=np.float32)
-                                   for s in ds.test[:n]])]
-        panels += [(records[m]["name"], _samples(_model(Path(records[m]["run_dir"])), n, steps,
-                                                 info, args.seed)) for m in cols]
-        fig = new_figure(3 * len(panels), 2.4 * n)
-        axes = fig.subplots(n, len(panels), squeeze=False)
-        for j, (title, seqs) in enumerate(panels):
-            for i in range(n):
-                ax = axes[i, j]
-                if i < len(seqs):
-                    draw_strokes(ax, seqs[i])
-                else:
-                    ax.set_axis_off()
-                if i == 0:
-                    ax.set_title(title)
-        fig.suptitle(f"Real handwriting beside samples ({stem})")
-        figs["Fig. 4: real and generated handwriting"] = save_figure(
-            fig, docs / f"{stem}_fig4_samples.png", dpi=110)
-
+        figs.update(_fig4_strokes(args, info, ds, records, docs, stem))
     if info.kind == "binary":
-        m = next((m for m in ("vrnn-bernoulli", "rnn-bernoulli") if m in records), None)
-        if m:
-            steps = int(np.median([len(s) for s in ds.test]))
-            written = write_samples(_samples(_model(Path(records[m]["run_dir"])), 4, steps,
-                                             info, args.seed), info,
-                                    docs / f"{stem}_samples", prefix=f"{m}_sample")
-            figs[f"samples of {records[m]['name']}"] = [p for p in written if p.suffix == ".png"]
+        figs.update(_binary_samples(args, info, ds, records, docs, stem))
     return {"figures": figs, **facts}
 
 
@@ -374,15 +392,14 @@ def _rel(path: Path, docs: Path) -> str:
 
 
 def write_report(args, info, ds, out: Path, records: dict, *, command: str) -> Path:
-    docs = Path(args.docs)
-    docs.mkdir(parents=True, exist_ok=True)
-    stem = data_stem(args.data, args.tag)
+    docs = check_folder(args.docs, "--docs")
+    stem = study_stem(args.data, args.tag)
     results = {r["name"]: ModelResult(r["name"], r["latent"], np.asarray(r["log_likelihood"]),
                                       np.asarray(r["elbo"]), r["n_params"])
                for r in records.values()}
     table = format_table({stem: results})
     claims = assess_claims(results)
-    extra = make_figures(args, info, ds, out, records, docs, stem)
+    extra = make_figures(args, info, ds, records, docs, stem)
 
     n_test = len(next(iter(records.values()))["log_likelihood"])
     lines = [f"## {stem}", "",
@@ -436,7 +453,7 @@ def write_report(args, info, ds, out: Path, records: dict, *, command: str) -> P
             lines += [f"{label}: " + ", ".join(f"[{Path(p).name}]({_rel(p, docs)})"
                                               for p in paths), ""]
     section = "\n".join(lines).rstrip() + "\n"
-    (out / "report.md").write_text(section)
+    write_text(out / "report.md", section)
     _update_results_md(docs / "RESULTS.md", stem, section)
     print("\n" + table + "\n")
     for c in claims:
@@ -463,16 +480,4 @@ def _update_results_md(path: Path, stem: str, section: str) -> None:
         text = text[:text.index(begin)] + block + text[text.index(end) + len(end):]
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
-def summary_line(records: dict) -> str:
-    """One line per model: name, mean log-likelihood and its standard error."""
-    return "; ".join(f"{r['name']} {mean_se(np.asarray(r['log_likelihood']))[0]:.1f}"
-                     for r in records.values())
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    write_text(path, text)
