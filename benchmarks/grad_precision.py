@@ -2,7 +2,7 @@
 
 The benchmark checks every variant against the per-step version in float32; at large sizes both
 sides carry rounding error, and this script says how much, against a float64 copy of the per-step
-model from the same weights and noise.
+model (``vrnn.reference.LiteralVRNN``) from the same weights and noise.
 
     python benchmarks/grad_precision.py --batch 128 --hidden 2000 --seed 0
 
@@ -14,12 +14,12 @@ benchmark's ``paper-speech`` configuration (x 200, z 200, T 40).
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
 
 import torch
 
 from vrnn import bench
+from vrnn.reference import LiteralVRNN
 
 
 def grads(loss: torch.Tensor, module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -41,13 +41,12 @@ def main() -> None:
     cfg = dataclasses.replace(bench.CONFIGS["paper-speech"], batch=args.batch,
                               hidden=args.hidden, steps=args.steps)
     variants, x, noise, _ = bench.build_variants(cfg, torch.device("cpu"), False, seed=args.seed)
-    ref = bench.PerStepVRNN(copy.deepcopy(variants["ours"].module).double())
+    ref = LiteralVRNN(variants["ours"].net, copy=True).double()
     g64 = grads(ref.loss(x.double(), noise.double()), ref.net)
     errors: dict[str, dict[str, float]] = {}
     for name in ("per-step", "autograd-loop", "ours"):
         v = variants[name]
-        module = v.module.net if isinstance(v.module, bench.PerStepVRNN) else v.module
-        g = grads(v.loss(), module)
+        g = grads(v.loss(), v.net)
         errors[name] = {n: ((g[n].double() - g64[n]).norm() / g64[n].norm()).item()
                         for n in g if n in g64}
     worst = sorted(errors["ours"], key=lambda n: -max(e[n] for e in errors.values()))

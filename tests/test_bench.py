@@ -1,17 +1,39 @@
-"""The speed benchmark, and the fast path it times pinned to the straightforward per-step VRNN:
-loss and gradients to 1e-5 in float32, the hand-written backward against finite differences."""
+"""The speed benchmark (:mod:`vrnn.bench`): its variants compute the same loss and gradients from
+the same weights, its FLOP counts are what the model really multiplies, its timer and memory probe
+measure what they say, and the command writes, reads and renders its JSON."""
 
 import dataclasses
 import json
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import FlopCounterMode
 
 from vrnn import bench
-from vrnn.bench import BenchConfig, PerStepVRNN, interleaved, matmul_macs, training_flops
+from vrnn.bench import (
+    CONFIGS,
+    TARGETS,
+    build_variants,
+    check_agreement,
+    interleaved,
+    is_flop_ratio,
+    matmul_macs,
+    paired_ratio,
+    quick_config,
+    saved_bytes,
+)
 from vrnn.cli import main as cli_main
 from vrnn.config import ModelConfig
-from vrnn.model import VRNN, _FilteringLoop, _LoopSpec
+from vrnn.model import VRNN
+from vrnn.reference import LiteralVRNN
+
+ROOT = Path(__file__).resolve().parents[1]
+CPU = torch.device("cpu")
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -19,12 +41,12 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def make_model(cell="lstm", output="gauss", x_dim=5, enc=(12,), phi_z=(10,), phi_x=(9,),
-               prior="learned", dtype=torch.float32, seed=0) -> VRNN:
+               prior="learned", seed=0) -> VRNN:
     torch.manual_seed(seed)
     cfg = ModelConfig(family="vrnn", x_dim=x_dim, output=output, cell=cell, prior=prior,
                       h_dim=8, z_dim=3, components=2, phi_x=phi_x, phi_z=phi_z, encoder=enc,
                       prior_net=(7,), decoder=(11,))
-    model = VRNN(cfg).to(dtype)
+    model = VRNN(cfg)
     with torch.no_grad():  # a learned h0 away from zero, so its gradient path is exercised
         model.initial_state.normal_(0.0, 0.5)
     return model
@@ -33,92 +55,299 @@ def make_model(cell="lstm", output="gauss", x_dim=5, enc=(12,), phi_z=(10,), phi
 def make_data(model: VRNN, B: int, T: int, seed: int = 1):
     gen = torch.Generator().manual_seed(seed)
     c = model.config
-    dtype = model.initial_state.dtype
-    x = torch.randn(B, T, c.x_dim, generator=gen, dtype=dtype)
-    if c.output == "bernoulli":
-        x = (x > 0).to(dtype)
-    if c.output.startswith("stroke"):
-        x[..., 2] = (x[..., 2] > 0.5).to(dtype)
-    return x, torch.randn(B, T, c.z_dim, generator=gen, dtype=dtype)
+    x = torch.randn(B, T, c.x_dim, generator=gen)
+    return x, torch.randn(B, T, c.z_dim, generator=gen)
 
 
-# -- the fast path against the benchmark's straightforward version ---------------------------
+# -- the variants ------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("B", [1, 3])
 @pytest.mark.parametrize("T", [1, 7])
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_variants_agree_with_the_per_step_baseline(name, B, T):
+    """The variants as the benchmark builds them (per-step = the literal reference, autograd
+    loop, ours), from one set of weights and noise: the same loss and every parameter's gradient
+    to 1e-5, for each configuration's output (bernoulli, stroke-gmm, gauss)."""
+    cfg = dataclasses.replace(quick_config(CONFIGS[name]), batch=B, steps=T)
+    variants, _, _, _ = build_variants(cfg, CPU, compile_baseline=False)
+    assert isinstance(variants["per-step"].module, LiteralVRNN)
+    ag = check_agreement(variants)
+    assert ag["passed"] and set(ag["variants"]) == {"autograd-loop", "ours"}
+    for v in ag["variants"].values():
+        assert v["loss_rel_diff"] <= 1e-5 and v["grad_max_rel_diff"] <= 1e-5
+
+
+def test_each_variant_trains_its_own_copy_of_the_weights():
+    """An optimiser step of one variant must not move another's weights (they would no longer
+    start equal), and the agreement check must read the weights the optimiser trains."""
+    variants, _, _, _ = build_variants(quick_config(CONFIGS["speech"]), CPU, False)
+    for v in variants.values():
+        assert {id(p) for p in v.module.parameters()} == {id(p) for p in v.net.parameters()}
+    for name, v in variants.items():
+        for w in variants.values():
+            w.module.zero_grad(set_to_none=True)
+        v.loss().backward()
+        for other, w in variants.items():
+            assert any(p.grad is not None for p in w.net.parameters()) == (other == name), \
+                (name, other)
+
+
+def test_a_broken_baseline_is_caught_before_timing(monkeypatch, tmp_path, capsys):
+    """A per-step version that forgets the KL term gives another loss: nothing is timed."""
+    step = LiteralVRNN.step
+
+    def no_kl(self, x_t, eps_t, state):
+        out, state = step(self, x_t, eps_t, state)
+        return out._replace(kl=torch.zeros_like(out.kl)), state
+
+    monkeypatch.setattr(LiteralVRNN, "step", no_kl)
+    path = tmp_path / "b.json"
+    assert bench.main(["--quick", "--configs", "speech", "--json", str(path)]) == 1
+    assert "disagree" in capsys.readouterr().err
+    assert not path.exists()
+
+
+def test_compile_falls_back_when_the_step_breaks_the_graph(monkeypatch):
+    """``fullgraph=True`` first; when that raises, the step is compiled without it, the error is
+    recorded, and the compiled variant is timed only if it agrees. When no compile works, the
+    error is reported and the variant left out (the compiler here is a stand-in: fast)."""
+    calls = []
+
+    def fake_compile(fn, *, fullgraph, dynamic):
+        calls.append(fullgraph)
+        if fullgraph:
+            def broken(*args):
+                raise RuntimeError("graph break: Distribution.__init__\nsecond line")
+            return broken
+        return fn
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    cfg = quick_config(CONFIGS["mnist"])
+    variants, _, _, info = build_variants(cfg, CPU, compile_baseline=True)
+    assert calls == [True, False]
+    assert info["compile"]["fullgraph"] is False
+    assert info["compile"]["fullgraph_error"] == "RuntimeError: graph break: Distribution.__init__"
+    assert "per-step+compile" in variants
+    assert check_agreement(variants)["variants"]["per-step+compile"]["loss_rel_diff"] <= 1e-5
+
+    def no_compiler(fn, *, fullgraph, dynamic):
+        def fail(*args):
+            raise OSError("no C compiler")
+        return fail
+
+    monkeypatch.setattr(torch, "compile", no_compiler)
+    variants, _, _, info = build_variants(cfg, CPU, compile_baseline=True)
+    assert info["compile"] == {"error": "OSError: no C compiler"}
+    assert "per-step+compile" not in variants
+    assert "step" not in vars(variants["per-step"].module)  # nothing left shadowing the method
+
+
+# -- counting, against what the model multiplies -----------------------------------------------
+
+
+class ProductRows(TorchDispatchMode):
+    """Multiply-adds of every matrix product, by the number of rows of its left operand."""
+
+    def __init__(self):
+        super().__init__()
+        self.macs: dict[int, int] = {}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.overloadpacket.__name__
+        if name in ("mm", "addmm"):
+            a, b = args[-2:]
+            self.macs[a.shape[0]] = self.macs.get(a.shape[0], 0) + a.shape[0] * a.shape[1] * \
+                b.shape[1]
+        else:
+            assert name not in ("bmm", "baddbmm", "matmul"), name  # would need counting too
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("B", [1, 3])
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
-@pytest.mark.parametrize("output,x_dim,enc,phi_z,prior", [
-    ("gauss", 5, (12,), (10,), "learned"),
-    ("bernoulli", 6, (12, 6), (), "learned"),       # deeper encoder, phi_z = identity
-    ("stroke-gmm", 3, (12,), (10, 4), "learned"),    # two phi_z layers
-    ("gmm", 5, (12,), (10,), "standard"),            # VRNN-I
-])
-def test_loss_and_gradients_match_the_per_step_version(B, T, cell, output, x_dim, enc, phi_z,
-                                                       prior):
-    """Same weights, same noise: the same loss and every parameter's gradient to 1e-5, for the
-    shipped loop (hand-written backward) and for the autograd loop."""
-    model = make_model(cell, output, x_dim, enc, phi_z, prior=prior)
+@pytest.mark.parametrize("enc,phi_z", [((12,), (10,)), ((12, 6), ()), ((12,), (10, 4))])
+def test_matmul_count_is_what_the_model_multiplies(B, cell, enc, phi_z):
+    """``matmul_macs`` against the products the code really runs: the literal reference's
+    forward multiplies ``total`` per sequence step (torch's FLOP counter); ours runs ``loop`` of
+    them on B-row slices inside the recurrence and ``batched`` on all B * T rows at once."""
+    model = make_model(cell, enc=enc, phi_z=phi_z)
+    T = 7
     x, noise = make_data(model, B, T)
-    ref = PerStepVRNN(model)
-    ref_loss = ref.loss(x, noise)
-    ref_params = dict(ref.net.named_parameters())
-    ref_grads = torch.autograd.grad(ref_loss, list(ref_params.values()), allow_unused=True)
-    for custom in (True, False):
-        model.custom_loop = custom
-        loss = model.loss(x, noise=noise)[0]
-        assert loss.item() == pytest.approx(ref_loss.item(), rel=1e-5)
-        params = dict(model.named_parameters())
-        assert list(params) == list(ref_params)
-        grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
-        for name, a, b, p in zip(params, grads, ref_grads, params.values()):
-            a = torch.zeros_like(p) if a is None else a  # the cell is unused when T = 1
-            b = torch.zeros_like(p) if b is None else b
-            if b.abs().sum() == 0:
-                assert a.abs().sum() == 0, (custom, name)
-            else:
-                assert rel_err(a, b) < 1e-5, (custom, name, rel_err(a, b))
+    macs = matmul_macs(model)
+    with FlopCounterMode(display=False) as counter:
+        LiteralVRNN(model).loss(x, noise)
+    assert counter.get_total_flops() == 2 * macs["total"] * B * T
+    rows = ProductRows()
+    with rows:
+        model.loss(x, noise=noise)
+    assert rows.macs == {B: macs["loop"] * B * T, B * T: macs["batched"] * B * T}
 
 
-@pytest.mark.parametrize("cell,replicas", [("lstm", 1), ("gru", 1), ("lstm", 2)])
-def test_hand_written_backward_against_finite_differences(cell, replicas):
-    """gradcheck in float64 on every input of the loop (phi_x features, initial state, every
-    weight) with random gradients flowing into every output (h_{t-1} of each step, z, phi_z(z),
-    the encoder's loc and raw scale, scale, the final state)."""
-    model = make_model(cell, enc=(6, 5), phi_z=(4, 5), phi_x=(4,), dtype=torch.float64)
-    B, T = 2, 4
-    N = replicas * B
-    gen = torch.Generator().manual_seed(0)
-    feat_x = torch.randn(B, T, 4, generator=gen, dtype=torch.float64, requires_grad=True)
-    noise = torch.randn(N, T, 3, generator=gen, dtype=torch.float64)
-    h0 = torch.randn(N, 8, generator=gen, dtype=torch.float64, requires_grad=True)
-    c0 = torch.randn(N, 8, generator=gen, dtype=torch.float64, requires_grad=True)
-    lstm = cell == "lstm"
-    spec = _LoopSpec(lstm=lstm, n_enc=2, n_phi_z=2, min_scale=1e-4, replicas=replicas)
-    params = [p.detach().clone().requires_grad_() for p in model._loop_params()]
-
-    def loop(feat_x, h0, c0, *params):
-        out = _FilteringLoop.apply(spec, feat_x, noise, h0, c0 if lstm else None, *params)
-        return tuple(o for o in out if o is not None)
-
-    assert torch.autograd.gradcheck(loop, (feat_x, h0, c0, *params), eps=1e-6, atol=1e-6,
-                                    rtol=1e-5, fast_mode=True)
+@pytest.mark.parametrize("samples", [2, 5])
+def test_is_flop_ratio_is_what_replicas_cost(samples):
+    """The analytic cost of IS with S samples over one pass, against torch's FLOP counter on
+    ``model(x, replicas=S)`` (phi_x and its products shared) over ``model(x)``."""
+    model = make_model(enc=(12, 6))
+    x, _ = make_data(model, 3, 4)
+    with torch.no_grad(), FlopCounterMode(display=False) as one:
+        model(x)
+    with torch.no_grad(), FlopCounterMode(display=False) as many:
+        model(x, replicas=samples)
+    ratio = many.get_total_flops() / one.get_total_flops()
+    assert is_flop_ratio(model, samples)["ratio"] == pytest.approx(ratio, rel=1e-12)
 
 
-@pytest.mark.parametrize("cell", ["lstm", "gru"])
-def test_state_carried_across_chunks_gets_its_gradient(cell):
-    """Truncated BPTT with the state kept in the graph: two chunks equal one pass, gradients too
-    (the final state's gradient flows back through the hand-written backward)."""
-    model = make_model(cell)
-    x, noise = make_data(model, 3, 8)
-    whole = model.loss(x, noise=noise)[0]
-    g_whole = torch.autograd.grad(whole, list(model.parameters()))
-    first_loss, first = model.loss(x[:, :5], noise=noise[:, :5])
-    second_loss, _ = model.loss(x[:, 5:], noise=noise[:, 5:], state=first.state)
-    g_chunks = torch.autograd.grad(first_loss + second_loss, list(model.parameters()))
-    assert (first_loss + second_loss).item() == pytest.approx(whole.item(), rel=1e-6)
-    for a, b in zip(g_chunks, g_whole):
-        assert rel_err(a, b) < 1e-5
+# -- timing and memory -------------------------------------------------------------------------
+
+
+def test_interleaved_rotates_the_order_and_times_each_function():
+    calls = []
+    fns = {k: (lambda k=k: calls.append(k)) for k in "abc"}
+    interleaved(fns, repeats=3, warmup=1, sync=lambda: None)
+    assert calls == list("abc") + list("abc") + list("bca") + list("cab")
+    # each time lands on its own function's list, whatever the rotation
+    times = interleaved({"fast": lambda: None, "slow": lambda: time.sleep(0.02)}, repeats=4,
+                        warmup=0, sync=lambda: None)
+    assert min(times["slow"]) >= 0.02
+    assert sorted(times["fast"])[1] < 0.02
+
+
+def test_paired_ratio_is_the_median_of_per_round_ratios():
+    """Not the ratio of medians: a round slowed for both variants alike must not move it."""
+    assert paired_ratio([2.0, 4.0, 9.0], [1.0, 4.0, 3.0]) == 2.0  # ratio of medians: 4 / 3
+
+
+def test_saved_bytes_counts_each_storage_once():
+    a = torch.randn(10, requires_grad=True)
+    b = torch.randn(30, requires_grad=True)
+    assert saved_bytes(lambda: (a * b[:10]).sum()) == 4 * 10 + 4 * 30  # a view keeps all of b
+    assert saved_bytes(lambda: (a * a).sum()) == 4 * 10
+    assert saved_bytes(lambda: (a + b[:10]).sum()) == 0  # addition keeps nothing
+
+
+# -- the command -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    path = tmp_path_factory.mktemp("bench") / "bench.json"
+    threads = torch.get_num_threads()
+    assert bench.main(["--quick", "--json", str(path)]) == 0
+    assert torch.get_num_threads() == threads  # --quick runs on one thread, then restores
+    return json.loads(path.read_text())
+
+
+def test_quick_run_writes_every_figure(quick):
+    assert quick["quick"] is True
+    assert {"cpu", "cpu_count", "torch", "torch_threads", "load_average"} <= set(quick["machine"])
+    assert quick["machine"]["torch_threads"] == 1
+    assert set(quick["configs"]) == set(CONFIGS)
+    for name, r in quick["configs"].items():
+        t = r["training"]
+        assert t["sizes"] == dataclasses.asdict(quick_config(CONFIGS[name]))
+        assert set(t["variants"]) == {"per-step", "autograd-loop", "ours"}  # --quick: no compile
+        assert "compile" not in t
+        for v in t["variants"].values():
+            assert len(v["ms_all"]) == quick["repeats"] == 3
+        # the agreement check ran before the timing, and every variant agreed
+        ag = t["agreement"]
+        assert ag["passed"] and set(ag["variants"]) == {"autograd-loop", "ours"}
+        assert set(t["memory"]) == set(t["variants"])
+        assert "profile" not in t  # only with --profile
+        base = t["variants"]["per-step"]["ms"]
+        for v in t["variants"].values():  # per-step's time over the variant's, not the inverse
+            assert v["speedup_vs_per_step"] == pytest.approx(base / v["ms"])
+        speed, fraction = TARGETS[name]
+        expected = {k for k, v in (("speedup_vs_per_step", speed), ("fraction_of_sgemm",
+                                                                   fraction)) if v is not None}
+        assert set(t["targets"]) == expected
+        for key, tg in t["targets"].items():
+            assert tg["value"] == t["variants"]["ours"][key]
+        e = r["evaluation"]
+        assert e["samples"] == 40 and e["samples_per_pass"] == bench.is_chunk(quick_config(
+            CONFIGS[name]))
+        assert e["separate_measured"]  # --quick times 40 passes even for paper-speech
+        assert {r_["steps"] for r_ in r["generation"].values()} == {5}
+    s = quick["scaling"]
+    assert s["model"]["name"] == "handwriting"
+    assert [(r["steps"], r["batch"]) for r in s["by_steps"]] == [(5, 3), (10, 3), (20, 3)]
+    assert [(r["steps"], r["batch"]) for r in s["by_batch"]] == [(10, 1), (10, 4)]
+
+
+def test_markdown_tables_come_from_a_saved_result(quick, tmp_path, capsys):
+    """``--from-json`` times nothing and writes the PERFORMANCE.md tables of that result."""
+    src = tmp_path / "r.json"
+    src.write_text(json.dumps(quick))
+    md = tmp_path / "perf.md"
+    assert bench.main(["--from-json", str(src), "--markdown", str(md)]) == 0
+    text = md.read_text()
+    ours = quick["configs"]["speech"]["training"]["variants"]["ours"]
+    assert f"| ours | {ours['ms']:.1f} | {ours['seq_steps_per_s']:,.0f} |" in text
+    for name in CONFIGS:
+        assert f"**{name}**" in text
+    assert "Importance-sampled evaluation" in text and "Scaling" in text
+    out = capsys.readouterr().out
+    assert "ms/step" in out and "autograd-loop" in out  # the text report too
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    assert bench.main(["--from-json", str(bad)]) == 2
+    assert "bad.json" in capsys.readouterr().err
+
+
+def test_performance_doc_holds_the_tables_of_its_json(tmp_path):
+    """``python -m vrnn.bench --from-json docs/benchmark-cpu.json --markdown FILE`` renders the
+    tables that docs/PERFORMANCE.md quotes, verbatim: the document and its JSON agree, and the
+    formatter still reads a result written by an earlier version."""
+    md = tmp_path / "tables.md"
+    proc = subprocess.run([sys.executable, "-m", "vrnn.bench", "--from-json",
+                           str(ROOT / "docs" / "benchmark-cpu.json"), "--markdown", str(md)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "per-step+compile" in proc.stdout and "graph breaks" in proc.stdout
+    assert md.read_text() in (ROOT / "docs" / "PERFORMANCE.md").read_text()
+
+
+def test_cli_runs_it_and_rejects_bad_flags(tmp_path, capsys):
+    path = tmp_path / "c.json"
+    args = ["benchmark", "--quick", "--configs", "handwriting", "--no-scaling",
+            "--no-generation", "--json", str(path)]
+    assert cli_main(args) == 0
+    result = json.loads(path.read_text())
+    assert set(result["configs"]) == {"handwriting"} and "scaling" not in result
+    assert "generation" not in result["configs"]["handwriting"]
+    assert "ms/step" in capsys.readouterr().out
+    assert bench.main(["--configs", "mnist,nope"]) == 2
+    assert "nope" in capsys.readouterr().err
+    assert bench.main(["--repeats", "0"]) == 2
+    with pytest.raises(SystemExit):
+        bench.main(["--scale-steps", "5,x"])
+
+
+def test_quick_configs_keep_the_data_kind():
+    for cfg in CONFIGS.values():
+        q = quick_config(cfg)
+        assert dataclasses.replace(q, hidden=cfg.hidden, z_dim=cfg.z_dim, steps=cfg.steps,
+                                   batch=cfg.batch) == cfg
+
+
+# -- model behaviour the evaluation timing relies on -------------------------------------------
+
+
+@pytest.mark.parametrize("chunk", [1, 4, 6])
+def test_library_is_equals_is_over_repeated_sequences(chunk):
+    """``estimate_log_likelihood`` (phi_x shared by the replicas) gives the estimate of IS over
+    ``x.repeat`` with the same noise stream, whatever the chunking: the two IS timings compare
+    the same computation."""
+    from vrnn.evaluate import estimate_log_likelihood
+
+    model = make_model()
+    x, _ = make_data(model, 3, 5)
+    with torch.no_grad():
+        ref = estimate_log_likelihood(model, x, num_samples=6, chunk_size=chunk,
+                                      generator=torch.Generator().manual_seed(3))
+    got = bench.is_with_repeat(model, x, 6, torch.Generator().manual_seed(3), chunk)
+    torch.testing.assert_close(got, ref.log_likelihood)
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
@@ -143,7 +372,25 @@ def test_replicas_equal_repeated_sequences(cell, custom):
         model(x, noise=noise[:3], replicas=4)
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_state_carried_across_chunks_gets_its_gradient(cell):
+    """Truncated BPTT with the state kept in the graph: two chunks equal one pass, gradients too
+    (the final state's gradient flows back through the hand-written backward)."""
+    model = make_model(cell)
+    x, noise = make_data(model, 3, 8)
+    whole = model.loss(x, noise=noise)[0]
+    g_whole = torch.autograd.grad(whole, list(model.parameters()))
+    first_loss, first = model.loss(x[:, :5], noise=noise[:, :5])
+    second_loss, _ = model.loss(x[:, 5:], noise=noise[:, 5:], state=first.state)
+    g_chunks = torch.autograd.grad(first_loss + second_loss, list(model.parameters()))
+    assert (first_loss + second_loss).item() == pytest.approx(whole.item(), rel=1e-6)
+    for a, b in zip(g_chunks, g_whole):
+        assert rel_err(a, b) < 1e-5
+
+
 def test_inference_path_keeps_nothing_and_matches():
+    """Under ``no_grad`` (what the evaluation timing runs) the loop keeps no graph and gives the
+    terms of the training path."""
     model = make_model()
     x, noise = make_data(model, 3, 6)
     with torch.no_grad():
@@ -152,161 +399,3 @@ def test_inference_path_keeps_nothing_and_matches():
     assert b.log_px.requires_grad and not a.log_px.requires_grad
     torch.testing.assert_close(a.log_px, b.log_px.detach())
     torch.testing.assert_close(a.log_qz, b.log_qz.detach())
-
-
-# -- counting and timing ---------------------------------------------------------------------
-
-
-def test_matmul_count_is_every_weight_once_per_step():
-    cfg = BenchConfig("t", x_dim=7, hidden=10, z_dim=3, steps=4, batch=2, output="gauss",
-                      kind="audio")
-    model = VRNN(cfg.model_config())
-    H, X, Z, D = 10, 10, 3, 7
-    by_hand = (D * H  # phi_x
-               + (X + H) * H + H * 2 * Z  # encoder
-               + H * H + H * 2 * Z  # prior
-               + Z * H  # phi_z
-               + (H + H) * H + H * 2 * D  # decoder
-               + (X + H) * 4 * H + H * 4 * H)  # LSTM
-    loop = H * H + H * 2 * Z + Z * H + H * 4 * H + H * 4 * H
-    macs = matmul_macs(model)
-    assert macs == {"total": by_hand, "loop": loop, "batched": by_hand - loop}
-    flops = training_flops(model, cfg.batch, cfg.steps)
-    assert flops["total"] == 6 * by_hand * cfg.batch * cfg.steps
-    assert flops["loop"] + flops["batched"] == flops["total"]
-
-
-def test_interleaved_rotates_the_order():
-    calls = []
-    fns = {k: (lambda k=k: calls.append(k)) for k in "abc"}
-    times = interleaved(fns, repeats=3, warmup=1, sync=lambda: None)
-    assert calls == list("abc") + list("abc") + list("bca") + list("cab")
-    assert all(len(v) == 3 and min(v) >= 0 for v in times.values())
-
-
-# -- the command ---------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def quick(tmp_path_factory):
-    path = tmp_path_factory.mktemp("bench") / "bench.json"
-    threads = torch.get_num_threads()
-    assert bench.main(["--quick", "--json", str(path)]) == 0
-    assert torch.get_num_threads() == threads  # --quick runs on one thread, then restores
-    return json.loads(path.read_text())
-
-
-def test_quick_run_writes_every_figure(quick):
-    assert quick["quick"] is True
-    assert {"cpu", "cpu_count", "torch", "torch_threads", "load_average"} <= set(quick["machine"])
-    assert set(quick["configs"]) == set(bench.CONFIGS)
-    for r in quick["configs"].values():
-        t = r["training"]
-        assert set(t["variants"]) == {"per-step", "autograd-loop", "ours"}
-        assert t["sgemm_gflops"] > 0
-        for v in t["variants"].values():
-            assert len(v["ms_all"]) == quick["repeats"] >= 3
-            assert v["ms"] > 0 and v["seq_steps_per_s"] > 0 and v["gflops"] > 0
-            assert v["fraction_of_sgemm"] == pytest.approx(v["gflops"] / t["sgemm_gflops"])
-        assert t["variants"]["per-step"]["speedup_vs_per_step"] == pytest.approx(1.0)
-        # the loss check ran before the timing, and every variant agreed
-        ag = t["agreement"]
-        assert ag["passed"] and ag["rtol"] == 1e-5
-        assert set(ag["variants"]) == {"autograd-loop", "ours"}
-        for v in ag["variants"].values():
-            assert v["loss_rel_diff"] <= 1e-5 and v["grad_max_rel_diff"] <= 1e-5
-        assert t["flops_per_step"]["total"] > 0
-        assert t["bound"]["best_fraction_of_sgemm"] > 0
-        assert all(m["saved_for_backward_bytes"] > 0 for m in t["memory"].values())
-        e = r["evaluation"]
-        assert e["samples"] == 40 and e["is_ms"] > 0 and e["elbo_pass_ms"] > 0
-        assert e["met"] == (e["is_over_one_pass"] <= 20)
-        for b in ("batch_1", "batch_64"):
-            assert r["generation"][b]["steps_per_s"] > 0
-    targets = quick["configs"]["speech"]["training"]["targets"]
-    assert targets["speedup_vs_per_step"]["target"] == 1.7
-    assert targets["fraction_of_sgemm"]["target"] == 0.8
-    s = quick["scaling"]
-    assert [r["steps"] for r in s["by_steps"]] == [5, 10, 20]
-    assert [r["batch"] for r in s["by_batch"]] == [1, 4]
-    assert s["longest_over_cheapest_per_step"] >= 1.0
-    assert quick["peak_rss_mib"] > 0
-
-
-def test_markdown_tables_come_from_a_saved_result(quick, tmp_path, capsys):
-    """``--from-json`` times nothing and writes the PERFORMANCE.md tables of that result."""
-    src = tmp_path / "r.json"
-    src.write_text(json.dumps(quick))
-    md = tmp_path / "perf.md"
-    assert bench.main(["--from-json", str(src), "--markdown", str(md)]) == 0
-    text = md.read_text()
-    ours = quick["configs"]["speech"]["training"]["variants"]["ours"]
-    assert f"| ours | {ours['ms']:.1f} | {ours['seq_steps_per_s']:,.0f} |" in text
-    for name in bench.CONFIGS:
-        assert f"**{name}**" in text
-    assert "Importance-sampled evaluation" in text and "Scaling" in text
-    assert "ms/step" in capsys.readouterr().out  # the text report too
-    bad = tmp_path / "bad.json"
-    bad.write_text("{}")
-    assert bench.main(["--from-json", str(bad)]) == 2
-    assert "bad.json" in capsys.readouterr().err
-
-
-def test_a_broken_baseline_is_caught_before_timing(monkeypatch, tmp_path, capsys):
-    """A per-step version that forgets the KL term gives another loss: nothing is timed."""
-    def no_kl(self, x_t, eps_t, h, c):
-        net = self.net
-        fx = net.phi_x(x_t)
-        loc, scale = net.encoder(torch.cat([fx, h], -1))
-        fz = net.phi_z(loc + scale * eps_t)
-        term = net.decoder(torch.cat([fz, h], -1)).log_prob(x_t)
-        h, c = net.cell(torch.cat([fx, fz], -1), (h, c))
-        return term, h, c
-
-    monkeypatch.setattr(PerStepVRNN, "step", no_kl)
-    path = tmp_path / "b.json"
-    assert bench.main(["--quick", "--configs", "speech", "--json", str(path)]) == 1
-    assert "disagree" in capsys.readouterr().err
-    assert not path.exists()
-
-
-def test_cli_runs_it_and_rejects_bad_flags(tmp_path, capsys):
-    path = tmp_path / "c.json"
-    args = ["benchmark", "--quick", "--configs", "handwriting", "--no-scaling", "--json",
-            str(path)]
-    assert cli_main(args) == 0
-    assert set(json.loads(path.read_text())["configs"]) == {"handwriting"}
-    assert "ms/step" in capsys.readouterr().out
-    assert bench.main(["--configs", "mnist,nope"]) == 2
-    assert "nope" in capsys.readouterr().err
-
-
-def test_quick_configs_keep_the_data_kind():
-    for cfg in bench.CONFIGS.values():
-        q = bench.quick_config(cfg)
-        assert dataclasses.replace(q, hidden=cfg.hidden, z_dim=cfg.z_dim, steps=cfg.steps,
-                                   batch=cfg.batch) == cfg
-
-
-@pytest.mark.parametrize("chunk", [1, 4, 6])
-def test_library_is_equals_is_over_repeated_sequences(chunk):
-    """``estimate_log_likelihood`` (phi_x shared by the replicas) gives the estimate of IS over
-    ``x.repeat`` with the same noise stream, whatever the chunking."""
-    from vrnn.evaluate import estimate_log_likelihood
-
-    model = make_model()
-    x, _ = make_data(model, 3, 5)
-    with torch.no_grad():
-        ref = estimate_log_likelihood(model, x, num_samples=6, chunk_size=chunk,
-                                      generator=torch.Generator().manual_seed(3))
-    got = bench.is_with_repeat(model, x, 6, torch.Generator().manual_seed(3), chunk)
-    torch.testing.assert_close(got, ref.log_likelihood)
-
-
-def test_is_flop_ratio_counts_the_shared_products():
-    """With phi_x shared, S samples cost less than S passes and more than one."""
-    model = make_model()
-    r = bench.is_flop_ratio(model, samples=40)
-    assert 0 < r["shared_share"] < 1
-    assert 1 < r["ratio"] < 40
-    assert r["ratio"] == pytest.approx(40 - 39 * r["shared_share"])

@@ -1,0 +1,214 @@
+"""``vrnn benchmark`` / ``python -m vrnn.bench``: flags, the run over configurations, JSON."""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import resource
+import sys
+from pathlib import Path
+
+import torch
+
+from vrnn.bench.configs import CONFIGS, SCALING_CONFIG, BenchmarkError, quick_config
+from vrnn.bench.machine import (
+    available_memory_bytes,
+    estimated_bytes,
+    load_average,
+    machine_info,
+)
+from vrnn.bench.report import format_report, markdown_report
+from vrnn.bench.suites import bench_evaluation, bench_generation, bench_scaling, bench_training
+
+DESCRIPTION = ("Speed benchmark: the library's VRNN training step against a straightforward "
+               "per-step VRNN.")
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v]
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected a comma list of integers, got {text!r}") from e
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vrnn benchmark", description=DESCRIPTION,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--configs", default=",".join(CONFIGS),
+                   help=f"comma list of {', '.join(CONFIGS)} (default all; 'none': only the "
+                        "scaling run)")
+    p.add_argument("--quick", action="store_true",
+                   help="microscopic sizes, few repeats: checks that it runs; numbers mean nothing")
+    p.add_argument("--json", default=None, metavar="PATH", help="write every figure here")
+    p.add_argument("--markdown", default=None, metavar="PATH",
+                   help="also write the tables as Markdown (docs/PERFORMANCE.md holds them)")
+    p.add_argument("--from-json", default=None, metavar="PATH",
+                   help="time nothing: print the report (and --markdown) of an earlier --json")
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
+    p.add_argument("--repeats", type=int, default=None,
+                   help="timed training steps per variant (default 10; --quick 3)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed rounds first (default 2)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="also time the per-step version under torch.compile (default: on, "
+                        "off with --quick)")
+    p.add_argument("--sgemm-size", type=int, default=None,
+                   help="n of the n x n x n torch.mm that measures the matmul rate (default 2048)")
+    p.add_argument("--profile", action="store_true",
+                   help="also record where one step of each variant spends its time")
+    p.add_argument("--no-evaluation", dest="evaluation", action="store_false",
+                   help="skip the IS-evaluation timing")
+    p.add_argument("--eval-separate", action=argparse.BooleanOptionalAction, default=None,
+                   help="time 40 separate ELBO passes instead of 40 x one pass (default: on "
+                        "except for paper-speech)")
+    p.add_argument("--no-generation", dest="generation", action="store_false")
+    p.add_argument("--no-scaling", dest="scaling", action="store_false")
+    p.add_argument("--scale-steps", type=_int_list, default=None,
+                   help="T values of the scaling run (default 50,100,200,500,1000,2000)")
+    p.add_argument("--scale-batch", type=_int_list, default=None,
+                   help="B values of the scaling run (default 1,4,16,64,256)")
+    return p
+
+
+def resolve(args: argparse.Namespace) -> None:
+    """Fill the defaults that depend on ``--quick``, and the settings no flag sets."""
+    q = args.quick
+    defaults = {"repeats": 3 if q else 10, "warmup": 1 if q else 2, "compile": not q,
+                "sgemm_size": 256 if q else 2048, "scale_steps": [5, 10, 20] if q else
+                [50, 100, 200, 500, 1000, 2000], "scale_batch": [1, 4] if q else
+                [1, 4, 16, 64, 256]}
+    for k, v in defaults.items():
+        if getattr(args, k) is None:
+            setattr(args, k, v)
+    args.eval_repeats = 1 if q else 3
+    args.eval_warmup = 1
+    args.gen_steps = 5 if q else 100
+    args.scale_repeats = 1 if q else 3
+    args.scale_fixed_steps = 10 if q else 100
+    if args.repeats < 1 or args.warmup < 0:
+        raise ValueError("--repeats must be >= 1 and --warmup >= 0")
+
+
+def _evaluation_args(name: str, args: argparse.Namespace) -> argparse.Namespace:
+    """paper-speech: one IS pass holds minutes of work; time it once, without warm-up."""
+    heavy = name == "paper-speech" and not args.quick
+    sep = args.eval_separate
+    return argparse.Namespace(**{
+        **vars(args), "eval_separate": (not heavy) if sep is None else sep,
+        "eval_repeats": 1 if heavy else args.eval_repeats,
+        "eval_warmup": 0 if heavy else args.eval_warmup})
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Every configuration of ``--configs`` (one that would not fit in memory is skipped), then
+    the scaling run; with ``--json`` the result is written after each configuration."""
+    device = torch.device(args.device)
+    names = [n.strip() for n in args.configs.split(",") if n.strip() and n.strip() != "none"]
+    unknown = [n for n in names if n not in CONFIGS]
+    if unknown:
+        raise ValueError(f"--configs: unknown {', '.join(unknown)}; choose from "
+                         f"{', '.join(CONFIGS)}")
+    result: dict = {"command": "vrnn benchmark " + " ".join(args.argv), "quick": args.quick,
+                    "machine": machine_info(device), "repeats": args.repeats,
+                    "warmup": args.warmup, "configs": {}}
+    for name in names:
+        cfg = quick_config(CONFIGS[name]) if args.quick else CONFIGS[name]
+        n_var = 4 if args.compile else 3
+        need, have = estimated_bytes(cfg, n_var), available_memory_bytes(device)
+        if have is not None and need > have:
+            result["configs"][name] = {"skipped": f"needs about {need / 2**30:.1f} GiB, "
+                                                  f"{have / 2**30:.1f} GiB available"}
+            print(f"[{name}] skipped: {result['configs'][name]['skipped']}", flush=True)
+            continue
+        print(f"[{name}] training step: {n_var} variants x {args.repeats} rounds ...",
+              flush=True)
+        r = {"load_average_before": load_average(),
+             "training": bench_training(cfg, args, device)}
+        gc.collect()
+        if args.evaluation:
+            print(f"[{name}] IS evaluation ...", flush=True)
+            r["evaluation"] = bench_evaluation(cfg, _evaluation_args(name, args), device)
+        if args.generation:
+            print(f"[{name}] generation ...", flush=True)
+            r["generation"] = bench_generation(cfg, args, device)
+        r["load_average_after"] = load_average()
+        result["configs"][name] = r
+        gc.collect()
+        if args.json:  # after every configuration, so that a long run keeps what it measured
+            write_json(result, args.json)
+    if args.scaling:
+        base = CONFIGS[SCALING_CONFIG]
+        print("[scaling] ...", flush=True)
+        result["scaling"] = bench_scaling(quick_config(base) if args.quick else base, args,
+                                          device)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    result["peak_rss_mib"] = rss / 1024 if sys.platform != "darwin" else rss / 2**20
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``vrnn benchmark``: returns 0, or 1 when the variants disagree (nothing is timed then),
+    2 on a bad flag."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    args.argv = argv
+    threads = torch.get_num_threads()
+    try:
+        resolve(args)
+        if args.threads is None and args.quick:
+            args.threads = 1  # a smoke run: one thread is steadier on a shared machine
+        if args.threads is not None:
+            if args.threads < 1:
+                raise ValueError(f"--threads must be >= 1, got {args.threads}")
+            torch.set_num_threads(args.threads)
+        if args.from_json:
+            result = read_json(args.from_json)
+        elif args.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"--device {args.device}: CUDA is not available here")
+        else:
+            result = run(args)
+    except ValueError as e:
+        print(f"vrnn benchmark: error: {e}", file=sys.stderr)
+        return 2
+    except BenchmarkError as e:
+        print(f"vrnn benchmark: the variants disagree, nothing timed: {e}", file=sys.stderr)
+        return 1
+    finally:
+        torch.set_num_threads(threads)
+    print()
+    print(format_report(result))
+    if args.json and not args.from_json:
+        print(f"\nwrote {write_json(result, args.json)}")
+    if args.markdown:
+        out = Path(args.markdown)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(markdown_report(result))
+        print(f"wrote {out}")
+    return 0
+
+
+def read_json(path: str) -> dict:
+    """An earlier ``--json`` result; ValueError naming the file when it is not one."""
+    p = Path(path)
+    try:
+        result = json.loads(p.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"--from-json {path}: cannot read a benchmark result ({e})") from e
+    if not isinstance(result, dict) or "machine" not in result or "configs" not in result:
+        raise ValueError(f"--from-json {path}: not a `vrnn benchmark --json` result")
+    return result
+
+
+def write_json(result: dict, path: str) -> Path:
+    """``result`` as indented JSON at ``path``, written beside it and then moved into place, so
+    that a run killed mid-write leaves the previous configuration's file whole."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".part")
+    tmp.write_text(json.dumps(result, indent=1))
+    tmp.replace(out)
+    return out

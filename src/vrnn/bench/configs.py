@@ -1,0 +1,80 @@
+"""The benchmark's sizes and targets, and the synthetic data of each size."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+from torch import Tensor
+
+from vrnn.config import ModelConfig
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """One benchmark size: every MLP has one hidden layer of width ``hidden`` (= H)."""
+
+    name: str
+    x_dim: int
+    """Frame size D."""
+    hidden: int
+    """Recurrent units H, also the width of phi_x, phi_z, encoder, prior and decoder."""
+    z_dim: int
+    """Latent size Z."""
+    steps: int
+    """Sequence length T."""
+    batch: int
+    """Sequences per step B."""
+    output: str
+    """Output distribution, matching the data kind."""
+    kind: str
+    """Data kind: 'binary', 'strokes' or 'audio'."""
+
+    def model_config(self) -> ModelConfig:
+        w = (self.hidden,)
+        return ModelConfig(family="vrnn", x_dim=self.x_dim, output=self.output,
+                           h_dim=self.hidden, z_dim=self.z_dim, phi_x=w, phi_z=w, encoder=w,
+                           prior_net=w, decoder=w, name=f"bench-{self.name}")
+
+
+CONFIGS: dict[str, BenchConfig] = {
+    # (x_dim, hidden, z, T, batch): binarised MNIST rows, IAM-OnDB pen strokes, 200-sample audio.
+    "mnist": BenchConfig("mnist", 28, 100, 16, 28, 128, "bernoulli", "binary"),
+    "handwriting": BenchConfig("handwriting", 3, 400, 32, 300, 32, "stroke-gmm", "strokes"),
+    "speech": BenchConfig("speech", 200, 1000, 200, 40, 32, "gauss", "audio"),
+    "paper-speech": BenchConfig("paper-speech", 200, 2000, 200, 40, 128, "gauss", "audio"),
+}
+
+TARGETS: dict[str, tuple[float | None, float | None]] = {
+    # config: (speed-up over per-step, fraction of the matmul rate); None: no target
+    "mnist": (3.0, None),
+    "handwriting": (2.0, 0.6),
+    "speech": (1.7, 0.8),
+    "paper-speech": (None, None),
+}
+IS_SAMPLES = 40
+IS_TARGET = 20.0  # IS with S = 40 in at most this many single ELBO passes
+AGREEMENT_RTOL = 1e-5
+SCALING_CONFIG = "handwriting"  # the sizes of the scaling run
+
+
+class BenchmarkError(RuntimeError):
+    """The variants disagree: timing them would compare different computations."""
+
+
+def quick_config(cfg: BenchConfig) -> BenchConfig:
+    """The same data kind at microscopic sizes (for ``--quick``)."""
+    return replace(cfg, hidden=16, z_dim=4, steps=5, batch=3)
+
+
+def make_batch(cfg: BenchConfig, device: torch.device, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """Data of the config's kind ``x (B, T, D)`` and reparameterisation noise ``(B, T, Z)``."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(cfg.batch, cfg.steps, cfg.x_dim, generator=gen)
+    if cfg.kind == "binary":
+        x = (x > 0).float()
+    elif cfg.kind == "strokes":
+        x[..., :2] *= 0.3
+        x[..., 2] = (x[..., 2] > 1.0).float()  # pen up about one step in six
+    noise = torch.randn(cfg.batch, cfg.steps, cfg.z_dim, generator=gen)
+    return x.to(device), noise.to(device)

@@ -1,0 +1,220 @@
+"""The benchmark's result (the ``--json`` dict) as a text report and as the Markdown tables of
+``docs/PERFORMANCE.md``. Both read the JSON alone: an earlier run renders with ``--from-json``."""
+
+from __future__ import annotations
+
+# -- text --------------------------------------------------------------------------------------
+
+
+def _text_training(name: str, t: dict) -> list[str]:
+    """The rows of one configuration: each variant, the rate and bound, profile, agreement."""
+    lines = []
+    for i, (vname, v) in enumerate(t["variants"].items()):
+        lines.append(f"{name if i == 0 else '':<13}{vname:<18}{v['ms']:>10.1f}"
+                     f"{v['seq_steps_per_s']:>13,.0f}{v['gflops']:>9.1f}"
+                     f"{v['fraction_of_sgemm']:>7.0%}{v['speedup_vs_per_step']:>9.2f}x")
+    b = t["bound"]
+    lines.append(f"{'':<13}matmul rate {t['sgemm_gflops']:.1f} GFLOP/s "
+                 f"({t['sgemm_size']}^3 torch.mm); B-row products {b['thin_gflops']:.1f} "
+                 f"GFLOP/s; bound {b['best_ms']:.1f} ms = "
+                 f"{b['best_fraction_of_sgemm']:.0%} of mm")
+    comp = t.get("compile")
+    if comp is not None:
+        if "error" in comp:
+            lines.append(f"{'':<13}torch.compile failed, per-step+compile not timed: "
+                         f"{comp['error']}")
+        else:
+            lines.append(f"{'':<13}torch.compile: {comp['seconds']:.0f} s, "
+                         f"{'fullgraph' if comp['fullgraph'] else 'NOT fullgraph'}, "
+                         f"{comp['graphs']} graphs, {comp['graph_breaks']} graph breaks")
+    for vname, pr in t.get("profile", {}).items():
+        lines.append(f"{'':<13}profile {vname}: " + ", ".join(
+            f"{k} {v:.0f} ms" for k, v in pr["categories_ms"].items()))
+    ag = t["agreement"]["variants"]
+    lines.append(f"{'':<13}agreement with per-step: " + ", ".join(
+        f"{k} loss {v['loss_rel_diff']:.1e} grad {v['grad_max_rel_diff']:.1e}"
+        for k, v in ag.items()))
+    return lines
+
+
+def _text_targets(configs: dict) -> list[str]:
+    lines = ["", "targets:"]
+    for name, r in configs.items():
+        if "skipped" in r:
+            continue
+        for key, tg in r["training"]["targets"].items():
+            fmt = "{:.2f}x" if key.startswith("speedup") else "{:.0%}"
+            lines.append(f"  {name:<13}{key:<22}{fmt.format(tg['value']):>8} (target "
+                         f"{fmt.format(tg['target'])}) {'met' if tg['met'] else 'MISSED'}")
+        if "evaluation" in r:
+            e = r["evaluation"]
+            lines.append(f"  {name:<13}{'IS S=40 / ELBO pass':<22}{e['is_over_one_pass']:>7.1f}x"
+                         f" (target <= {e['target']:.0f}x) {'met' if e['met'] else 'MISSED'};"
+                         f" FLOP ratio {e['flop_ratio']:.1f}x")
+    return lines
+
+
+def _text_evaluation_and_generation(configs: dict) -> list[str]:
+    lines = []
+    evals = {n: r["evaluation"] for n, r in configs.items() if "evaluation" in r}
+    if evals:
+        lines += ["", f"{'evaluation':<13}{'ELBO pass ms':>13}{'IS S=40 ms':>12}"
+                      f"{'40 passes ms':>14}{'IS/pass':>9}{'40 passes/IS':>14}"
+                      f"{'IS repeat/pass':>16}{'FLOP ratio':>12}"]
+        for n, e in evals.items():
+            lines.append(f"{n:<13}{e['elbo_pass_ms']:>13.1f}{e['is_ms']:>12.1f}"
+                         f"{e['separate_40_ms']:>14.1f}{e['is_over_one_pass']:>8.1f}x"
+                         f"{e['separate_over_is']:>13.1f}x"
+                         f"{e['is_repeat_over_one_pass']:>15.1f}x{e['flop_ratio']:>11.1f}x")
+    gens = {n: r["generation"] for n, r in configs.items() if "generation" in r}
+    if gens:
+        lines += ["", f"{'generation':<13}{'steps/s B=1':>13}{'steps/s B=64':>14}"
+                      f"{'frames/s B=64':>15}"]
+        for n, g in gens.items():
+            lines.append(f"{n:<13}{g['batch_1']['steps_per_s']:>13,.0f}"
+                         f"{g['batch_64']['steps_per_s']:>14,.0f}"
+                         f"{g['batch_64']['frames_per_s']:>15,.0f}")
+    return lines
+
+
+def _text_memory_and_scaling(result: dict) -> list[str]:
+    lines = []
+    mems = {n: r["training"]["memory"] for n, r in result["configs"].items() if "training" in r}
+    if mems:
+        lines += ["", "memory kept for backward (MiB): " + "; ".join(
+            f"{n}: " + ", ".join(f"{k} {v['saved_for_backward_bytes'] / 2**20:.1f}"
+                                 for k, v in mm.items()) for n, mm in mems.items())]
+        if "peak_rss_mib" in result:  # absent from a run cut short
+            lines.append(f"process peak RSS: {result['peak_rss_mib']:.0f} MiB")
+    if "scaling" in result:
+        s = result["scaling"]
+        lines += ["", f"scaling ({s['model']['name']} sizes), ms per time step by T (B="
+                      f"{s['by_steps'][0]['batch']}): " + ", ".join(
+                          f"T={r['steps']}: {r['ms_per_time_step']:.2f}" for r in s["by_steps"])]
+        lines.append(f"  longest / cheapest per step: {s['longest_over_cheapest_per_step']:.2f} "
+                     f"({'flat' if s['flat_in_steps'] else 'NOT flat'})")
+        lines.append(f"  us per sequence step by B (T={s['by_batch'][0]['steps']}): " + ", ".join(
+            f"B={r['batch']}: {r['us_per_sequence_step']:.1f}" for r in s["by_batch"]))
+    return lines
+
+
+def format_report(result: dict) -> str:
+    """The text report ``vrnn benchmark`` prints: training table, targets, evaluation,
+    generation, memory and scaling."""
+    m = result["machine"]
+    lines = [f"machine: {m['cpu']}, {m['cpu_count']} cores, {m['torch_threads']} torch "
+             f"threads, torch {m['torch']}, device {m['device']}", "",
+             f"{'config':<13}{'variant':<18}{'ms/step':>10}{'seq-steps/s':>13}"
+             f"{'GFLOP/s':>9}{'of mm':>7}{'speed-up':>10}"]
+    for name, r in result["configs"].items():
+        if "skipped" in r:
+            lines.append(f"{name:<13}skipped: {r['skipped']}")
+        else:
+            lines += _text_training(name, r["training"])
+    lines += _text_targets(result["configs"])
+    lines += _text_evaluation_and_generation(result["configs"])
+    lines += _text_memory_and_scaling(result)
+    return "\n".join(lines)
+
+
+# -- Markdown ----------------------------------------------------------------------------------
+
+
+def _md_training(name: str, t: dict) -> list[str]:
+    """One configuration's table, its bound and (when profiled) its profile table."""
+    z = t["sizes"]
+    b = t["bound"]
+    out = [f"**{name}** (x {z['x_dim']}, hidden {z['hidden']}, z {z['z_dim']}, T "
+           f"{z['steps']}, batch {z['batch']}, {z['output']} output; "
+           f"{t['flops_per_step']['total'] / 1e9:.1f} GFLOP per step; matmul rate "
+           f"{t['sgemm_gflops']:.1f} GFLOP/s):", "",
+           "| variant | ms / step | sequence-steps / s | GFLOP/s | of matmul rate "
+           "| speed-up vs per-step | kept for backward MiB |",
+           "|---|---:|---:|---:|---:|---:|---:|"]
+    mem = t.get("memory", {})
+    for vname, v in t["variants"].items():
+        kept = mem.get(vname, {}).get("saved_for_backward_bytes")
+        out.append(f"| {vname} | {v['ms']:.1f} | {v['seq_steps_per_s']:,.0f} | "
+                   f"{v['gflops']:.1f} | {v['fraction_of_sgemm']:.0%} | "
+                   f"{v['speedup_vs_per_step']:.2f} | "
+                   f"{'' if kept is None else f'{kept / 2**20:.0f}'} |")
+    out += ["", f"Bound: the products with B rows inside the loop run at "
+            f"{b['thin_gflops']:.1f} GFLOP/s ({b['thin_fraction_of_sgemm']:.0%} of the matmul "
+            f"rate) and carry {b['loop_flop_share']:.0%} of the FLOPs; at those rates and with "
+            f"nothing else a step takes {b['best_ms']:.1f} ms "
+            f"({b['best_fraction_of_sgemm']:.0%} of the matmul rate, "
+            f"{t['variants']['per-step']['ms'] / b['best_ms']:.2f}x the per-step time)."]
+    prof = t.get("profile", {})
+    if prof:
+        cats = list(next(iter(prof.values()))["categories_ms"])
+        out += ["", "| profile, ms | " + " | ".join(cats) + " |",
+                "|---|" + "---:|" * len(cats)]
+        for vname, pr in prof.items():
+            out.append(f"| {vname} | " + " | ".join(
+                f"{pr['categories_ms'][c]:.0f}" for c in cats) + " |")
+    return out + [""]
+
+
+def _md_evaluation_and_generation(configs: dict) -> list[str]:
+    out = []
+    evals = {n: r["evaluation"] for n, r in configs.items() if "evaluation" in r}
+    if evals:
+        out += ["Importance-sampled evaluation, S = 40, no gradients:", "",
+                "| config | one ELBO pass ms | IS ms | IS / pass | FLOP ratio | IS over repeated "
+                "x / pass | 40 separate passes / IS | samples per pass |",
+                "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for n, e in evals.items():
+            sep = f"{e['separate_over_is']:.2f}" if e["separate_measured"] else "n/a"
+            out.append(f"| {n} | {e['elbo_pass_ms']:.1f} | {e['is_ms']:.0f} | "
+                       f"{e['is_over_one_pass']:.1f}x | {e['flop_ratio']:.1f}x | "
+                       f"{e['is_repeat_over_one_pass']:.1f}x | {sep} | "
+                       f"{e['samples_per_pass']} |")
+        out.append("")
+    gens = {n: r["generation"] for n, r in configs.items() if "generation" in r}
+    if gens:
+        out += ["Generation (ancestral sampling):", "",
+                "| config | steps / s, batch 1 | steps / s, batch 64 | frames / s, batch 64 |",
+                "|---|---:|---:|---:|"]
+        for n, g in gens.items():
+            out.append(f"| {n} | {g['batch_1']['steps_per_s']:,.0f} | "
+                       f"{g['batch_64']['steps_per_s']:,.0f} | "
+                       f"{g['batch_64']['frames_per_s']:,.0f} |")
+        out.append("")
+    return out
+
+
+def _md_scaling(s: dict) -> list[str]:
+    out = [f"Scaling, {s['model']['name']} sizes, `ours`, training step:", "",
+           f"| T (batch {s['by_steps'][0]['batch']}) | ms / step | ms per time step |",
+           "|---:|---:|---:|"]
+    out += [f"| {r['steps']} | {r['ms']:.0f} | {r['ms_per_time_step']:.2f} |"
+            for r in s["by_steps"]]
+    out += ["", f"| batch (T {s['by_batch'][0]['steps']}) | ms / step | "
+            "us per sequence-step |", "|---:|---:|---:|"]
+    out += [f"| {r['batch']} | {r['ms']:.1f} | {r['us_per_sequence_step']:.1f} |"
+            for r in s["by_batch"]]
+    out += ["", f"Longest T over the cheapest per time step: "
+            f"{s['longest_over_cheapest_per_step']:.2f} "
+            f"({'flat in T' if s['flat_in_steps'] else 'NOT flat in T'})."]
+    return out
+
+
+def markdown_report(result: dict) -> str:
+    """The tables of ``docs/PERFORMANCE.md`` from a result (``--json``): one per configuration,
+    then evaluation, generation, memory and scaling."""
+    m = result["machine"]
+    out = [f"Machine: {m['cpu']}, {m['cpu_count']} cores, {m['torch_threads']} torch threads, "
+           f"torch {m['torch']}, device {m['device']}; load average at the start "
+           f"{m['load_average'][0] if m.get('load_average') else 'n/a'}.", ""]
+    for name, r in result["configs"].items():
+        if "skipped" in r:
+            out += [f"**{name}**: skipped ({r['skipped']}).", ""]
+        else:
+            out += _md_training(name, r["training"])
+    out += _md_evaluation_and_generation(result["configs"])
+    if "peak_rss_mib" in result:
+        out += [f"Peak resident memory of the benchmark process: {result['peak_rss_mib']:.0f} MiB.",
+                ""]
+    if "scaling" in result:
+        out += _md_scaling(result["scaling"])
+    return "\n".join(out).rstrip() + "\n"

@@ -1,0 +1,207 @@
+"""The four measurements of one configuration: the training step of every variant, importance-
+sampled evaluation, generation, and the cost per time step as T and B grow. Each returns the
+JSON record of its section."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict, replace
+
+import torch
+from torch import Tensor
+
+from vrnn.bench.configs import IS_SAMPLES, IS_TARGET, TARGETS, BenchConfig, make_batch
+from vrnn.bench.measure import (
+    interleaved,
+    is_flop_ratio,
+    median,
+    paired_ratio,
+    profile_step,
+    saved_bytes,
+    sgemm_fn,
+    sync_for,
+    thin_product_bound,
+    training_flops,
+)
+from vrnn.bench.variants import (
+    BASELINE,
+    build_variants,
+    check_agreement,
+    make_optimizer,
+    train_step,
+)
+from vrnn.evaluate import (
+    DEFAULT_ROW_BUDGET,
+    DEFAULT_STEP_BUDGET,
+    estimate_log_likelihood,
+    log_mean_exp,
+)
+from vrnn.model import VRNN, masked_sum
+
+# -- training ----------------------------------------------------------------------------------
+
+
+def bench_training(cfg: BenchConfig, args: argparse.Namespace, device: torch.device) -> dict:
+    """One training step (forward, backward, Adam) of every variant, interleaved with the
+    machine's matmul rate, after the agreement check; memory, the bound, the targets and (with
+    ``--profile``) the operator profile."""
+    variants, x, noise, info = build_variants(cfg, device, args.compile)
+    agreement = check_agreement(variants)
+    flops = training_flops(variants["ours"].net, cfg.batch, cfg.steps)
+    fns = {name: train_step(v.loss, make_optimizer(v.module.parameters()))
+           for name, v in variants.items()}
+    mm, mm_flops = sgemm_fn(args.sgemm_size, device)
+    fns["sgemm"] = mm
+    times = interleaved(fns, args.repeats, args.warmup, sync_for(device))
+    rate = mm_flops / median(times.pop("sgemm")) / 1e9
+    rows = cfg.batch * cfg.steps
+    out: dict = {"sizes": asdict(cfg), "flops_per_step": flops, "agreement": agreement,
+                 "sgemm_gflops": rate, "sgemm_size": args.sgemm_size, **info, "variants": {}}
+    base = times[BASELINE]
+    for name, ts in times.items():
+        ms = median(ts) * 1e3
+        gflops = flops["total"] / (ms / 1e3) / 1e9
+        out["variants"][name] = {
+            "ms": ms, "ms_all": [t * 1e3 for t in ts], "seq_steps_per_s": rows / (ms / 1e3),
+            "gflops": gflops, "fraction_of_sgemm": gflops / rate,
+            "speedup_vs_per_step": median(base) / median(ts),
+            "paired_speedup_vs_per_step": paired_ratio(base, ts),
+        }
+    out["memory"] = {name: {"saved_for_backward_bytes": saved_bytes(v.loss)}
+                     for name, v in variants.items()}
+    if device.type == "cuda":
+        for name in variants:
+            torch.cuda.reset_peak_memory_stats(device)
+            fns[name]()
+            out["memory"][name]["cuda_peak_bytes"] = torch.cuda.max_memory_allocated(device)
+    out["bound"] = thin_product_bound(variants["ours"].net, cfg, flops, rate, args.repeats,
+                                      device)
+    if args.profile and device.type == "cpu":
+        out["profile"] = {name: profile_step(fns[name], cfg.batch, rows)
+                          for name in (BASELINE, "autograd-loop", "ours")}
+    out["targets"] = targets(cfg.name, out["variants"]["ours"])
+    return out
+
+
+def targets(name: str, ours: dict) -> dict:
+    """``ours``'s figures against the config's :data:`TARGETS`: value, target, met."""
+    speed_target, frac_target = TARGETS.get(name, (None, None))
+    out = {}
+    for key, target in (("speedup_vs_per_step", speed_target),
+                        ("fraction_of_sgemm", frac_target)):
+        if target is not None:
+            out[key] = {"value": ours[key], "target": target, "met": ours[key] >= target}
+    return out
+
+
+# -- evaluation --------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def is_with_repeat(model: VRNN, x: Tensor, num_samples: int,
+                   generator: torch.Generator | None, chunk_size: int) -> Tensor:
+    """IS as batched public code does it: ``model(x.repeat(c, 1, 1))``, so that phi_x and the
+    products with phi_x(x_t) run once per sample, not once per sequence as in
+    ``estimate_log_likelihood``. Same noise stream. Returns log p(x) estimates ``(B,)``."""
+    B = x.shape[0]
+    log_ws, done = [], 0
+    while done < num_samples:
+        c = min(chunk_size, num_samples - done)
+        terms = model(x.repeat(c, 1, 1), generator=generator, sample_terms=True)
+        log_ws.append(masked_sum(terms.log_px + terms.log_pz - terms.log_qz, None).view(c, B))
+        done += c
+    return log_mean_exp(torch.cat(log_ws))  # (B,)
+
+
+def is_chunk(cfg: BenchConfig) -> int:
+    """Samples per pass: the library's default (``DEFAULT_ROW_BUDGET`` rows per step,
+    ``DEFAULT_STEP_BUDGET`` sequence steps per pass), the step budget scaled down for layers wider
+    than 1000 so that the paper-speech size stays within memory."""
+    budget = DEFAULT_STEP_BUDGET * 1000 // max(1000, cfg.hidden)
+    return max(1, min(IS_SAMPLES, DEFAULT_ROW_BUDGET // cfg.batch,
+                      budget // (cfg.batch * cfg.steps)))
+
+
+def bench_evaluation(cfg: BenchConfig, args: argparse.Namespace, device: torch.device) -> dict:
+    """IS with S = 40 (``estimate_log_likelihood``: samples batched, phi_x shared) against one
+    ELBO pass, 40 separate ELBO passes and IS over repeated sequences, all without gradients."""
+    torch.manual_seed(0)
+    model = VRNN(cfg.model_config()).to(device).eval()
+    x, _ = make_batch(cfg, device)
+    gen = torch.Generator(device=device).manual_seed(0)
+    chunk = is_chunk(cfg)
+
+    def one_pass() -> None:
+        with torch.no_grad():
+            model(x, generator=gen).elbo()
+
+    def separate() -> None:
+        for _ in range(IS_SAMPLES):
+            one_pass()
+
+    def is_eval() -> None:
+        estimate_log_likelihood(model, x, num_samples=IS_SAMPLES, generator=gen,
+                                chunk_size=chunk)
+
+    def is_repeat() -> None:
+        is_with_repeat(model, x, IS_SAMPLES, gen, chunk)
+
+    fns = {"is_40": is_eval, "is_40_repeat": is_repeat, "elbo_pass": one_pass}
+    if args.eval_separate:
+        fns["elbo_40_separate"] = separate
+    ts = interleaved(fns, args.eval_repeats, args.eval_warmup, sync_for(device))
+    t_is, t_one = median(ts["is_40"]), median(ts["elbo_pass"])
+    t_rep = median(ts["is_40_repeat"])
+    t_sep = median(ts["elbo_40_separate"]) if "elbo_40_separate" in ts else IS_SAMPLES * t_one
+    bound = is_flop_ratio(model)
+    return {"samples": IS_SAMPLES, "samples_per_pass": chunk, "repeats": args.eval_repeats,
+            "is_ms": t_is * 1e3, "elbo_pass_ms": t_one * 1e3,
+            "is_repeat_ms": t_rep * 1e3, "is_repeat_over_one_pass": t_rep / t_one,
+            "separate_40_ms": t_sep * 1e3, "separate_measured": "elbo_40_separate" in ts,
+            "is_over_one_pass": t_is / t_one, "separate_over_is": t_sep / t_is,
+            "flop_ratio": bound["ratio"], "shared_flop_share": bound["shared_share"],
+            "target": IS_TARGET, "met": t_is / t_one <= IS_TARGET}
+
+
+# -- generation and scaling --------------------------------------------------------------------
+
+
+def bench_generation(cfg: BenchConfig, args: argparse.Namespace, device: torch.device) -> dict:
+    """``model.sample`` from the prior: time steps (and frames) per second at batch 1 and 64."""
+    torch.manual_seed(0)
+    model = VRNN(cfg.model_config()).to(device)
+    gen = torch.Generator(device=device).manual_seed(0)
+    out = {}
+    for num in (1, 64):
+        ts = interleaved({"sample": lambda n=num: model.sample(n, args.gen_steps, generator=gen)},
+                         args.eval_repeats, 1, sync_for(device))["sample"]
+        s = median(ts)
+        out[f"batch_{num}"] = {"steps": args.gen_steps, "steps_per_s": args.gen_steps / s,
+                               "frames_per_s": num * args.gen_steps / s, "ms": s * 1e3}
+    return out
+
+
+def bench_scaling(cfg: BenchConfig, args: argparse.Namespace, device: torch.device) -> dict:
+    """Cost per time step of the training step as T grows (B fixed) and as B grows (T fixed).
+    Flat in T means no step costs more than the last: no hidden O(T) work per step."""
+    sync = sync_for(device)
+    out: dict = {"model": asdict(cfg), "by_steps": [], "by_batch": []}
+    sizes = [("by_steps", replace(cfg, steps=v, batch=cfg.batch)) for v in args.scale_steps]
+    sizes += [("by_batch", replace(cfg, batch=v, steps=args.scale_fixed_steps))
+              for v in args.scale_batch]
+    for key, c in sizes:
+        torch.manual_seed(0)
+        model = VRNN(c.model_config()).to(device)
+        x, noise = make_batch(c, device)
+        fn = train_step(lambda m=model, x=x, n=noise: m.loss(x, noise=n)[0],
+                        make_optimizer(model.parameters()))
+        s = median(interleaved({"step": fn}, args.scale_repeats, 1, sync)["step"])
+        out[key].append({"steps": c.steps, "batch": c.batch, "ms": s * 1e3,
+                         "ms_per_time_step": s * 1e3 / c.steps,
+                         "us_per_sequence_step": s * 1e6 / (c.steps * c.batch)})
+    per_step = [r["ms_per_time_step"] for r in out["by_steps"]]
+    # Fixed costs (the optimiser, the batched work) make short sequences dearer per step; a
+    # quadratic term would make the longest the dearest.
+    out["longest_over_cheapest_per_step"] = per_step[-1] / min(per_step)
+    out["flat_in_steps"] = per_step[-1] <= 1.25 * min(per_step)
+    return out
