@@ -53,7 +53,8 @@ def test_claims_hold_and_fail_by_sign():
 def test_one_sequence_has_no_standard_error_anywhere():
     """One rule for n = 1 (the report's table, its claims and ``vrnn evaluate``'s summary): no
     standard error (None, printed n/a), never a spurious 0 that reads as certainty."""
-    from vrnn.evaluate import EvaluationResult, format_evaluation
+    from vrnn.checkpoint_eval import format_evaluation
+    from vrnn.evaluate import EvaluationResult
     from vrnn.report import format_cell, mean_se
 
     assert mean_se(np.array([3.0])) == (3.0, None)

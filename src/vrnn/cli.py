@@ -92,7 +92,7 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from vrnn.evaluate import evaluate_checkpoint, format_evaluation
+    from vrnn.checkpoint_eval import evaluate_checkpoint, format_evaluation
     from vrnn.files import WriteError, check_folder, write_text
 
     if args.out:
