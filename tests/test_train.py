@@ -11,7 +11,7 @@ import types
 import numpy as np
 import pytest
 import torch
-from toydata import write_npz
+from toydata import tiny_train_config, write_npz
 
 from vrnn import train as train_mod
 from vrnn.checkpoint import load_checkpoint
@@ -23,12 +23,7 @@ def data(tmp_path):
     return str(write_npz(tmp_path / "toy.npz"))
 
 
-def cfg_for(data, out, **kw):
-    base = dict(data=data, model="vrnn-gauss", preset="tiny", max_steps=8, out_dir=str(out),
-                batch_size=8, val_interval=4, log_interval=2, progress=False,
-                tensorboard=False, device="cpu")
-    base.update(kw)
-    return TrainConfig(**base)
+cfg_for = tiny_train_config
 
 
 def params(path):

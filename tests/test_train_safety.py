@@ -10,12 +10,12 @@ import time
 
 import pytest
 import torch
-from toydata import write_npz
+from toydata import tiny_train_config, write_npz
 
 from vrnn.checkpoint import load_checkpoint
 from vrnn.files import WriteError
 from vrnn.run_folder import RunFolderError
-from vrnn.train import TrainConfig, TrainingError, train
+from vrnn.train import TrainingError, train
 
 
 @pytest.fixture
@@ -23,12 +23,7 @@ def data(tmp_path):
     return str(write_npz(tmp_path / "toy.npz"))
 
 
-def cfg_for(data, out, **kw):
-    base = dict(data=data, model="vrnn-gauss", preset="tiny", max_steps=8, out_dir=str(out),
-                batch_size=8, val_interval=4, log_interval=2, progress=False,
-                tensorboard=False, device="cpu")
-    base.update(kw)
-    return TrainConfig(**base)
+cfg_for = tiny_train_config
 
 
 def metric_steps(out):
