@@ -26,6 +26,7 @@ import csv
 import errno
 import json
 import os
+import secrets
 import shutil
 import socket
 import stat
@@ -131,35 +132,71 @@ class RunFolder:
         if self._fd is not None:
             return
         files.check_folder(self.path, "--out")
-        for _ in range(50):  # each pass ends in a lock or an error, unless a race intervenes
-            try:
-                fd = os.open(self.lock_path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o644)
-            except FileExistsError:
-                if self._take_over():
-                    return
-                continue
-            except OSError as e:
-                raise files.WriteError(f"--out {self.path}: cannot create {self.lock_path}: "
-                                       f"{files._reason(e)}") from None
-            if self._hold(fd, fresh=True):
+        deadline = time.monotonic() + 3 * _YOUNG_S
+        while time.monotonic() < deadline:  # each pass locks or raises, unless a race intervenes
+            if self._create() or self._take_over():
                 return
+            time.sleep(0.01)  # a lock released, or being written, meanwhile: look again
         raise RunFolderError(f"{self.path}: could not take its lock {self.lock_path} (other "
                              f"processes keep taking and releasing it); try again")
 
-    def _hold(self, fd: int, fresh: bool) -> bool:
-        """Flock ``fd`` (our new lock file) and write our record; False if we lost a race."""
-        if fresh:
-            # another process probing the empty file may hold its flock for a moment
-            deadline = time.monotonic() + _YOUNG_S
-            while _try_flock(fd) is False:
-                if time.monotonic() > deadline:
-                    os.close(fd)
-                    return False
-                time.sleep(0.01)
+    def _create(self) -> bool:
+        """Make the lock file ours if there is none: True when it is.
+
+        The record is written and flocked in a temporary file first, then hard-linked to
+        ``.lock`` (``link`` fails if the name exists, atomically): no other process ever sees
+        an empty or unlocked ``.lock`` of a live run. The temporary (``.lock.*.tmp``) goes
+        right after, or with :meth:`remove_stale_temporaries` after a kill."""
+        tmp = self.path / f"{LOCK_NAME}.{os.getpid()}.{secrets.token_hex(4)}{files.TMP_SUFFIX}"
+        try:
+            fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o644)
+        except OSError as e:
+            raise files.WriteError(f"--out {self.path}: cannot create {self.lock_path}: "
+                                   f"{files._reason(e)}") from None
+        ours = False
+        try:
+            _try_flock(fd)  # nobody else knows this file yet: taken, or no flock here
+            self._write_record(fd)
+            try:
+                os.link(tmp, self.lock_path)
+            except (FileExistsError, FileNotFoundError):  # a lock exists / tmp was cleaned
+                return False
+            except OSError:  # a file system without hard links
+                return self._create_in_place()
+            self._fd, ours = fd, True
+            return True
+        finally:
+            files._unlink_quietly(tmp)
+            if not ours:
+                os.close(fd)
+
+    def _create_in_place(self) -> bool:
+        """:meth:`_create` where hard links fail: ``O_CREAT | O_EXCL`` on ``.lock`` itself, then
+        flock and record (others wait while it is young and empty)."""
+        try:
+            fd = os.open(self.lock_path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o644)
+        except FileExistsError:
+            return False
+        except OSError as e:
+            raise files.WriteError(f"--out {self.path}: cannot create {self.lock_path}: "
+                                   f"{files._reason(e)}") from None
+        return self._hold(fd)
+
+    def _hold(self, fd: int) -> bool:
+        """Flock ``fd`` (the lock file we just created) and write our record; False if another
+        process kept its flock (then the file is theirs to judge)."""
+        # another process probing the still empty file may hold its flock for a moment
+        deadline = time.monotonic() + _YOUNG_S
+        while _try_flock(fd) is False:
+            if time.monotonic() > deadline:
+                os.close(fd)
+                return False
+            time.sleep(0.01)
         try:
             self._write_record(fd)
         except files.WriteError:
             files._unlink_quietly(self.lock_path)
+            os.close(fd)
             raise
         self._fd = fd
         return True
@@ -176,7 +213,6 @@ class RunFolder:
                 os.write(fd, data)
             os.fsync(fd)
         except OSError as e:
-            os.close(fd)
             raise files.WriteError(f"cannot write {self.lock_path}: {files._reason(e)}") from None
 
     def _take_over(self) -> bool:
@@ -201,11 +237,9 @@ class RunFolder:
             if flocked is False:
                 if record or not young:
                     raise self._in_use(pid, host, started)
-                time.sleep(0.05)  # its owner is writing it
-                return False
+                return False  # its owner is writing it: look again
             if not record and young:
-                time.sleep(0.05)
-                return False
+                return False  # created in place a moment ago, not yet flocked
             if host not in (None, me):
                 raise RunFolderError(
                     f"{self.path} is locked by pid {pid} on host {host} since {started}, which "
@@ -234,8 +268,10 @@ class RunFolder:
                     os.close(fd)
 
     def _in_use(self, pid, host, started) -> RunFolderError:
-        return RunFolderError(f"{self.path} is in use by pid {pid} on host {host} since "
-                              f"{started}; wait for it or use another --out")
+        who = (f"pid {pid} on host {host} since {started}" if pid is not None
+               else f"another process (no record in {self.lock_path})")
+        return RunFolderError(f"{self.path} is in use by {who}; wait for it or use another "
+                              f"--out")
 
     def _same_file(self, fd: int) -> bool:
         try:
