@@ -35,7 +35,8 @@ demo: $(STAMP) data
 	$(PY) -m vrnn demo
 
 test: $(STAMP) data
-	$(PY) -m pytest -q
+	# one worker per core (pytest-xdist); each test runs its tiny models on one thread
+	$(PY) -m pytest -q -n auto
 
 test-slow: $(STAMP) data
 	$(PY) -m pytest -q -m slow
