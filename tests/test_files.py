@@ -85,3 +85,18 @@ def test_remove_stale_temporaries_only_touches_temporaries(tmp_path):
     assert all(p.exists() for p in keep) and not any(p.exists() for p in stale)
     (tmp_path / ".best.pt.y.tmp").write_text("")
     assert files.remove_stale_temporaries(tmp_path, "last.pt") == []
+
+
+@pytest.mark.skipif(os.name != "posix", reason="file modes are POSIX")
+def test_written_files_get_the_mode_open_would_give_not_0600(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        new = files.write_text(tmp_path / "metrics.csv", "step\n")
+        assert new.stat().st_mode & 0o777 == 0o644
+        kept = tmp_path / "shared.json"
+        kept.write_text("{}")
+        kept.chmod(0o640)
+        files.write_text(kept, "{ }")
+        assert kept.stat().st_mode & 0o777 == 0o640
+    finally:
+        os.umask(umask)
