@@ -5,7 +5,7 @@ from torch.distributions import Independent, Normal, kl_divergence
 
 from vrnn.analysis import figure_kl, kl_profile
 from vrnn.data import DataInfo
-from vrnn.model import build_model
+from vrnn.models import build_model
 from vrnn.presets import model_config
 
 X_DIM = {"audio": 6, "strokes": 3, "binary": 5}

@@ -13,7 +13,7 @@ def _ckpt(**extra):
     from vrnn.presets import model_config
 
     cfg = model_config("vrnn-gauss", x_dim=3, preset="tiny")
-    from vrnn.model import build_model
+    from vrnn.models import build_model
 
     model = build_model(cfg)
     return {"format": ckio.FORMAT, "version": ckio.VERSION, "model": model.state_dict(),

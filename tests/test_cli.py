@@ -314,7 +314,8 @@ def test_audio_at_another_rate_is_resampled_to_the_models(tmp_path):
 
 
 def test_presets_prints_the_matched_parameter_counts(capsys):
-    from vrnn.model import build_model, count_parameters
+    from vrnn.model import count_parameters
+    from vrnn.models import build_model
     from vrnn.presets import model_config
 
     assert main(["presets", "--kind", "strokes"]) == 0

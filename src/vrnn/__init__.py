@@ -15,15 +15,8 @@ from vrnn.evaluate import (
     estimate_log_likelihood,
     evaluate_sequences,
 )
-from vrnn.model import (
-    RNN,
-    VRNN,
-    SequenceModel,
-    StepTerms,
-    build_model,
-    count_parameters,
-    masked_sum,
-)
+from vrnn.model import RNN, VRNN, SequenceModel, StepTerms, count_parameters, masked_sum
+from vrnn.models import build_model
 from vrnn.presets import PRESETS, model_config
 
 __version__ = "0.1.0"

@@ -35,7 +35,8 @@ import torch
 
 from vrnn.config import ModelConfig
 from vrnn.files import atomic_write, write_bytes, write_text
-from vrnn.model import SequenceModel, build_model
+from vrnn.model import SequenceModel
+from vrnn.models import build_model
 
 FORMAT = "vrnn-checkpoint"
 VERSION = 1

@@ -7,14 +7,17 @@ from dataclasses import dataclass, field
 
 from vrnn.distributions import OUTPUTS
 
-FAMILIES = ("rnn", "vrnn")
+FAMILIES = ("rnn", "vrnn", "srnn")
+POSTERIORS = ("filtering", "smoothing")
 PRIORS = ("learned", "standard")
 CELLS = ("lstm", "gru")
 
-# The paper's Table 1 names, and the Bernoulli models for binary data.
+# The paper's Table 1 names, the Bernoulli models for binary data, and the SRNN (Fraccaro et al.
+# 2016) with the same outputs.
 MODEL_NAMES = (
     "rnn-gauss", "rnn-gmm", "vrnn-gauss", "vrnn-gmm", "vrnn-i-gauss",
     "rnn-bernoulli", "vrnn-bernoulli", "vrnn-i-bernoulli", "vrnn-i-gmm",
+    "srnn-gauss", "srnn-gmm", "srnn-bernoulli",
 )
 
 
@@ -23,7 +26,8 @@ class ModelConfig:
     """Everything needed to rebuild a model. Widths are tuples of hidden-layer sizes (ReLU MLPs)."""
 
     family: str = "vrnn"
-    """'vrnn' (latent variable per step) or 'rnn' (the paper's RNN baselines)."""
+    """'vrnn' (latent variable per step), 'rnn' (the paper's RNN baselines) or 'srnn' (the SRNN
+    of Fraccaro et al. 2016: a deterministic RNN with a stochastic layer stacked on it)."""
     x_dim: int = 1
     """Frame size D: values per time step (200 audio samples, 3 for pen strokes, 88 for rolls)."""
     output: str = "gauss"
@@ -33,7 +37,7 @@ class ModelConfig:
     cell: str = "lstm"
     """Recurrence f of Eq. 7: 'lstm' (the paper) or 'gru'."""
     h_dim: int = 64
-    """Recurrent units H."""
+    """Recurrent units H (the SRNN: of its deterministic layer d_t)."""
     z_dim: int = 16
     """Latent size Z (unused by the RNN family)."""
     components: int = 20
@@ -54,6 +58,15 @@ class ModelConfig:
     """Initial bias of every raw scale output (the original code's 0.6)."""
     learn_h0: bool = True
     """Learn the initial recurrent state h_0 (else zeros)."""
+    posterior: str = "filtering"
+    """Latent models' q: 'filtering', q(z_t | x_{<=t}, z_{<t}) (the VRNN paper's Eq. 9; the SRNN:
+    a_t an MLP of [d_t, x_t]), or 'smoothing', whose encoder also reads a_t of a backward RNN over
+    the frames x_{>=t}, so q(z_t | x_{<=T}, z_{<t})."""
+    res_q: bool = False
+    """SRNN only: the posterior mean is the prior mean plus the encoder's output (Res_q)."""
+    a_dim: int = 0
+    """Units of a_t: the smoothing posterior's backward RNN, or the SRNN's filtering MLP layer;
+    0 takes h_dim."""
     name: str = field(default="")
     """The model's name in the paper's tables (e.g. 'VRNN-GMM'); informational."""
 
@@ -71,6 +84,17 @@ class ModelConfig:
             if getattr(self, key) not in allowed:
                 raise ValueError(f"ModelConfig.{key} must be one of {', '.join(allowed)}; "
                                  f"got {getattr(self, key)!r}")
+        if self.posterior not in POSTERIORS:
+            raise ValueError(f"ModelConfig.posterior must be one of {', '.join(POSTERIORS)}; "
+                             f"got {self.posterior!r}")
+        if self.family == "rnn" and self.posterior != "filtering":
+            raise ValueError("ModelConfig.posterior: an RNN has no latent variables to infer")
+        if self.res_q and self.family != "srnn":
+            raise ValueError(f"ModelConfig.res_q is the SRNN's; a {self.family} has none")
+        if self.family == "srnn" and self.prior != "learned":
+            raise ValueError("ModelConfig.prior: the SRNN's prior is always learned")
+        if int(self.a_dim) < 0:
+            raise ValueError(f"ModelConfig.a_dim must be >= 0, got {self.a_dim}")
         for key in ("x_dim", "h_dim", "z_dim", "components"):
             if int(getattr(self, key)) < 1:
                 raise ValueError(f"ModelConfig.{key} must be >= 1, got {getattr(self, key)}")
@@ -121,6 +145,6 @@ def parse_model_name(name: str, data_kind: str = "audio") -> dict:
     output = {"gauss": "gauss", "gmm": "gmm", "bernoulli": "bernoulli"}[dist]
     if data_kind == "strokes":
         output = "stroke-" + output
-    pretty = "-".join(p.upper() if p in ("rnn", "vrnn", "i", "gmm") else p.capitalize()
+    pretty = "-".join(p.upper() if p in ("rnn", "vrnn", "srnn", "i", "gmm") else p.capitalize()
                       for p in parts)
     return {"family": family, "prior": prior, "output": output, "name": pretty}

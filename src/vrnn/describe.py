@@ -65,7 +65,8 @@ def checkpoint_info(path: str | Path) -> dict:
     data statistics and the library versions that wrote it."""
     from vrnn.checkpoint import load_checkpoint
     from vrnn.config import ModelConfig
-    from vrnn.model import build_model, count_parameters
+    from vrnn.model import count_parameters
+    from vrnn.models import build_model
 
     ckpt = load_checkpoint(path)
     n_params = count_parameters(build_model(ModelConfig.from_dict(ckpt["model_config"])))

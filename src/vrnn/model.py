@@ -111,6 +111,36 @@ def make_cell(cfg: ModelConfig, in_dim: int) -> nn.Module:
 # -- Eq. 9: the posterior q(z_t | x_t, h_{t-1}) and its reparameterised sample --------------------
 
 
+def reverse_in_time(x: Tensor, mask: Tensor | None) -> Tensor:
+    """Reverse every sequence of ``x (B, T, .)`` within its own length (``mask (B, T)``, true on
+    a prefix of each row): step t of a sequence of L valid steps goes to L - 1 - t, padding stays
+    where it is. Its own inverse."""
+    if mask is None:
+        return x.flip(1)
+    T = x.shape[1]
+    steps = torch.arange(T, device=x.device)
+    lengths = mask.sum(1, keepdim=True)  # (B, 1)
+    index = lengths - 1 - steps  # (B, T)
+    index = torch.where(index >= 0, index, steps)  # padded steps map to themselves
+    return x.gather(1, index.unsqueeze(-1).expand_as(x))
+
+
+class BackwardRNN(nn.Module):
+    """The smoothing posterior's summary of the present and the future, a_t = g(a_{t+1}, inp_t),
+    run from each sequence's last valid step back to its first with the library LSTM/GRU (a_{T+1}
+    = 0). ``inp (B, T, in_dim)`` -> ``a (B, T, units)``; padded steps of ``mask`` change no valid
+    one."""
+
+    def __init__(self, in_dim: int, units: int, cell: str):
+        super().__init__()
+        self.rnn = (nn.LSTM if cell == "lstm" else nn.GRU)(in_dim, units, batch_first=True)
+        self.out_dim = units
+
+    def forward(self, inp: Tensor, mask: Tensor | None = None) -> Tensor:
+        out, _ = self.rnn(reverse_in_time(inp, mask))
+        return reverse_in_time(out, mask)
+
+
 def reparameterise(q: Independent, eps: Tensor) -> Tensor:
     """z_t = loc + scale * eps of a diagonal Gaussian, differentiable in loc and scale."""
     return q.base_dist.loc + q.base_dist.scale * eps
@@ -159,7 +189,7 @@ class SequenceModel(nn.Module):
 
     @property
     def is_latent(self) -> bool:
-        return self.config.family == "vrnn"
+        return self.config.family != "rnn"
 
     def init_state(self, batch: int) -> State:
         """The learned (or zero) initial state expanded to ``batch`` rows, each ``(B, H)``."""
@@ -238,7 +268,10 @@ class VRNN(SequenceModel):
     """The VRNN (Eq. 5-9), or VRNN-I with ``config.prior == 'standard'``.
 
     Modules: ``phi_x``, ``phi_z`` feature extractors; ``prior`` (phi_prior, absent for VRNN-I);
-    ``encoder`` (phi_enc); ``decoder`` (phi_dec with the output head); ``cell`` (f of Eq. 7).
+    ``encoder`` (phi_enc); ``decoder`` (phi_dec with the output head); ``cell`` (f of Eq. 7);
+    with ``config.posterior == 'smoothing'``, ``smoother``: a :class:`BackwardRNN` over
+    phi_x(x_{>=t}) whose a_t the encoder reads beside phi_x(x_t) and h_{t-1}, so q(z_t | x_{<=T},
+    z_{<t}) instead of the paper's filtering q(z_t | x_{<=t}, z_{<t}) (Eq. 10's assumption).
     """
 
     custom_loop: bool = True
@@ -252,7 +285,10 @@ class VRNN(SequenceModel):
             raise ValueError(f"VRNN needs config.family='vrnn', got {cfg.family!r}")
         self.phi_x = MLP(cfg.x_dim, cfg.phi_x)
         self.phi_z = MLP(cfg.z_dim, cfg.phi_z)
-        self.encoder = LatentGaussian(self.phi_x.out_dim + cfg.h_dim, cfg.encoder, cfg.z_dim, cfg)
+        self.smoother = (BackwardRNN(self.phi_x.out_dim, cfg.a_dim or cfg.h_dim, cfg.cell)
+                         if cfg.posterior == "smoothing" else None)
+        enc_in = self.phi_x.out_dim + (self.smoother.out_dim if self.smoother else 0)
+        self.encoder = LatentGaussian(enc_in + cfg.h_dim, cfg.encoder, cfg.z_dim, cfg)
         self.prior = (LatentGaussian(cfg.h_dim, cfg.prior_net, cfg.z_dim, cfg)
                       if cfg.prior == "learned" else None)
         self.decoder = Decoder(self.phi_z.out_dim + cfg.h_dim, cfg)
@@ -266,10 +302,18 @@ class VRNN(SequenceModel):
             return diagonal_normal(zeros, torch.ones_like(zeros))
         return diagonal_normal(*self.prior(h_prev))
 
-    def posterior(self, feat_x: Tensor, h_prev: Tensor) -> Independent:
-        """Eq. 9: q(z_t | x_t, h_{t-1}) from ``phi_x(x_t) (..., X)`` and ``h_prev (..., H)``;
-        batch ``(...)``, event ``(Z,)``."""
-        return diagonal_normal(*self.encoder(torch.cat([feat_x, h_prev], -1)))
+    def encoder_features(self, feat_x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """What the encoder reads of the frames: ``phi_x(x_t) (B, T, X)``, and with the smoothing
+        posterior the backward RNN's a_t beside it -> ``(B, T, X + A)``."""
+        if self.smoother is None:
+            return feat_x
+        return torch.cat([feat_x, self.smoother(feat_x, mask)], -1)
+
+    def posterior(self, enc_feat: Tensor, h_prev: Tensor) -> Independent:
+        """Eq. 9: q(z_t | x_t, h_{t-1}) from the encoder's features of step t (``phi_x(x_t)``,
+        and a_t when smoothing: :meth:`encoder_features`) and ``h_prev (..., H)``; batch
+        ``(...)``, event ``(Z,)``."""
+        return diagonal_normal(*self.encoder(torch.cat([enc_feat, h_prev], -1)))
 
     def cell_step(self, inp: Tensor, state: State) -> State:
         """Eq. 7 with the library cell: ``inp = [phi_x(x_t), phi_z(z_t)] (B, X + F)``, state
@@ -311,13 +355,14 @@ class VRNN(SequenceModel):
         state = self.init_state(N) if state is None else state
 
         feat_x = self.phi_x(x)  # (B, T, X), before the loop: it depends on x alone
+        enc_feat = self.encoder_features(feat_x, mask)  # (B, T, X [+ A])
         # the loop reads the weights of the library's own MLPs; a swapped-in module goes by steps
         if isinstance(self.phi_z, MLP) and isinstance(self.encoder.mlp, MLP):
-            f = filtering_loop(feat_x, noise, state, self.loop_weights(),
+            f = filtering_loop(enc_feat, noise, state, self.loop_weights(),
                                min_scale=self.config.min_scale, replicas=replicas,
                                hand_written=self.custom_loop)
         else:
-            f = self._filter_step_by_step(feat_x, noise, state, replicas)
+            f = self._filter_step_by_step(feat_x, enc_feat, noise, state, replicas)
 
         # After the loop: prior, decoder, KL and likelihood, batched over all steps.
         q = diagonal_normal(f.loc, f.scale)  # Eq. 9
@@ -335,25 +380,36 @@ class VRNN(SequenceModel):
 
     def loop_weights(self) -> LoopWeights:
         """The tensors the filtering loop reads: the encoder's layers and Gaussian layer, phi_z's
-        layers, the cell's weights (the parameters themselves, not copies)."""
+        layers, the cell's weights (the parameters themselves, not copies).
+
+        The loop reads one input per step for both the encoder and the cell. With the smoothing
+        posterior that input is ``[phi_x(x_t), a_t]``, which the cell does not read: its input
+        weight gets zero columns for a_t (their products run once, before the loop, and the
+        gradient reaches the real columns through the concatenation)."""
         def pairs(layers) -> tuple[tuple[Tensor, Tensor], ...]:
             return tuple((layer.weight, layer.bias) for layer in layers)
         head = self.encoder.gaussian.linear
         cell = self.cell
+        w_ih = cell.weight_ih
+        if self.smoother is not None:
+            X = self.phi_x.out_dim
+            skip = w_ih.new_zeros(w_ih.shape[0], self.smoother.out_dim)
+            w_ih = torch.cat([w_ih[:, :X], skip, w_ih[:, X:]], 1)  # (G, X + A + F)
         return LoopWeights(encoder=pairs(self.encoder.mlp.layers), head=(head.weight, head.bias),
                            phi_z=pairs(self.phi_z.layers),
-                           cell=(cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh))
+                           cell=(w_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh))
 
-    def _filter_step_by_step(self, feat_x: Tensor, noise: Tensor, state: State,
-                             replicas: int) -> Filtered:
+    def _filter_step_by_step(self, feat_x: Tensor, enc_feat: Tensor, noise: Tensor,
+                             state: State, replicas: int) -> Filtered:
         """Eq. 7-9 one step at a time through the model's own modules, for a phi_z or encoder
         MLP replaced by another module (whose weights the fast loop cannot read)."""
         if replicas > 1:
             feat_x = feat_x.repeat(replicas, 1, 1)  # (N, T, X)
+            enc_feat = enc_feat.repeat(replicas, 1, 1)
         steps = []
-        for feat_x_t, eps_t in zip(feat_x.unbind(1), noise.unbind(1)):
+        for feat_x_t, enc_t, eps_t in zip(feat_x.unbind(1), enc_feat.unbind(1), noise.unbind(1)):
             h_prev = state[0]
-            q = self.posterior(feat_x_t, h_prev)  # Eq. 9
+            q = self.posterior(enc_t, h_prev)  # Eq. 9
             z = reparameterise(q, eps_t)  # (N, Z)
             feat_z = self.phi_z(z)  # (N, F)
             state = self.cell_step(torch.cat([feat_x_t, feat_z], -1), state)  # Eq. 7
@@ -429,11 +485,6 @@ class RNN(SequenceModel):
         if not frames:
             return h.new_zeros(h.shape[0], 0, self.config.x_dim)
         return torch.stack(frames, 1)  # (num, steps, D)
-
-
-def build_model(config: ModelConfig) -> SequenceModel:
-    """The model a config describes: :class:`VRNN` or :class:`RNN`."""
-    return VRNN(config) if config.family == "vrnn" else RNN(config)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -9,6 +9,13 @@ ReLU layer each (phi_x 250, phi_z 150, encoder 150, prior 150, decoder 250). The
 As in the paper, an RNN baseline is given wider MLPs (phi_x and its output MLP) so that its
 parameter count matches the VRNN of the same preset (within 1% for every preset and data kind):
 :func:`model_config` does the matching.
+
+The SRNN's ``paper`` sizes are its own paper's: for speech (TIMIT) d and a of 1024 units, z of
+256, MLPs of two layers of 512; for binary frames (its MIDI models) 300, 100 and one layer of 500;
+x enters unchanged (no phi_x). Pen strokes were not in the SRNN paper: there it takes the VRNN
+paper's handwriting sizes. At ``small`` and ``tiny`` the SRNN keeps the VRNN's z and MLP widths
+and its units (d and a alike) are set so that its parameter count matches the VRNN's with the
+same output at the same preset, as closely as whole units allow.
 """
 
 from __future__ import annotations
@@ -18,7 +25,8 @@ import dataclasses
 import torch
 
 from vrnn.config import ModelConfig, parse_model_name
-from vrnn.model import build_model, count_parameters
+from vrnn.model import count_parameters
+from vrnn.models import build_model
 
 PRESETS = ("paper", "paper-blizzard", "small", "tiny")
 DATA_KINDS = ("audio", "strokes", "binary")
@@ -52,6 +60,28 @@ _SIZES: dict[tuple[str, str], dict] = {
 }
 _SIZES[("strokes", "paper-blizzard")] = _SIZES[("strokes", "paper")]
 _SIZES[("binary", "paper-blizzard")] = _SIZES[("binary", "paper")]
+
+
+_SRNN_PAPER: dict[str, dict] = {
+    "audio": {"h_dim": 1024, "a_dim": 1024, "z_dim": 256, "phi_x": (), "phi_z": (),
+              "prior_net": (512, 512), "encoder": (512, 512), "decoder": (512, 512)},
+    "binary": {"h_dim": 300, "a_dim": 300, "z_dim": 100, "phi_x": (), "phi_z": (),
+               "prior_net": (500,), "encoder": (500,), "decoder": (500,)},
+    "strokes": {"h_dim": 1200, "a_dim": 1200, "z_dim": 50, "phi_x": (), "phi_z": (),
+                "prior_net": (150,), "encoder": (150,), "decoder": (250,)},
+}
+
+
+def srnn_sizes(data_kind: str, preset: str) -> dict:
+    """The SRNN layer sizes of a preset before matching: the SRNN paper's at ``paper`` (and
+    ``paper-blizzard``), else the VRNN's z and MLP widths with no phi_x."""
+    if preset.startswith("paper"):
+        vrnn_sizes(data_kind, preset)  # checks the names
+        return dict(_SRNN_PAPER[data_kind])
+    v = vrnn_sizes(data_kind, preset)
+    return {"h_dim": v["h_dim"], "a_dim": 0, "z_dim": v["z_dim"], "phi_x": (),
+            "phi_z": (), "prior_net": v["prior_net"], "encoder": v["encoder"],
+            "decoder": v["decoder"]}
 
 
 def vrnn_sizes(data_kind: str, preset: str) -> dict:
@@ -121,6 +151,21 @@ def match_rnn_to(target: int, cfg: ModelConfig) -> ModelConfig:
     return min((best, widened(glo, lo), widened(ghi, lo)), key=gap)
 
 
+def match_units_to(target: int, cfg: ModelConfig) -> ModelConfig:
+    """The SRNN with the number of units of d (and of a, when set apart) whose parameter count
+    comes closest to ``target``, the other sizes kept."""
+    def scaled(f: float) -> ModelConfig:
+        return dataclasses.replace(cfg, h_dim=max(1, round(cfg.h_dim * f)),
+                                   a_dim=max(1, round(cfg.a_dim * f)) if cfg.a_dim else 0)
+
+    lo, hi = _bisect_factor(lambda f: _count(scaled(f)), target, 0.05)
+    return min((scaled(lo), scaled(hi)), key=lambda c: abs(_count(c) - target))
+
+
+SRNN_DEFAULTS = {"posterior": "smoothing", "res_q": True}
+"""The SRNN's defaults: its paper's best model, the smoothing posterior with Res_q."""
+
+
 def model_config(model: str, *, x_dim: int, data_kind: str = "audio", preset: str = "small",
                  match_parameters: bool = True, **overrides) -> ModelConfig:
     """The config of a paper model (``vrnn-gmm``, ``rnn-gauss``, ...) at a preset size.
@@ -131,12 +176,23 @@ def model_config(model: str, *, x_dim: int, data_kind: str = "audio", preset: st
         data_kind: 'audio', 'strokes' (pen offsets + pen bit) or 'binary'.
         preset: one of ``PRESETS``.
         match_parameters: widen an RNN baseline to the parameter count of the VRNN with the same
-            output at the same preset, as the paper does.
-        overrides: any other ``ModelConfig`` field.
+            output at the same preset, as the paper does; size an SRNN's units to it at
+            ``small`` and ``tiny``.
+        overrides: any other ``ModelConfig`` field (``posterior``, ``res_q``, ...).
     """
-    fields = {**vrnn_sizes(data_kind, preset), **parse_model_name(model, data_kind)}
+    named = parse_model_name(model, data_kind)
+    if named["family"] == "srnn":
+        fields = {**srnn_sizes(data_kind, preset), **SRNN_DEFAULTS, **named}
+    else:
+        fields = {**vrnn_sizes(data_kind, preset), **named}
     fields.update(x_dim=x_dim, **overrides)
     cfg = ModelConfig(**fields)
+    if cfg.family == "srnn" and match_parameters and not preset.startswith("paper"):
+        ref = "vrnn-" + model.lower().rsplit("-", 1)[1]
+        keep = ("components", "cell", "min_scale", "scale_bias", "learn_h0")
+        ref_cfg = model_config(ref, x_dim=x_dim, data_kind=data_kind, preset=preset,
+                               **{k: v for k, v in overrides.items() if k in keep})
+        return match_units_to(_count(ref_cfg), cfg)
     if cfg.family == "rnn" and match_parameters:
         ref = "vrnn-" + model.lower().rsplit("-", 1)[1]  # the VRNN with the same output
         ref_cfg = model_config(ref, x_dim=x_dim, data_kind=data_kind, preset=preset,

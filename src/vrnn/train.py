@@ -74,7 +74,8 @@ from vrnn.distributed import DistEnv, all_reduce_fields, cleanup, setup
 from vrnn.evaluate import evaluate_sequences
 from vrnn.files import WriteError, write_text
 from vrnn.metrics_log import METRIC_FIELDS, MetricsLog, TrainWindow
-from vrnn.model import SequenceModel, build_model, count_parameters, masked_sum
+from vrnn.model import SequenceModel, count_parameters, masked_sum
+from vrnn.models import build_model
 from vrnn.presets import model_config
 from vrnn.train_config import DATA_FIELDS, TrainConfig, add_train_flags, config_from_args, data_stem
 from vrnn.train_data import Batch, EpochBatches
@@ -358,11 +359,18 @@ def _model_config(cfg: TrainConfig, info, ckpt: dict | None, resume: Path | None
     from vrnn.data import check_same_kind, check_x_dim
 
     if ckpt is None:
-        return model_config(cfg.model, x_dim=info.x_dim, data_kind=info.kind, preset=cfg.preset)
+        return model_config(cfg.model, x_dim=info.x_dim, data_kind=info.kind, preset=cfg.preset,
+                            **cfg.model_overrides())
     trained = ckpt.get("train_config", {}).get("model")
     if trained and trained != cfg.model:
         raise ValueError(f"--resume: {resume} holds a {trained} model, not --model {cfg.model}")
     model_cfg = ModelConfig.from_dict(ckpt["model_config"])
+    for key, value in cfg.model_overrides().items():
+        if getattr(model_cfg, key) != value:
+            flag = "--" + key.replace("_", "-") if value is not False else "--no-res-q"
+            raise ValueError(f"{flag}: {resume} holds a model with {key}="
+                             f"{getattr(model_cfg, key)} (a resumed run keeps its model; drop "
+                             f"the flag or start a new --out)")
     check_x_dim(info, model_cfg.x_dim)
     check_same_kind(info, ckpt["data_info"], "--data")
     was = ckpt["data_info"].get("name")

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from vrnn.config import MODEL_NAMES
+from vrnn.config import MODEL_NAMES, POSTERIORS
 from vrnn.presets import PRESETS
 
 BUDGET_CLOCKS = ("wall", "cpu")
@@ -42,9 +42,17 @@ class TrainConfig:
     """--data NAME_OR_PATH: a built-in data set (vrnn data list) or a path (.npz, folder of
     WAVs...)."""
     model: str = "vrnn-gmm"
-    """--model: the model of Table 1 to train (rnn-gauss, rnn-gmm, vrnn-gauss, ...)."""
+    """--model: the model to train: one of Table 1 (rnn-gauss, rnn-gmm, vrnn-gauss, ...) or the
+    SRNN (srnn-gauss, srnn-gmm, srnn-bernoulli)."""
     preset: str = "small"
     """--preset: model size (vrnn presets lists the parameter counts)."""
+    posterior: str | None = None
+    """--posterior: a latent model's q: filtering (q(z_t | x_{<=t}, z_{<t}); the VRNN's default,
+    as the paper) or smoothing (its encoder also reads a backward RNN over x_{>=t}; the SRNN's
+    default)."""
+    res_q: bool | None = None
+    """--res-q: SRNN: the posterior mean is the prior mean plus the encoder's output (Res_q; on by
+    default for the SRNN; --no-res-q turns it off)."""
     max_steps: int = 2000
     """--max-steps N: total optimiser updates, counting those before a resume."""
     out_dir: str = ""
@@ -119,6 +127,13 @@ class TrainConfig:
              self.model)
         self.model = self.model.lower()
         need(self.preset in PRESETS, "--preset", f"one of {', '.join(PRESETS)}", self.preset)
+        need(self.posterior in (None, *POSTERIORS), "--posterior", " or ".join(POSTERIORS),
+             self.posterior)
+        family = self.model.split("-")[0]
+        need(self.posterior is None or family != "rnn", "--posterior",
+             "left out for an RNN (it has no latent variables)", self.posterior)
+        need(self.res_q is None or family == "srnn", "--res-q",
+             "left out unless --model is an SRNN", self.res_q)
         need(self.max_steps >= 0, "--max-steps", ">= 0", self.max_steps)
         need(self.lr > 0 and math.isfinite(self.lr), "--lr", "> 0", self.lr)
         need(self.batch_size >= 1, "--batch-size", ">= 1", self.batch_size)
@@ -146,6 +161,12 @@ class TrainConfig:
         if not self.out_dir:
             self.out_dir = str(Path("runs") / f"{data_stem(self.data)}-{self.model}")
 
+    def model_overrides(self) -> dict:
+        """The ModelConfig fields the flags set (``posterior``, ``res_q``); the rest come from
+        --model and --preset."""
+        return {k: v for k, v in (("posterior", self.posterior), ("res_q", self.res_q))
+                if v is not None}
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
@@ -172,7 +193,7 @@ RESUME_OWN = ("out_dir", "resume", "overwrite", "rewind", "device", "progress", 
 """Settings a resumed run takes from its command line, never from its checkpoint."""
 
 CHOICES: dict[str, tuple[str, ...]] = {"model": MODEL_NAMES, "preset": PRESETS,
-                                       "budget_clock": BUDGET_CLOCKS}
+                                       "posterior": POSTERIORS, "budget_clock": BUDGET_CLOCKS}
 
 
 # -- the command line, read from the fields' docstrings -------------------------------------------
@@ -248,7 +269,9 @@ def add_train_flags(parser: argparse.ArgumentParser, *, only: Sequence[str] | No
             shown = f"{default:g}" if isinstance(default, float) else default
             text = text.rstrip(".") + f" (default {shown})."
         kw: dict = {"dest": f.field, "default": default, "help": text}
-        if f.type is None:
+        if f.type is None and default is None:  # on, off or the model's own: --x / --no-x
+            kw["action"] = argparse.BooleanOptionalAction
+        elif f.type is None:
             kw["action"] = "store_false" if f.flag.startswith("--no-") else "store_true"
         else:
             kw["type"] = str.lower if f.field == "model" else f.type
