@@ -6,7 +6,11 @@ over time. :class:`LiteralVRNN` does exactly that with a model's own modules and
 so it shares none of the fast path's tricks: no products moved out of the loop, no fused matrix,
 no hand-written gates or backward pass. The tests assert that both give the same terms, loss and
 gradients; the benchmark times it as the baseline. :func:`literal_primed_sample` is the same
-reading of a primed sample, for the VRNN and the RNN baselines.
+reading of a primed sample, for the VRNN and the RNN baselines. :class:`LiteralSRNN` is the same
+reading of the SRNN: its deterministic layer stepped one frame at a time with the model's library
+RNN, every network of the z-chain called per step. With the smoothing posterior both first run
+the model's backward RNN over the whole sequence (it reads the future, so no per-step reading of
+it exists), then go step by step.
 
 Notation as in :mod:`vrnn.model`: B batch, T time steps, D frame size, Z latent size, H units.
 """
@@ -22,6 +26,7 @@ from torch.distributions import kl_divergence
 
 from vrnn.distributions import diagonal_normal, draw
 from vrnn.model import RNN, VRNN, SequenceModel, State, masked_sum, reparameterise
+from vrnn.srnn import SRNN
 
 
 class StepOut(NamedTuple):
@@ -58,14 +63,16 @@ class LiteralVRNN(nn.Module):
         unit = diagonal_normal(torch.zeros(1), torch.ones(1))
         kl_divergence(unit, unit)
 
-    def step(self, x_t: Tensor, eps_t: Tensor, state: State) -> tuple[StepOut, State]:
+    def step(self, x_t: Tensor, eps_t: Tensor, state: State,
+             a_t: Tensor | None = None) -> tuple[StepOut, State]:
         """One time step: ``x_t (B, D)``, the noise ``eps_t (B, Z)`` of the reparameterised z_t
         and the state before it (``(h, c)`` or ``(h,)``, each ``(B, H)``) -> the step's terms
-        and the next state. No data-dependent Python control flow (``torch.compile`` friendly)."""
+        and the next state; ``a_t (B, A)``: the smoothing posterior's backward summary of step t.
+        No data-dependent Python control flow (``torch.compile`` friendly)."""
         net = self.net
         h = state[0]  # h_{t-1}
         feat_x = net.phi_x(x_t)  # (B, X)
-        q = net.posterior(feat_x, h)  # Eq. 9
+        q = net.posterior(feat_x if a_t is None else torch.cat([feat_x, a_t], -1), h)  # Eq. 9
         p = net.prior_dist(h)  # Eq. 5
         z = reparameterise(q, eps_t)  # (B, Z)
         feat_z = net.phi_z(z)  # (B, F)
@@ -77,17 +84,76 @@ class LiteralVRNN(nn.Module):
     def terms(self, x: Tensor, noise: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """``log_px``, ``kl`` and ``log_ratio``, each ``(B, T)``, of ``x (B, T, D)`` from the
         model's initial state with the noise ``(B, T, Z)``."""
-        state = self.net.init_state(x.shape[0])
+        return self.terms_masked(x, noise, None)
+
+    def terms_masked(self, x: Tensor, noise: Tensor,
+                     mask: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        """:meth:`terms` where ``mask (B, T)`` tells the smoothing posterior each length."""
+        net = self.net
+        state = net.init_state(x.shape[0])
+        a = None
+        if net.smoother is not None:
+            a = net.smoother(net.phi_x(x), mask).unbind(1)  # (B, A) per step
         steps = []
-        for x_t, eps_t in zip(x.unbind(1), noise.unbind(1)):
-            out, state = self.step(x_t, eps_t, state)
+        for t, (x_t, eps_t) in enumerate(zip(x.unbind(1), noise.unbind(1))):
+            out, state = self.step(x_t, eps_t, state, None if a is None else a[t])
             steps.append(out)
         return tuple(torch.stack(column, 1) for column in zip(*steps))  # each (B, T)
 
     def loss(self, x: Tensor, noise: Tensor, mask: Tensor | None = None) -> Tensor:
         """The negative ELBO summed over the valid steps, averaged over sequences: ``VRNN.loss``
         with the same noise."""
-        log_px, kl, _ = self.terms(x, noise)
+        log_px, kl, _ = self.terms_masked(x, noise, mask)
+        return -masked_sum(log_px - kl, mask).mean()
+
+
+class LiteralSRNN(nn.Module):
+    """The SRNN read literally: d_t stepped one frame at a time with the model's library RNN,
+    then the z-chain with the prior, the posterior, the emission and the KL
+    (``torch.distributions``) called per step on ``(B, .)`` slices.
+
+    Args:
+        model: the :class:`~vrnn.srnn.SRNN` whose modules are used.
+        copy: deep-copy the model (the benchmark trains both); else gradients land on it.
+    """
+
+    net: SRNN
+
+    def __init__(self, model: SRNN, *, copy: bool = False):
+        super().__init__()
+        if not isinstance(model, SRNN):
+            raise ValueError(f"LiteralSRNN reads an SRNN, got {type(model).__name__}")
+        self.net = copy_module.deepcopy(model) if copy else model
+
+    def terms(self, x: Tensor, noise: Tensor,
+              mask: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """``log_px``, ``kl`` and ``log_ratio``, each ``(B, T)``, of ``x (B, T, D)`` from the
+        model's initial state with the noise ``(B, T, Z)``."""
+        net = self.net
+        *d_state, z_prev, x_prev = net.init_state(x.shape[0])
+        d_state = tuple(d_state)
+        ds = []
+        for x_t in x.unbind(1):  # d_t = f(d_{t-1}, phi_x(x_{t-1}))
+            d_state = net.step_deterministic(x_prev, d_state)
+            ds.append(d_state[0])
+            x_prev = x_t
+        d = torch.stack(ds, 1)  # (B, T, H)
+        a = net.inference_features(d, net.phi_x(x), mask)  # (B, T, A)
+        steps = []
+        for d_t, a_t, x_t, eps_t in zip(d.unbind(1), a.unbind(1), x.unbind(1), noise.unbind(1)):
+            p = net.prior_dist(d_t, z_prev)
+            q = net.posterior(a_t, z_prev, p.base_dist.loc)
+            z = reparameterise(q, eps_t)  # (B, Z)
+            px = net.decoder(torch.cat([z, d_t], -1))
+            steps.append(StepOut(log_px=px.log_prob(x_t), kl=kl_divergence(q, p),
+                                 log_ratio=p.log_prob(z) - q.log_prob(z)))
+            z_prev = z
+        return tuple(torch.stack(column, 1) for column in zip(*steps))  # each (B, T)
+
+    def loss(self, x: Tensor, noise: Tensor, mask: Tensor | None = None) -> Tensor:
+        """The negative ELBO summed over the valid steps, averaged over sequences: ``SRNN.loss``
+        with the same noise."""
+        log_px, kl, _ = self.terms(x, noise, mask)
         return -masked_sum(log_px - kl, mask).mean()
 
 
@@ -113,10 +179,11 @@ def literal_primed_sample(model: SequenceModel, prime: Tensor, steps: int, tempe
     vrnn = isinstance(model, VRNN)
     if vrnn:
         noise = torch.randn(num, P, model.config.z_dim, generator=gen)
+        enc_feat = model.encoder_features(model.phi_x(prime))  # (num, P, X [+ A])
     for t in range(P):
         feat_x = model.phi_x(prime[:, t])
         if vrnn:
-            q = model.posterior(feat_x, state[0])  # Eq. 9
+            q = model.posterior(enc_feat[:, t], state[0])  # Eq. 9
             feat_z = model.phi_z(reparameterise(q, noise[:, t]))
             state = model.cell_step(torch.cat([feat_x, feat_z], -1), state)  # Eq. 7
         else:
