@@ -42,9 +42,23 @@ def test_one_flag_per_field_with_the_fields_default():
             flag = f"--no-{f.name.replace('_', '-')}" if f.default else \
                 f"--{f.name.replace('_', '-')}"
             assert action.option_strings == [flag] and action.nargs == 0
+        elif f.name == "res_q":  # on, off, or the model's own default (None)
+            assert action.option_strings == ["--res-q", "--no-res-q"]
         else:
             expected = "--out" if f.name == "out_dir" else f"--{f.name.replace('_', '-')}"
             assert action.option_strings == [expected], f.name
+
+
+def test_a_three_way_switch_parses_on_off_and_the_models_default():
+    assert parser().parse_args([]).res_q is None
+    assert parser().parse_args(["--res-q"]).res_q is True
+    assert parser().parse_args(["--no-res-q"]).res_q is False
+    with pytest.raises(ValueError, match="--res-q"):
+        TrainConfig(model="vrnn-gauss", res_q=True)
+    with pytest.raises(ValueError, match="--posterior"):
+        TrainConfig(model="rnn-gauss", posterior="smoothing")
+    assert TrainConfig(model="srnn-gauss", posterior="filtering", res_q=False).model_overrides() \
+        == {"posterior": "filtering", "res_q": False}
 
 
 def test_flags_parse_to_typed_values_and_switches_flip_their_default():
