@@ -117,3 +117,120 @@ def test_the_recorded_command_makes_the_same_study():
     assert vars(parser.parse_args(words[2:])) == {**vars(args), "eval_only": False}
     assert command_line(parser.parse_args(["--data", "pen.npz"])) == \
         "vrnn reproduce --data pen.npz"
+
+
+# -- --study srnn ------------------------------------------------------------------------------
+
+SRNN_TABLE = {  # key: (--model, posterior, res_q, name): the study's fixed entries
+    "srnn-gauss": ("srnn-gauss", "smoothing", True, "SRNN (smooth + Res_q)"),
+    "srnn-gauss-no-res-q": ("srnn-gauss", "smoothing", False, "SRNN (smooth)"),
+    "srnn-gauss-filtering": ("srnn-gauss", "filtering", False, "SRNN (filt)"),
+    "vrnn-gauss": ("vrnn-gauss", "filtering", None, "VRNN-Gauss (filt)"),
+    "vrnn-gauss-smoothing": ("vrnn-gauss", "smoothing", None, "VRNN-Gauss (smooth)"),
+}
+TRAIN_FLAGS = {"srnn-gauss": [], "srnn-gauss-no-res-q": ["--posterior", "smoothing", "--no-res-q"],
+               "srnn-gauss-filtering": ["--posterior", "filtering", "--no-res-q"],
+               "vrnn-gauss": [], "vrnn-gauss-smoothing": ["--posterior", "smoothing"]}
+"""The ``vrnn train`` flags the study's runs were started with, beside the shared ones."""
+
+
+def test_the_srnn_study_trains_what_vrnn_train_would():
+    """Each entry's TrainConfig is the one of the ``vrnn train`` command that started its run in
+    <out>/<key> (posterior and Res_q written out), so the study resumes those runs."""
+    import argparse
+    import dataclasses
+
+    from vrnn.presets import model_config
+    from vrnn.reproduce import study_entries, train_configs
+    from vrnn.train_config import TrainConfig, add_train_flags
+
+    args = build_parser().parse_args(["--data", "speech", "--study", "srnn"])
+    configs = train_configs(args, "audio")
+    assert list(configs) == list(SRNN_TABLE)
+    assert [(e.model, e.posterior, e.res_q, e.name) for e in study_entries("srnn", "audio")] \
+        == list(SRNN_TABLE.values())
+    train = argparse.ArgumentParser()
+    add_train_flags(train)
+    for key, (model, posterior, res_q, _) in SRNN_TABLE.items():
+        cfg = configs[key]
+        assert (cfg.model, cfg.posterior, cfg.res_q) == (model, posterior, res_q)
+        assert cfg.out_dir == f"runs/reproduce/speech-srnn/{key}"
+        words = shlex.split(
+            f"--data speech --model {model} --preset small --max-steps 100000 --batch-size 32 "
+            f"--val-interval 100 --patience 10 --budget-clock cpu --max-minutes 20 --resume auto "
+            f"--no-tensorboard --out runs/reproduce/speech-srnn/{key}") + TRAIN_FLAGS[key]
+        theirs = TrainConfig(**vars(train.parse_args(words)))
+        assert dataclasses.replace(theirs, posterior=posterior, res_q=res_q) == cfg
+        built = [model_config(c.model, x_dim=200, preset=c.preset, **c.model_overrides())
+                 for c in (theirs, cfg)]
+        assert built[0] == built[1] and built[1].posterior == posterior
+        assert built[1].res_q == bool(res_q)
+    binary = train_configs(build_parser().parse_args(
+        ["--data", "chorales", "--study", "srnn", "--tag", "x"]), "binary")
+    assert list(binary) == [k.replace("gauss", "bernoulli") for k in SRNN_TABLE]
+    assert binary["srnn-bernoulli-filtering"].out_dir == \
+        "runs/reproduce/chorales-srnn-x/srnn-bernoulli-filtering"
+    assert binary["vrnn-bernoulli-smoothing"].posterior == "smoothing"
+
+
+def test_srnn_claims_judge_the_paired_gaps():
+    from vrnn.report import ModelResult
+    from vrnn.reproduce import srnn_claims
+
+    rng = np.random.default_rng(0)
+    base = rng.normal(-100.0, 10.0, size=50)  # the sequences' own spread: far above the gaps
+
+    def results(srnn_shift):
+        shifts = {"srnn-gauss": srnn_shift + 1.0, "srnn-gauss-no-res-q": srnn_shift,
+                  "srnn-gauss-filtering": srnn_shift - 1.0, "vrnn-gauss": 0.0,
+                  "vrnn-gauss-smoothing": 0.5}
+        return {k: ModelResult(SRNN_TABLE[k][3], True, base + s + rng.normal(0, 0.2, 50),
+                               base + s - 3.0) for k, s in shifts.items()}
+
+    above = srnn_claims(results(5.0))
+    assert len(above) == 3 * 2 + 3 and all(c.holds and c.z > 5 for c in above)
+    texts = [c.text for c in above]
+    assert "SRNN (filt) above VRNN-Gauss (smooth) (SRNN above VRNN)" in texts
+    assert texts[-3:] == ["SRNN (smooth) above SRNN (filt) (smoothing above filtering, SRNN)",
+                          "VRNN-Gauss (smooth) above VRNN-Gauss (filt) (smoothing above "
+                          "filtering, VRNN)",
+                          "SRNN (smooth + Res_q) above SRNN (smooth) (Res_q above plain)"]
+    assert above[0].gap == pytest.approx(6.0, abs=0.2) and "se)" in above[0].line()
+    below = {c.text: c for c in srnn_claims(results(-5.0))}
+    vs_vrnn = [c for t, c in below.items() if t.endswith("(SRNN above VRNN)")]
+    assert len(vs_vrnn) == 6 and not any(c.holds for c in vs_vrnn)
+    assert all(c.z < -5 for c in vs_vrnn) and "does NOT hold" in vs_vrnn[0].line()
+    assert below["SRNN (smooth + Res_q) above SRNN (smooth) (Res_q above plain)"].holds
+    elbo = srnn_claims(results(-5.0), field="elbo")  # no noise: every sequence the same gap
+    assert all(c.se == pytest.approx(0, abs=1e-9) for c in elbo)
+    some = results(5.0)
+    del some["srnn-gauss-no-res-q"], some["vrnn-gauss-smoothing"]
+    assert [c.text.split(" (")[-1] for c in srnn_claims(some)] == ["SRNN above VRNN)"] * 2
+
+
+def test_a_tiny_srnn_study(tmp_path, capsys):
+    data = write_strokes(tmp_path / "pen.npz")
+    common = ["--data", str(data), "--study", "srnn", "--preset", "tiny", "--max-steps", "2",
+              "--val-interval", "2", "--samples", "2", "--docs", str(tmp_path / "docs"),
+              "--no-progress", "--device", "cpu", "--out", str(tmp_path / "study")]
+    assert main(["reproduce", *common, "--models", "srnn-gauss,rnn-gauss"]) == 2
+    assert "--models: rnn-gauss not in --study srnn for strokes data (srnn-gauss, " \
+        "srnn-gauss-no-res-q" in capsys.readouterr().err
+    assert main(["reproduce", *common, "--tag", "t",
+                 "--models", "vrnn-gauss-smoothing,srnn-gauss"]) == 0
+    saved = json.loads((tmp_path / "study" / "results.json").read_text())
+    assert saved["study"] == "srnn" and list(saved["models"]) == ["vrnn-gauss-smoothing",
+                                                                  "srnn-gauss"]
+    for key, r in saved["models"].items():
+        assert (r["model"], r["posterior"], r["res_q"], r["name"]) == SRNN_TABLE[key]
+        assert r["run_dir"] == str(tmp_path / "study" / key) and len(r["elbo"]) == 5
+    text = (tmp_path / "docs" / "RESULTS.md").read_text()
+    section = text[text.index("<!-- reproduce:pen-srnn-t:begin -->"):]
+    assert "--study srnn" in section and "≥ 11991" in section and "-4.74" in section
+    assert section.index("| SRNN (smooth + Res_q) | ≥") < section.index("| VRNN-Gauss (smooth) |")
+    assert "SRNN (smooth + Res_q) above VRNN-Gauss (smooth) (SRNN above VRNN)" in section
+    assert (tmp_path / "docs" / "pen-srnn-t_learning_curves.png").exists()
+    assert not (tmp_path / "docs" / "pen-srnn-t_fig2_kl.png").exists()
+    paper = [w for w in common if w not in ("--study", "srnn")]
+    assert main(["reproduce", *paper, "--eval-only"]) == 2  # not the paper study's results
+    assert "holds the results of --study srnn" in capsys.readouterr().err

@@ -19,6 +19,17 @@ and in ``--docs`` (default ``docs/``): a section of ``RESULTS.md`` for the data 
 Table 1's layout, the claims with their paired standard errors, the settings and the exact
 command) and the figures ``<data>_fig2_kl.png``, ``<data>_fig3_waveforms.png`` (+ WAV files),
 ``<data>_fig4_samples.png`` and ``<data>_learning_curves.png``.
+
+``--study srnn`` runs the SRNN paper's comparison (Fraccaro et al. 2016) instead: five entries,
+each trained and evaluated as above (:data:`SRNN_STUDY`): the SRNN with the smoothing posterior
+and Res_q, without Res_q, and with the filtering posterior (``srnn-gauss``,
+``srnn-gauss-no-res-q``, ``srnn-gauss-filtering``), beside the VRNN with its filtering posterior
+and with a smoothing one (``vrnn-gauss``, ``vrnn-gauss-smoothing``); ``-bernoulli`` for binary
+data. The study acts as the tag ``srnn``: its runs go to ``runs/reproduce/<data>-srnn/<key>``,
+its section of ``RESULTS.md`` is ``<data>-srnn`` (with ``--tag X``: ``<data>-srnn-X``), and it
+judges the SRNN paper's claims (SRNN above VRNN, smoothing above filtering, Res_q above plain)
+with the same paired test, beside the SRNN paper's own numbers. Its only figure is
+``<data>-srnn_learning_curves.png`` (Figures 2 to 4 and the KL statistics are the VRNN paper's).
 """
 
 from __future__ import annotations
@@ -29,13 +40,14 @@ import re
 import shlex
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from vrnn.files import check_folder, write_text
-from vrnn.report import ModelResult, assess_claims, format_table
+from vrnn.report import Claim, ModelResult, assess_claims, format_cell, format_table, paired_gap
 
 STUDY_DATA = ("speech", "speech-multi", "handwriting", "chorales")
 REAL_MODELS = ("rnn-gauss", "rnn-gmm", "vrnn-i-gauss", "vrnn-gauss", "vrnn-gmm")
@@ -54,6 +66,65 @@ TRAIN_DEFAULTS = {"max_steps": 100_000, "batch_size": None, "val_interval": 100,
 model stops (``--max-steps`` only caps it), early stopping is on, the budget counts CPU time
 (fair when the machine is shared; run with OMP_NUM_THREADS=1), and the batch depends on the
 data's kind (:data:`DEFAULT_BATCH`)."""
+
+
+STUDIES = ("paper", "srnn")
+"""``--study``: the VRNN paper's Table 1 (``paper``) or the SRNN paper's comparison (``srnn``)."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One model of a study: its ``key`` (run folder ``<out>/<key>``, ``--models``, results.json),
+    the ``--model`` it trains, the posterior and Res_q it sets (None: the model's default) and its
+    name in the report."""
+
+    key: str
+    model: str
+    posterior: str | None
+    res_q: bool | None
+    name: str
+
+
+SRNN_STUDY = (
+    ("srnn-{out}", "srnn-{out}", "smoothing", True, "SRNN (smooth + Res_q)"),
+    ("srnn-{out}-no-res-q", "srnn-{out}", "smoothing", False, "SRNN (smooth)"),
+    ("srnn-{out}-filtering", "srnn-{out}", "filtering", False, "SRNN (filt)"),
+    ("vrnn-{out}", "vrnn-{out}", "filtering", None, "VRNN-{Out} (filt)"),
+    ("vrnn-{out}-smoothing", "vrnn-{out}", "smoothing", None, "VRNN-{Out} (smooth)"),
+)
+"""The entries of ``--study srnn``: (key, --model, --posterior, --res-q, name), ``{out}`` being
+``bernoulli`` for binary data and ``gauss`` otherwise."""
+
+SRNN_PAPER = (
+    "The SRNN paper's own numbers (Fraccaro et al. 2016; `≥` the ELBO, `~` the "
+    "importance-sampled estimate), in nats per sequence: Blizzard: SRNN (smooth + Res_q) ≥ 11991, "
+    "SRNN (smooth) ≥ 10991, SRNN (filt + Res_q) ≥ 10572, SRNN (filt) ≥ 10846, VRNN-GMM ≥ 9107 "
+    "~ 9392; TIMIT: SRNN (smooth + Res_q) ≥ 60550, SRNN (smooth) ≥ 59269, SRNN (filt + Res_q) "
+    "≥ 52126, SRNN (filt) ≥ 50524, VRNN-GMM ≥ 28982 ~ 29604. Polyphonic music, in nats per time "
+    "step (the unit of the \"per step\" column below): SRNN ≥ -4.74 on JSB Chorales, ≥ -2.94 on "
+    "Nottingham, ≥ -6.28 on MuseData, ≥ -8.20 on Piano-midi.de. Our data sets are smaller "
+    "stand-ins, so only the orderings compare, not the numbers.")
+
+
+def study_entries(study: str, kind: str) -> tuple[Entry, ...]:
+    """The models of ``--study`` for data of ``kind`` ('audio', 'strokes', 'binary'), in the
+    order of the report."""
+    from vrnn.config import parse_model_name
+
+    if study == "paper":
+        return tuple(Entry(m, m, None, None, parse_model_name(m, kind)["name"])
+                     for m in models_for(kind))
+    if study == "srnn":
+        out = "bernoulli" if kind == "binary" else "gauss"
+        return tuple(Entry(*(v.format(out=out, Out=out.capitalize()) if isinstance(v, str)
+                             else v for v in row)) for row in SRNN_STUDY)
+    raise ValueError(f"--study must be one of {', '.join(STUDIES)}, got {study!r}")
+
+
+def study_tag(args: argparse.Namespace) -> str:
+    """The study's tag: ``--tag``, after ``srnn`` for ``--study srnn``."""
+    study = getattr(args, "study", "paper")
+    return "-".join(t for t in (study if study != "paper" else "", args.tag) if t)
 
 
 def study_stem(data: str, tag: str = "") -> str:
@@ -81,19 +152,28 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
     p = p or argparse.ArgumentParser(prog="vrnn reproduce", description=__doc__.split("\n\n")[0])
     add_train_flags(p, only=("data",), required=("data",))
     _amend_help(p, "data", f"The studies of docs/RESULTS.md: {', '.join(STUDY_DATA)}.")
+    p.add_argument("--study", choices=STUDIES, default="paper",
+                   help="paper: the VRNN paper's Table 1 (default); srnn: the SRNN paper's "
+                        "comparison (SRNN with smoothing + Res_q, smoothing, filtering; VRNN "
+                        "with filtering, smoothing), acting as --tag srnn: its runs and its "
+                        "section of RESULTS.md are <data>-srnn[-<tag>]")
     p.add_argument("--budget-minutes", type=float, default=20.0,
                    help="training time per model in minutes, counted across resumes (default 20)")
     p.add_argument("--models", default=None,
-                   help="comma-separated subset of the study's models (default all of them)")
+                   help="comma-separated subset of the study's models (default all of them); "
+                        "for --study srnn its keys: srnn-gauss, srnn-gauss-no-res-q, "
+                        "srnn-gauss-filtering, vrnn-gauss, vrnn-gauss-smoothing (-bernoulli for "
+                        "binary data)")
     p.add_argument("--samples", type=int, default=40,
                    help="importance samples per test sequence (default 40, as the paper)")
     p.add_argument("--max-test", type=int, default=0,
                    help="evaluate at most N test sequences (default 0: all)")
     p.add_argument("--tag", default="",
                    help="name a variant of the study (e.g. kl-anneal): its runs and its section "
-                        "of RESULTS.md are kept apart from the main study's")
+                        "of RESULTS.md are kept apart from the main study's (with --study srnn: "
+                        "<data>-srnn-<tag>)")
     p.add_argument("--out", default=None, metavar="DIR",
-                   help="default runs/reproduce/<data>[-<tag>]")
+                   help="default runs/reproduce/<data>[-srnn][-<tag>]")
     p.add_argument("--docs", default="docs", metavar="DIR",
                    help="where RESULTS.md and the figures go (default docs)")
     p.add_argument("--eval-only", action="store_true",
@@ -139,40 +219,75 @@ def _check_study_flags(args: argparse.Namespace) -> None:
                          f"{args.tag!r}")
 
 
+def select_entries(args: argparse.Namespace, kind: str) -> tuple[Entry, ...]:
+    """The entries of ``--study`` that ``--models`` selects (all of them by default)."""
+    study = study_entries(getattr(args, "study", "paper"), kind)
+    if not args.models:
+        return study
+    by_key = {e.key: e for e in study}
+    keys = tuple(m.strip() for m in args.models.split(","))
+    unknown = [m for m in keys if m not in by_key]
+    if unknown:
+        what = ("the study" if getattr(args, "study", "paper") == "paper"
+                else f"--study {args.study}")
+        raise ValueError(f"--models: {', '.join(unknown)} not in {what} for {kind} data "
+                         f"({', '.join(by_key)})")
+    return tuple(by_key[k] for k in keys)
+
+
+def study_out(args: argparse.Namespace) -> Path:
+    """``--out``, by default ``runs/reproduce/<stem>``."""
+    return Path(args.out) if args.out else Path("runs") / "reproduce" / study_stem(
+        args.data, study_tag(args))
+
+
+def train_configs(args: argparse.Namespace, kind: str, out: Path | None = None) -> dict:
+    """{key: the :class:`~vrnn.train_config.TrainConfig` that trains it}: the study's shared
+    settings, the entry's --model, --posterior and --res-q, run folder ``<out>/<key>``, resumed
+    where it stopped and stopped at ``--budget-minutes`` in total (what ``vrnn train ... --out
+    <out>/<key> --resume auto --max-minutes <budget> --no-tensorboard`` gives)."""
+    from vrnn.train_config import TrainConfig
+
+    out = study_out(args) if out is None else out
+    settings = {k: getattr(args, k) for k in TRAIN_FIELDS}
+    settings["batch_size"] = args.batch_size or DEFAULT_BATCH.get(kind, 32)
+    return {e.key: TrainConfig(**settings, model=e.model, posterior=e.posterior, res_q=e.res_q,
+                               out_dir=str(out / e.key), resume="auto",
+                               max_minutes=args.budget_minutes, tensorboard=False)
+            for e in select_entries(args, kind)}
+
+
 def run_study(args: argparse.Namespace) -> dict:
     """Train (or resume) and evaluate every model of the study, then write the report.
 
-    ``args``: the flags of :func:`build_parser`. Returns {model: its record in results.json}.
+    ``args``: the flags of :func:`build_parser`. Returns {model: its record in results.json}
+    (keyed by the entry's key: :func:`study_entries`).
     """
     from vrnn.data import load_dataset
     from vrnn.train import train
-    from vrnn.train_config import TrainConfig
 
     _check_study_flags(args)
+    study = getattr(args, "study", "paper")
     ds = load_dataset(args.data)
     info = ds.info
-    study = models_for(info.kind)
-    models = study if not args.models else tuple(m.strip() for m in args.models.split(","))
-    unknown = [m for m in models if m not in study]
-    if unknown:
-        raise ValueError(f"--models: {', '.join(unknown)} not in the study for {info.kind} data "
-                         f"({', '.join(study)})")
-    out = check_folder(Path(args.out) if args.out
-                       else Path("runs") / "reproduce" / study_stem(args.data, args.tag), "--out")
-    settings = {k: getattr(args, k) for k in TRAIN_FIELDS}
-    settings["batch_size"] = args.batch_size or DEFAULT_BATCH.get(info.kind, 32)
+    entries = select_entries(args, info.kind)
+    out = check_folder(study_out(args), "--out")
+    configs = train_configs(args, info.kind, out)
     test = ds.test[:args.max_test] if args.max_test else ds.test
     if not test:
         raise ValueError(f"--data {args.data}: the test split is empty")
     results_path = out / "results.json"
     saved = json.loads(results_path.read_text()) if results_path.exists() else {}
+    if saved and saved.get("study", "paper") != study:
+        raise ValueError(f"--out {out} holds the results of --study {saved.get('study', 'paper')}"
+                         f", not --study {study}: choose another --out")
     records: dict[str, dict] = saved.get("models", {})
 
-    for name in models:
+    for entry in entries:
+        name = entry.key
         run_dir = out / name
         if not args.eval_only:
-            cfg = TrainConfig(**settings, model=name, out_dir=str(run_dir), resume="auto",
-                              max_minutes=args.budget_minutes, tensorboard=False)
+            cfg = configs[name]
             print(f"\n[{name}] training at preset {args.preset}, budget {args.budget_minutes:g} "
                   f"min (resumes from {run_dir / 'last.pt'} when present)")
             res = train(cfg, dataset=ds)
@@ -181,8 +296,9 @@ def run_study(args: argparse.Namespace) -> dict:
         if not best.exists():
             print(f"[{name}] no checkpoint in {run_dir}: skipped")
             continue
-        records[name] = _evaluate(name, best, test, records.get(name), args, info)
-        write_text(results_path, json.dumps({"data": args.data, "models": records}, indent=1))
+        records[name] = _evaluate(entry, best, test, records.get(name), args, info)
+        head = {"data": args.data} if study == "paper" else {"data": args.data, "study": study}
+        write_text(results_path, json.dumps({**head, "models": records}, indent=1))
 
     if not records:
         raise ValueError(f"no trained model in {out}: run without --eval-only first")
@@ -191,21 +307,21 @@ def run_study(args: argparse.Namespace) -> dict:
     return records
 
 
-def _evaluate(name: str, best: Path, test: list, cached: dict | None,
+def _evaluate(entry: Entry, best: Path, test: list, cached: dict | None,
               args: argparse.Namespace, info) -> dict:
     """The test-split evaluation of ``best``; reuses ``cached`` when it is of the same
     checkpoint, sample count and test set."""
     from vrnn.checkpoint import load_checkpoint, model_from_checkpoint
-    from vrnn.config import parse_model_name
     from vrnn.evaluate import evaluate_sequences
     from vrnn.model import count_parameters
 
+    name = entry.key
     ckpt = load_checkpoint(best)
     last = load_checkpoint(best.parent / "last.pt")
     key = {"step": int(ckpt["step"]), "samples": args.samples, "n_test": len(test),
            "seed": args.seed}
     if cached is not None and cached.get("key") == key:
-        cached.update(_train_facts(last, best.parent))
+        cached.update(_train_facts(last, best.parent), **_model_facts(entry, ckpt))
         return cached
     model = model_from_checkpoint(ckpt)
     print(f"[{name}] evaluating step {key['step']} on {len(test)} test sequences "
@@ -214,12 +330,22 @@ def _evaluate(name: str, best: Path, test: list, cached: dict | None,
     res = evaluate_sequences(model, test, num_samples=args.samples, seed=args.seed,
                              frame_size=info.frame_size if info.kind == "audio" else None,
                              batch_size=16)
-    return {"key": key, "name": parse_model_name(name, info.kind)["name"],
+    return {"key": key, "name": entry.name, **_model_facts(entry, ckpt),
             "latent": model.is_latent, "n_params": count_parameters(model),
             "eval_s": time.time() - started, "summary": res.summary(),
             "log_likelihood": res.log_likelihood.tolist(), "elbo": res.elbo.tolist(),
             "best_step": int(ckpt["step"]), "best_valid_bound": ckpt.get("best_bound"),
             **_train_facts(last, best.parent)}
+
+
+def _model_facts(entry: Entry, ckpt: dict) -> dict:
+    """The trained model's --model, posterior and Res_q (None where it has none), from its
+    checkpoint."""
+    mc = ckpt.get("model_config") or {}
+    family = mc.get("family", entry.model.split("-")[0])
+    return {"model": entry.model,
+            "posterior": mc.get("posterior", entry.posterior) if family != "rnn" else None,
+            "res_q": bool(mc.get("res_q", entry.res_q)) if family == "srnn" else None}
 
 
 def _train_facts(last: dict, run_dir: Path) -> dict:
@@ -369,6 +495,39 @@ def make_figures(args, info, ds, records: dict, docs: Path, stem: str) -> dict:
     return {"figures": figs, **facts}
 
 
+# -- the SRNN study's claims ------------------------------------------------------------------
+
+def srnn_claims(results: dict[str, ModelResult], *, field: str = "log_likelihood") -> list[Claim]:
+    """The SRNN paper's claims on one data set, each judged by the paired gap in ``field`` of two
+    entries on the same test sequences (``log_likelihood``: the importance-sampled estimate, as
+    the paper study; ``elbo``: the bound the SRNN paper reports), as :func:`vrnn.report.
+    assess_claims` does: a claim holds when its gap is positive.
+
+    ``results``: entry key (:func:`study_entries` of ``srnn``) -> its result; entries that are
+    missing leave their claims out. The claims: every SRNN entry above every VRNN entry;
+    smoothing above filtering, for the SRNN (``srnn-*-no-res-q`` against ``srnn-*-filtering``)
+    and for the VRNN (``vrnn-*-smoothing`` against ``vrnn-*``); Res_q above plain (``srnn-*``
+    against ``srnn-*-no-res-q``)."""
+    def claim(a: str, b: str, what: str) -> Claim:
+        gap, se = paired_gap(getattr(results[a], field), getattr(results[b], field))
+        return Claim(f"{results[a].name} above {results[b].name} ({what})", gap > 0, gap, se)
+
+    claims = []
+    for out in ("gauss", "bernoulli"):
+        srnns = [k for k in (f"srnn-{out}", f"srnn-{out}-no-res-q", f"srnn-{out}-filtering")
+                 if k in results]
+        vrnns = [k for k in (f"vrnn-{out}", f"vrnn-{out}-smoothing") if k in results]
+        claims += [claim(a, b, "SRNN above VRNN") for a in srnns for b in vrnns]
+        for a, b, what in ((f"srnn-{out}-no-res-q", f"srnn-{out}-filtering",
+                            "smoothing above filtering, SRNN"),
+                           (f"vrnn-{out}-smoothing", f"vrnn-{out}",
+                            "smoothing above filtering, VRNN"),
+                           (f"srnn-{out}", f"srnn-{out}-no-res-q", "Res_q above plain")):
+            if a in results and b in results:
+                claims.append(claim(a, b, what))
+    return claims
+
+
 # -- the report --------------------------------------------------------------------------------
 
 def _threads() -> str:
@@ -391,15 +550,40 @@ def _rel(path: Path, docs: Path) -> str:
         return str(path)
 
 
+def _srnn_table(stem: str, entries: tuple[Entry, ...], results: dict[str, ModelResult]) -> str:
+    """:func:`vrnn.report.format_table`'s layout, one row per entry in the study's order."""
+    lines = [f"| model | {stem} |", "|---|---|"]
+    lines += [f"| {results[e.key].name} | {format_cell(results[e.key])} |" for e in entries
+              if e.key in results]
+    return "\n".join(lines)
+
+
 def write_report(args, info, ds, out: Path, records: dict, *, command: str) -> Path:
     docs = check_folder(args.docs, "--docs")
-    stem = study_stem(args.data, args.tag)
-    results = {r["name"]: ModelResult(r["name"], r["latent"], np.asarray(r["log_likelihood"]),
-                                      np.asarray(r["elbo"]), r["n_params"])
-               for r in records.values()}
-    table = format_table({stem: results})
-    claims = assess_claims(results)
-    extra = make_figures(args, info, ds, records, docs, stem)
+    stem = study_stem(args.data, study_tag(args))
+    srnn = getattr(args, "study", "paper") == "srnn"
+    if srnn:
+        from vrnn.render import plot_learning_curves
+
+        entries = study_entries("srnn", info.kind)
+        by_key = {k: ModelResult(r["name"], r["latent"], np.asarray(r["log_likelihood"]),
+                                 np.asarray(r["elbo"]), r["n_params"]) for k, r in records.items()}
+        table = _srnn_table(stem, entries, by_key)
+        claims = srnn_claims(by_key)
+        elbo_claims = srnn_claims(by_key, field="elbo")
+        curves = {records[e.key]["name"]: Path(records[e.key]["run_dir"]) / "metrics.csv"
+                  for e in entries if e.key in records}
+        png = plot_learning_curves(curves, docs / f"{stem}_learning_curves.png")
+        extra = {"figures": {"learning curves (validation bound per sequence)": png}
+                 if png else {}}
+    else:
+        results = {r["name"]: ModelResult(r["name"], r["latent"],
+                                          np.asarray(r["log_likelihood"]),
+                                          np.asarray(r["elbo"]), r["n_params"])
+                   for r in records.values()}
+        table = format_table({stem: results})
+        claims, elbo_claims = assess_claims(results), []
+        extra = make_figures(args, info, ds, records, docs, stem)
 
     n_test = len(next(iter(records.values()))["log_likelihood"])
     lines = [f"## {stem}", "",
@@ -407,14 +591,17 @@ def write_report(args, info, ds, out: Path, records: dict, *, command: str) -> P
              # the report is shared: the reader's environment, not this machine's paths
              f"Data: {info.source.replace(sys.prefix, '$VIRTUAL_ENV')}. {info.split_note} "
              f"Test: {n_test} sequences.", "",
+             *([SRNN_PAPER, ""] if srnn else []),
              "Average log-likelihood per test sequence in nats (higher is better): `≥` the ELBO, "
-             f"`~` the importance-sampled estimate with S = {args.samples}, exact for the RNNs; "
+             f"`~` the importance-sampled estimate with S = {args.samples}"
+             + ("" if srnn else ", exact for the RNNs") + "; "
              "± one standard error over sequences.", "", table, "",
              "| model | parameters | updates | training minutes (CPU) | best step | per step | "
              + ("bits per sample | " if info.kind == "audio" else "") + "evaluation s |",
              "|---|---:|---:|---:|---:|---:|" + ("---:|" if info.kind == "audio" else "")
              + "---:|"]
-    order = [m for m in (*REAL_MODELS, *BINARY_MODELS) if m in records]
+    order = ([e.key for e in entries if e.key in records] if srnn
+             else [m for m in (*REAL_MODELS, *BINARY_MODELS) if m in records])
     for m in order:
         r = records[m]
         s = r["summary"]
@@ -427,10 +614,14 @@ def write_report(args, info, ds, out: Path, records: dict, *, command: str) -> P
             bits = s.get("nll_bits_per_sample", s.get("log_likelihood_bits_per_sample"))
             row += f"{bits:.3f} | "
         lines.append(row + f"{r['eval_s']:.0f} |")
-    lines += ["", "Claims of the paper, judged by the paired gap in log-likelihood on the same "
+    lines += ["", f"Claims of the {'SRNN ' if srnn else ''}paper, judged by the paired gap in "
+              f"{'the importance-sampled ' if srnn else ''}log-likelihood on the same "
               "test sequences (a claim holds when the gap has the paper's sign; its size in "
               "paired standard errors is beside it):", ""]
     lines += [c.line() for c in claims]
+    if elbo_claims:
+        lines += ["", "The same gaps in the ELBO, the bound the SRNN paper reports:", ""]
+        lines += [c.line() for c in elbo_claims]
     kt = extra.get("kl_transitions")
     if kt:
         lines += [f"- KL at waveform transitions: over {kt['n_steps']} test steps, the Spearman "
