@@ -48,8 +48,9 @@ def kl_profile(model: SequenceModel, x, *, seed: int = 0) -> dict[str, np.ndarra
         whatever the size of sigma, and each dim equally). Both changes are 0 at the first step.
     """
     if not model.is_latent:
-        raise ValueError(f"kl_profile needs a latent model (a VRNN or an SRNN); {model.config.name or 'this'}"
-                         f" ({type(model).__name__}) has no latent variables")
+        raise ValueError(f"kl_profile needs a latent model (a VRNN or an SRNN); "
+                         f"{model.config.name or 'this'} ({type(model).__name__}) has no latent "
+                         f"variables")
     ref = model.initial_state
     x = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
     if x.dim() != 2 or x.shape[-1] != model.config.x_dim:

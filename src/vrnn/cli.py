@@ -289,7 +289,8 @@ def _reproduce(args: argparse.Namespace) -> int:
 
 
 COMMANDS: dict[str, Command] = {
-    "train": Command("train a model (VRNN, SRNN or RNN baseline) on a data set", _train_args, _train),
+    "train": Command("train a model (VRNN, SRNN or RNN baseline) on a data set", _train_args,
+                     _train),
     "evaluate": Command("ELBO and log-likelihood of a checkpoint on a split (Table 1 numbers)",
                         _evaluate_args, _evaluate),
     "sample": Command("generate sequences (pictures / audio and .npy)", _sample_args, _sample),
@@ -303,7 +304,8 @@ COMMANDS: dict[str, Command] = {
                     _demo_args, _demo),
     "presets": Command("parameter counts of every model at every preset", _presets_args,
                        _presets),
-    "reproduce": Command("the paper's comparison (Table 1, Figs. 2-4) on one data set; --study srnn: the SRNN's",
+    "reproduce": Command("the paper's comparison (Table 1, Figs. 2-4) on one data set; "
+                         "--study srnn: the SRNN paper's",
                          _reproduce_args, _reproduce),
     "benchmark": Command("speed benchmark (vrnn benchmark --help)",
                          passthrough="vrnn.bench:main"),
