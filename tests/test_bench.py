@@ -26,14 +26,17 @@ from vrnn.bench import (
     paired_ratio,
     quick_config,
     saved_bytes,
+    srnn_matmul_macs,
 )
 from vrnn.cli import main as cli_main
 from vrnn.config import ModelConfig
 from vrnn.model import VRNN
-from vrnn.reference import LiteralVRNN
+from vrnn.reference import LiteralSRNN, LiteralVRNN
+from vrnn.srnn import SRNN
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
+SRNN_CONFIGS = {n for n, c in CONFIGS.items() if c.family == "srnn"}
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -68,20 +71,28 @@ def make_data(model: VRNN, B: int, T: int, seed: int = 1):
 def test_variants_agree_with_the_per_step_baseline(name, B, T):
     """The variants as the benchmark builds them (per-step = the literal reference, autograd
     loop, ours), from one set of weights and noise: the same loss and every parameter's gradient
-    to 1e-5, for each configuration's output (bernoulli, stroke-gmm, gauss)."""
+    to 1e-5, for each configuration's output (bernoulli, stroke-gmm, gauss). The SRNN rows:
+    ``LiteralSRNN`` and ``SRNN`` (smoothing posterior, Res_q)."""
     cfg = dataclasses.replace(quick_config(CONFIGS[name]), batch=B, steps=T)
     variants, _, _, _ = build_variants(cfg, CPU, compile_baseline=False)
-    assert isinstance(variants["per-step"].module, LiteralVRNN)
+    srnn = name in SRNN_CONFIGS
+    assert isinstance(variants["per-step"].module, LiteralSRNN if srnn else LiteralVRNN)
+    assert isinstance(variants["ours"].module, SRNN if srnn else VRNN)
+    if srnn:
+        assert variants["ours"].net.config.posterior == "smoothing"
+        assert variants["ours"].net.config.res_q
     ag = check_agreement(variants)
-    assert ag["passed"] and set(ag["variants"]) == {"autograd-loop", "ours"}
+    assert ag["passed"] and set(ag["variants"]) == ({"ours"} if srnn else {"autograd-loop",
+                                                                          "ours"})
     for v in ag["variants"].values():
         assert v["loss_rel_diff"] <= 1e-5 and v["grad_max_rel_diff"] <= 1e-5
 
 
-def test_each_variant_trains_its_own_copy_of_the_weights():
+@pytest.mark.parametrize("name", ["speech", "srnn-speech"])
+def test_each_variant_trains_its_own_copy_of_the_weights(name):
     """An optimiser step of one variant must not move another's weights (they would no longer
     start equal), and the agreement check must read the weights the optimiser trains."""
-    variants, _, _, _ = build_variants(quick_config(CONFIGS["speech"]), CPU, False)
+    variants, _, _, _ = build_variants(quick_config(CONFIGS[name]), CPU, False)
     for v in variants.values():
         assert {id(p) for p in v.module.parameters()} == {id(p) for p in v.net.parameters()}
     for name, v in variants.items():
@@ -97,13 +108,29 @@ def test_a_broken_baseline_is_caught_before_timing(monkeypatch, tmp_path, capsys
     """A per-step version that forgets the KL term gives another loss: nothing is timed."""
     step = LiteralVRNN.step
 
-    def no_kl(self, x_t, eps_t, state):
-        out, state = step(self, x_t, eps_t, state)
+    def no_kl(self, x_t, eps_t, state, a_t=None):
+        out, state = step(self, x_t, eps_t, state, a_t)
         return out._replace(kl=torch.zeros_like(out.kl)), state
 
     monkeypatch.setattr(LiteralVRNN, "step", no_kl)
     path = tmp_path / "b.json"
     assert bench.main(["--quick", "--configs", "speech", "--json", str(path)]) == 1
+    assert "disagree" in capsys.readouterr().err
+    assert not path.exists()
+
+
+def test_a_broken_srnn_baseline_is_caught_before_timing(monkeypatch, tmp_path, capsys):
+    """The SRNN rows run the agreement check too: a per-step SRNN without its KL stops the run."""
+    terms = LiteralSRNN.terms
+
+    def no_kl(self, x, noise, mask=None):
+        log_px, kl, log_ratio = terms(self, x, noise, mask)
+        return log_px, torch.zeros_like(kl), log_ratio
+
+    monkeypatch.setattr(LiteralSRNN, "terms", no_kl)
+    path = tmp_path / "b.json"
+    assert bench.main(["--quick", "--configs", "srnn-speech", "--no-scaling", "--json",
+                       str(path)]) == 1
     assert "disagree" in capsys.readouterr().err
     assert not path.exists()
 
@@ -184,6 +211,33 @@ def test_matmul_count_is_what_the_model_multiplies(B, cell, enc, phi_z):
     assert rows.macs == {B: macs["loop"] * B * T, B * T: macs["batched"] * B * T}
 
 
+@pytest.mark.parametrize("posterior,res_q", [("smoothing", True), ("filtering", False)])
+def test_srnn_matmul_count_is_what_the_model_multiplies(posterior, res_q):
+    """``srnn_matmul_macs`` against the products the code runs: torch's FLOP counter sees the
+    linear layers (literal reference and ours alike; not the library LSTMs, whose products are
+    4 H (in + H) per step each); ours runs ``z_chain`` of them on B-row slices in its loop."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(family="srnn", x_dim=5, output="gauss", h_dim=8, a_dim=6, z_dim=3,
+                      phi_x=(), prior_net=(7,), encoder=(9, 4), decoder=(11,),
+                      posterior=posterior, res_q=res_q)
+    model = SRNN(cfg)
+    B, T = 3, 4
+    x, noise = torch.randn(B, T, 5), torch.randn(B, T, 3)
+    macs = srnn_matmul_macs(model)
+    lstm = 4 * 8 * (5 + 8) + (4 * 6 * (8 + 5 + 6) if posterior == "smoothing" else 0)
+    assert macs["rnn"] == lstm
+    linear = macs["total"] - macs["rnn"]
+    for fn in (lambda: LiteralSRNN(model).loss(x, noise), lambda: model.loss(x, noise=noise)):
+        with FlopCounterMode(display=False) as counter:
+            fn()
+        assert counter.get_total_flops() == 2 * linear * B * T
+    rows = ProductRows()
+    with rows:
+        model.loss(x, noise=noise)
+    assert rows.macs[B] == macs["z_chain"] * B * T
+    assert macs["z_chain"] == 9 * 3 + 9 * 4 + 4 * 6 + ((7 * 3 + 7 * 6) if res_q else 0)
+
+
 @pytest.mark.parametrize("samples", [2, 5])
 def test_is_flop_ratio_is_what_replicas_cost(samples):
     """The analytic cost of IS with S samples over one pass, against torch's FLOP counter on
@@ -245,14 +299,26 @@ def test_quick_run_writes_every_figure(quick):
     assert set(quick["configs"]) == set(CONFIGS)
     for name, r in quick["configs"].items():
         t = r["training"]
+        srnn = name in SRNN_CONFIGS
         assert t["sizes"] == dataclasses.asdict(quick_config(CONFIGS[name]))
-        assert set(t["variants"]) == {"per-step", "autograd-loop", "ours"}  # --quick: no compile
+        expected = {"per-step", "ours"} if srnn else {"per-step", "autograd-loop", "ours"}
+        assert set(t["variants"]) == expected  # --quick: no compile
         assert "compile" not in t
         for v in t["variants"].values():
             assert len(v["ms_all"]) == quick["repeats"] == 3
         # the agreement check ran before the timing, and every variant agreed
         ag = t["agreement"]
-        assert ag["passed"] and set(ag["variants"]) == {"autograd-loop", "ours"}
+        assert ag["passed"] and set(ag["variants"]) == expected - {"per-step"}
+        if srnn:  # the training step only, beside the VRNN's ours of the same sizes
+            ref = t["vrnn_reference"]
+            assert ref["sizes"] == dataclasses.asdict(quick_config(CONFIGS[name]).as_vrnn())
+            assert ref["sizes"]["family"] == "vrnn" and len(ref["ms_all"]) == 3
+            ms = t["variants"]["ours"]["ms"]
+            assert ref["srnn_over_vrnn"] == pytest.approx(ms / ref["ms"])
+            assert "bound" not in t and not t["targets"]
+            assert "evaluation" not in r and "generation" not in r
+            continue
+        assert "bound" in t and "vrnn_reference" not in t
         assert set(t["memory"]) == set(t["variants"])
         assert "profile" not in t  # only with --profile
         base = t["variants"]["per-step"]["ms"]
@@ -286,6 +352,9 @@ def test_markdown_tables_come_from_a_saved_result(quick, tmp_path, capsys):
     assert f"| ours | {ours['ms']:.1f} | {ours['seq_steps_per_s']:,.0f} |" in text
     for name in CONFIGS:
         assert f"**{name}**" in text
+    assert "**srnn-speech** (SRNN, smoothing posterior, Res_q; x 200," in text
+    ref = quick["configs"]["srnn-speech"]["training"]["vrnn_reference"]
+    assert f"SRNN `ours` / VRNN `ours`: {ref['srnn_over_vrnn']:.2f}" in text
     assert "Importance-sampled evaluation" in text and "Scaling" in text
     out = capsys.readouterr().out
     assert "ms/step" in out and "autograd-loop" in out  # the text report too
@@ -305,6 +374,16 @@ def test_performance_doc_holds_the_tables_of_its_json(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "per-step+compile" in proc.stdout and "graph breaks" in proc.stdout
+    assert md.read_text() in (ROOT / "docs" / "PERFORMANCE.md").read_text()
+
+
+def test_performance_doc_holds_the_tables_of_the_srnn_json(tmp_path, capsys):
+    """The SRNN section of docs/PERFORMANCE.md quotes the tables of docs/benchmark-cpu-srnn.json
+    verbatim (rendered in this process: no timing, no second interpreter)."""
+    md = tmp_path / "srnn.md"
+    assert bench.main(["--from-json", str(ROOT / "docs" / "benchmark-cpu-srnn.json"),
+                       "--markdown", str(md)]) == 0
+    assert "SRNN ours / VRNN ours" in capsys.readouterr().out
     assert md.read_text() in (ROOT / "docs" / "PERFORMANCE.md").read_text()
 
 

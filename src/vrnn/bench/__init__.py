@@ -1,7 +1,9 @@
-"""Speed benchmark: the library's VRNN training step against a straightforward per-step VRNN.
+"""Speed benchmark: the library's VRNN training step against a straightforward per-step VRNN,
+and the SRNN's against a per-step SRNN.
 
     vrnn benchmark                                   # every configuration (takes a while)
     vrnn benchmark --configs speech --repeats 20 --json bench.json
+    vrnn benchmark --configs srnn-speech,srnn-handwriting --no-scaling
     vrnn benchmark --quick                           # microscopic sizes, numbers meaningless
     python -m vrnn.bench --device cuda
 
@@ -22,6 +24,17 @@ Variants of the training step (the ablation: what each optimisation is worth):
                       differentiates the loop step by step
     ours              ``VRNN`` as shipped: the same plus the hand-written backward of the loop
                       (every weight gradient one product over all B * T rows)
+
+The SRNN (Fraccaro et al. 2016; :mod:`vrnn.srnn`) at the speech and handwriting sizes, with
+the smoothing posterior and Res_q (configs ``srnn-speech``, ``srnn-handwriting``), has two
+variants and its training step only (no evaluation, generation or bound):
+    per-step          ``vrnn.reference.LiteralSRNN``: d_t stepped one frame at a time through the
+                      library RNN, every network of the z-chain called per step
+    ours              ``SRNN`` as shipped: d_t and the backward RNN of a_t as fused library RNNs
+                      over the whole sequence, only the z-chain step by step, its first-layer
+                      products with d_t and a_t hoisted out of the loop
+and the VRNN's ``ours`` of the same sizes is timed in the same rotation, so that an SRNN step
+and a VRNN step compare within one run.
 
 Also measured: the float32 matrix-multiply rate of the machine (``torch.mm``, in the same
 rotation, so it sees the same load), achieved GFLOP/s counted analytically (2 m n k per product,
@@ -52,6 +65,8 @@ from vrnn.bench.measure import (
     matmul_macs,
     paired_ratio,
     saved_bytes,
+    srnn_matmul_macs,
+    srnn_training_flops,
     training_flops,
 )
 from vrnn.bench.report import format_report, markdown_report
@@ -63,5 +78,5 @@ __all__ = [
     "build_parser", "build_variants", "check_agreement", "format_report", "interleaved",
     "is_chunk", "is_flop_ratio", "is_with_repeat", "main", "make_batch", "markdown_report",
     "matmul_macs", "paired_ratio", "quick_config", "read_json", "run", "saved_bytes",
-    "training_flops", "write_json",
+    "srnn_matmul_macs", "srnn_training_flops", "training_flops", "write_json",
 ]

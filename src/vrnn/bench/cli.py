@@ -22,7 +22,8 @@ from vrnn.bench.report import format_report, markdown_report
 from vrnn.bench.suites import bench_evaluation, bench_generation, bench_scaling, bench_training
 
 DESCRIPTION = ("Speed benchmark: the library's VRNN training step against a straightforward "
-               "per-step VRNN.")
+               "per-step VRNN,\nand the SRNN's against a per-step SRNN (configs srnn-*: the "
+               "training step only,\nbeside the VRNN's of the same sizes).")
 
 
 def _int_list(text: str) -> list[int]:
@@ -40,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--configs", default=",".join(CONFIGS),
                    help=f"comma list of {', '.join(CONFIGS)} (default all; 'none': only the "
-                        "scaling run)")
+                        "scaling run; srnn-*: the SRNN, smoothing posterior with Res_q, at "
+                        "those sizes: training step only)")
     p.add_argument("--quick", action="store_true",
                    help="microscopic sizes, few repeats: checks that it runs; numbers mean nothing")
     p.add_argument("--json", default=None, metavar="PATH", help="write every figure here")
@@ -54,14 +56,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=None, help="untimed rounds first (default 2)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
-                   help="also time the per-step version under torch.compile (default: on, "
-                        "off with --quick)")
+                   help="also time the per-step VRNN under torch.compile (default: on, "
+                        "off with --quick; the SRNN rows have no compiled variant)")
     p.add_argument("--sgemm-size", type=int, default=None,
                    help="n of the n x n x n torch.mm that measures the matmul rate (default 2048)")
     p.add_argument("--profile", action="store_true",
                    help="also record where one step of each variant spends its time")
     p.add_argument("--no-evaluation", dest="evaluation", action="store_false",
-                   help="skip the IS-evaluation timing")
+                   help="skip the IS-evaluation timing (of the VRNN configs; the SRNN rows "
+                        "time the training step only)")
     p.add_argument("--eval-separate", action=argparse.BooleanOptionalAction, default=None,
                    help="time 40 separate ELBO passes instead of 40 x one pass (default: on "
                         "except for paper-speech)")
@@ -117,22 +120,24 @@ def run(args: argparse.Namespace) -> dict:
                     "warmup": args.warmup, "configs": {}}
     for name in names:
         cfg = quick_config(CONFIGS[name]) if args.quick else CONFIGS[name]
-        n_var = 4 if args.compile else 3
+        srnn = cfg.family == "srnn"
+        n_var = 4 if args.compile and not srnn else 3  # SRNN: 2 variants and the VRNN's
         need, have = estimated_bytes(cfg, n_var), available_memory_bytes(device)
         if have is not None and need > have:
             result["configs"][name] = {"skipped": f"needs about {need / 2**30:.1f} GiB, "
                                                   f"{have / 2**30:.1f} GiB available"}
             print(f"[{name}] skipped: {result['configs'][name]['skipped']}", flush=True)
             continue
-        print(f"[{name}] training step: {n_var} variants x {args.repeats} rounds ...",
-              flush=True)
+        what = "2 variants and the VRNN's ours" if srnn else f"{n_var} variants"
+        print(f"[{name}] training step: {what} x {args.repeats} rounds ...", flush=True)
         r = {"load_average_before": load_average(),
              "training": bench_training(cfg, args, device)}
         gc.collect()
-        if args.evaluation:
+        # the evaluation and generation timings are the VRNN's: an SRNN row has neither
+        if args.evaluation and not srnn:
             print(f"[{name}] IS evaluation ...", flush=True)
             r["evaluation"] = bench_evaluation(cfg, _evaluation_args(name, args), device)
-        if args.generation:
+        if args.generation and not srnn:
             print(f"[{name}] generation ...", flush=True)
             r["generation"] = bench_generation(cfg, args, device)
         r["load_average_after"] = load_average()

@@ -29,12 +29,29 @@ class BenchConfig:
     """Output distribution, matching the data kind."""
     kind: str
     """Data kind: 'binary', 'strokes' or 'audio'."""
+    family: str = "vrnn"
+    """'vrnn', or 'srnn': the SRNN (Fraccaro et al. 2016) at these sizes, d_t and a_t with H units,
+    phi_x the identity (as the SRNN paper), prior, encoder and decoder one layer of H."""
+    posterior: str = "filtering"
+    """The SRNN's posterior: 'smoothing' (a backward RNN) or 'filtering'."""
+    res_q: bool = False
+    """The SRNN's Res_q (posterior mean = prior mean + the encoder's output)."""
 
     def model_config(self) -> ModelConfig:
         w = (self.hidden,)
+        if self.family == "srnn":
+            return ModelConfig(family="srnn", x_dim=self.x_dim, output=self.output,
+                               h_dim=self.hidden, a_dim=self.hidden, z_dim=self.z_dim, phi_x=(),
+                               prior_net=w, encoder=w, decoder=w, posterior=self.posterior,
+                               res_q=self.res_q, name=f"bench-{self.name}")
         return ModelConfig(family="vrnn", x_dim=self.x_dim, output=self.output,
                            h_dim=self.hidden, z_dim=self.z_dim, phi_x=w, phi_z=w, encoder=w,
                            prior_net=w, decoder=w, name=f"bench-{self.name}")
+
+    def as_vrnn(self) -> BenchConfig:
+        """The VRNN of the same sizes (an SRNN row's reference timing)."""
+        return replace(self, name=self.name.removeprefix("srnn-"), family="vrnn",
+                       posterior="filtering", res_q=False)
 
 
 CONFIGS: dict[str, BenchConfig] = {
@@ -43,6 +60,12 @@ CONFIGS: dict[str, BenchConfig] = {
     "handwriting": BenchConfig("handwriting", 3, 400, 32, 300, 32, "stroke-gmm", "strokes"),
     "speech": BenchConfig("speech", 200, 1000, 200, 40, 32, "gauss", "audio"),
     "paper-speech": BenchConfig("paper-speech", 200, 2000, 200, 40, 128, "gauss", "audio"),
+    # The SRNN at the speech and handwriting sizes, with the SRNN paper's best posterior
+    # (smoothing, Res_q): its training step only, against vrnn.reference.LiteralSRNN.
+    "srnn-speech": BenchConfig("srnn-speech", 200, 1000, 200, 40, 32, "gauss", "audio",
+                               family="srnn", posterior="smoothing", res_q=True),
+    "srnn-handwriting": BenchConfig("srnn-handwriting", 3, 400, 32, 300, 32, "stroke-gmm",
+                                    "strokes", family="srnn", posterior="smoothing", res_q=True),
 }
 
 TARGETS: dict[str, tuple[float | None, float | None]] = {
@@ -51,6 +74,8 @@ TARGETS: dict[str, tuple[float | None, float | None]] = {
     "handwriting": (2.0, 0.6),
     "speech": (1.7, 0.8),
     "paper-speech": (None, None),
+    "srnn-speech": (None, None),
+    "srnn-handwriting": (None, None),
 }
 IS_SAMPLES = 40
 IS_TARGET = 20.0  # IS with S = 40 in at most this many single ELBO passes

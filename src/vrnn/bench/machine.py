@@ -10,7 +10,7 @@ import torch
 
 from vrnn.bench.configs import BenchConfig
 from vrnn.machine import cpu_name
-from vrnn.model import VRNN
+from vrnn.models import build_model
 
 
 def machine_info(device: torch.device) -> dict:
@@ -49,6 +49,6 @@ def estimated_bytes(cfg: BenchConfig, variants: int) -> int:
     """A generous estimate of what the training benchmark of ``cfg`` holds at once: parameters,
     gradients and Adam moments per variant, and about a dozen ``(B, T, 4H)`` activations each."""
     with torch.device("meta"):
-        n = sum(p.numel() for p in VRNN(cfg.model_config()).parameters())
+        n = sum(p.numel() for p in build_model(cfg.model_config()).parameters())
     acts = cfg.batch * cfg.steps * 4 * cfg.hidden * 4 * 12
     return variants * (4 * 4 * n + acts)

@@ -1,7 +1,8 @@
 """How the benchmark measures: interleaved timing, paired ratios, the machine's matmul rate,
 analytic FLOP counts, the thin-product bound, operator profiles and memory kept for backward.
 
-Nothing here knows the variants; the FLOP counts read a :class:`~vrnn.model.VRNN`'s weights.
+Nothing here knows the variants; the FLOP counts read a :class:`~vrnn.model.VRNN`'s (or an
+:class:`~vrnn.srnn.SRNN`'s) weights.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import torch
 from torch import Tensor, nn
 
 from vrnn.bench.configs import IS_SAMPLES, BenchConfig
-from vrnn.model import VRNN
+from vrnn.model import VRNN, LatentGaussian
+from vrnn.srnn import SRNN
 
 # -- timing ------------------------------------------------------------------------------------
 
@@ -95,6 +97,36 @@ def training_flops(model: VRNN, batch: int, steps: int) -> dict[str, float]:
             "batched": 6.0 * m["total"] * rows - 4.0 * m["loop"] * rows}
 
 
+def srnn_matmul_macs(model: SRNN) -> dict[str, int]:
+    """Multiply-adds per sequence step of an SRNN's forward pass, every weight entry applied once
+    per step: ``total``; ``rnn``: the library RNNs' (d_t and the smoothing backward RNN, input
+    and recurrent products); ``z_chain``: the products inside the z-chain's loop (with z_{t-1},
+    then the rest of the encoder, and of the prior with Res_q); ``rnn_recurrent``: the RNNs'
+    products with their previous state. Both of the last run on B rows per step."""
+    total = sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Linear))
+    rnns = [m for m in model.modules() if isinstance(m, nn.RNNBase)]
+    rnn = sum(p.numel() for m in rnns for n, p in m.named_parameters() if n.startswith("weight"))
+    recurrent = sum(p.numel() for m in rnns for n, p in m.named_parameters()
+                    if n.startswith("weight_hh"))
+
+    def in_loop(net: LatentGaussian) -> int:  # the first layer's columns for z_{t-1}, the rest
+        first, *rest = list(net.mlp.layers) + [net.gaussian.linear]
+        return first.out_features * model.config.z_dim + sum(m.weight.numel() for m in rest)
+
+    z_chain = in_loop(model.encoder) + (in_loop(model.prior) if model.config.res_q else 0)
+    return {"total": total + rnn, "rnn": rnn, "rnn_recurrent": recurrent, "z_chain": z_chain}
+
+
+def srnn_training_flops(model: SRNN, batch: int, steps: int) -> dict[str, float]:
+    """Analytic FLOPs of one SRNN training step: 2 m n k per product, x3 for forward + backward
+    (``total``); ``z_chain`` and ``rnn_recurrent``: the B-row products of the z-chain's loop and
+    of the RNNs' recurrences, forward and input gradients (x2 of the forward)."""
+    m = srnn_matmul_macs(model)
+    rows = batch * steps
+    return {"total": 6.0 * m["total"] * rows, "z_chain": 4.0 * m["z_chain"] * rows,
+            "rnn_recurrent": 4.0 * m["rnn_recurrent"] * rows}
+
+
 def is_flop_ratio(model: VRNN, samples: int = IS_SAMPLES) -> dict[str, float]:
     """Analytic multiply-adds of IS with S samples over those of one ELBO pass. phi_x and the
     products with phi_x(x_t) (encoder's first layer, the cell's input product) are shared by the
@@ -145,10 +177,19 @@ def thin_product_bound(model: VRNN, cfg: BenchConfig, flops: dict, rate: float, 
 MATMULS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::matmul"}
 
 
-def profile_step(fn: Callable[[], object], batch: int, rows: int) -> dict:
+def _library_rnn(op: str) -> bool:
+    """A fused library LSTM/GRU kernel (``aten::mkldnn_rnn_layer``, its backward, ...)."""
+    op = op.lower()
+    return op.startswith("aten::") and any(k in op for k in ("rnn", "lstm", "gru"))
+
+
+def profile_step(fn: Callable[[], object], batch: int, rows: int,
+                 library_rnn: bool = False) -> dict:
     """Where one training step spends its time (``torch.profiler``, self time of each operator):
     products with B rows (the recurrence), products with B * T rows (everything batched),
-    the optimiser, and the rest (elementwise work, copies, Python-side autograd)."""
+    the optimiser, and the rest (elementwise work, copies, Python-side autograd). With
+    ``library_rnn`` (the SRNN rows) the fused library RNN kernels, whose products the profiler
+    does not show, get their own category instead of falling into the rest."""
     from torch.profiler import ProfilerActivity, profile
 
     fn()
@@ -156,12 +197,17 @@ def profile_step(fn: Callable[[], object], batch: int, rows: int) -> dict:
     with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
         fn()
     wall = time.perf_counter() - t0
-    cats = {"B-row products": 0.0, "B*T-row products": 0.0, "optimiser": 0.0, "other": 0.0}
+    cats = {"B-row products": 0.0, "B*T-row products": 0.0}
+    if library_rnn:
+        cats["library RNN"] = 0.0
+    cats |= {"optimiser": 0.0, "other": 0.0}
     top = []
     for e in prof.key_averages(group_by_input_shape=True):
         ms = e.self_cpu_time_total / 1e3
         shapes = [s for s in e.input_shapes if s]
-        if e.key in MATMULS:
+        if library_rnn and _library_rnn(e.key):
+            cats["library RNN"] += ms
+        elif e.key in MATMULS:
             dims = {d for s in shapes for d in s}
             cats["B*T-row products" if rows in dims else "B-row products"] += ms
         elif "adam" in e.key.lower() or e.key.startswith("Optimizer."):

@@ -6,32 +6,47 @@ from __future__ import annotations
 # -- text --------------------------------------------------------------------------------------
 
 
-def _text_training(name: str, t: dict) -> list[str]:
-    """The rows of one configuration: each variant, the rate and bound, profile, agreement."""
+def _model_name(z: dict) -> str:
+    """'SRNN, smoothing posterior, Res_q; ' for an SRNN row's sizes, '' for a VRNN's (and for a
+    result written before the SRNN rows)."""
+    if z.get("family", "vrnn") != "srnn":
+        return ""
+    return f"SRNN, {z['posterior']} posterior{', Res_q' if z['res_q'] else ''}; "
+
+
+def _text_training(name: str, t: dict, w: int = 13) -> list[str]:
+    """The rows of one configuration: each variant, the rate and bound, profile, agreement;
+    ``w``: the width of the config column."""
     lines = []
     for i, (vname, v) in enumerate(t["variants"].items()):
-        lines.append(f"{name if i == 0 else '':<13}{vname:<18}{v['ms']:>10.1f}"
+        lines.append(f"{name if i == 0 else '':<{w}}{vname:<18}{v['ms']:>10.1f}"
                      f"{v['seq_steps_per_s']:>13,.0f}{v['gflops']:>9.1f}"
                      f"{v['fraction_of_sgemm']:>7.0%}{v['speedup_vs_per_step']:>9.2f}x")
-    b = t["bound"]
-    lines.append(f"{'':<13}matmul rate {t['sgemm_gflops']:.1f} GFLOP/s "
-                 f"({t['sgemm_size']}^3 torch.mm); B-row products {b['thin_gflops']:.1f} "
-                 f"GFLOP/s; bound {b['best_ms']:.1f} ms = "
-                 f"{b['best_fraction_of_sgemm']:.0%} of mm")
+    b = t.get("bound")
+    line = f"{'':<{w}}matmul rate {t['sgemm_gflops']:.1f} GFLOP/s ({t['sgemm_size']}^3 torch.mm)"
+    if b is not None:
+        line += (f"; B-row products {b['thin_gflops']:.1f} GFLOP/s; bound {b['best_ms']:.1f} "
+                 f"ms = {b['best_fraction_of_sgemm']:.0%} of mm")
+    lines.append(line)
+    ref = t.get("vrnn_reference")
+    if ref is not None:
+        lines.append(f"{'':<{w}}VRNN ours at these sizes, in the same rotation: "
+                     f"{ref['ms']:.1f} ms; SRNN ours / VRNN ours "
+                     f"{ref['srnn_over_vrnn']:.2f} (paired {ref['paired_srnn_over_vrnn']:.2f})")
     comp = t.get("compile")
     if comp is not None:
         if "error" in comp:
-            lines.append(f"{'':<13}torch.compile failed, per-step+compile not timed: "
+            lines.append(f"{'':<{w}}torch.compile failed, per-step+compile not timed: "
                          f"{comp['error']}")
         else:
-            lines.append(f"{'':<13}torch.compile: {comp['seconds']:.0f} s, "
+            lines.append(f"{'':<{w}}torch.compile: {comp['seconds']:.0f} s, "
                          f"{'fullgraph' if comp['fullgraph'] else 'NOT fullgraph'}, "
                          f"{comp['graphs']} graphs, {comp['graph_breaks']} graph breaks")
     for vname, pr in t.get("profile", {}).items():
-        lines.append(f"{'':<13}profile {vname}: " + ", ".join(
+        lines.append(f"{'':<{w}}profile {vname}: " + ", ".join(
             f"{k} {v:.0f} ms" for k, v in pr["categories_ms"].items()))
     ag = t["agreement"]["variants"]
-    lines.append(f"{'':<13}agreement with per-step: " + ", ".join(
+    lines.append(f"{'':<{w}}agreement with per-step: " + ", ".join(
         f"{k} loss {v['loss_rel_diff']:.1e} grad {v['grad_max_rel_diff']:.1e}"
         for k, v in ag.items()))
     return lines
@@ -102,15 +117,16 @@ def format_report(result: dict) -> str:
     """The text report ``vrnn benchmark`` prints: training table, targets, evaluation,
     generation, memory and scaling."""
     m = result["machine"]
+    w = max([13] + [len(n) + 1 for n in result["configs"]])
     lines = [f"machine: {m['cpu']}, {m['cpu_count']} cores, {m['torch_threads']} torch "
              f"threads, torch {m['torch']}, device {m['device']}", "",
-             f"{'config':<13}{'variant':<18}{'ms/step':>10}{'seq-steps/s':>13}"
+             f"{'config':<{w}}{'variant':<18}{'ms/step':>10}{'seq-steps/s':>13}"
              f"{'GFLOP/s':>9}{'of mm':>7}{'speed-up':>10}"]
     for name, r in result["configs"].items():
         if "skipped" in r:
-            lines.append(f"{name:<13}skipped: {r['skipped']}")
+            lines.append(f"{name:<{w}}skipped: {r['skipped']}")
         else:
-            lines += _text_training(name, r["training"])
+            lines += _text_training(name, r["training"], w)
     lines += _text_targets(result["configs"])
     lines += _text_evaluation_and_generation(result["configs"])
     lines += _text_memory_and_scaling(result)
@@ -123,8 +139,8 @@ def format_report(result: dict) -> str:
 def _md_training(name: str, t: dict) -> list[str]:
     """One configuration's table, its bound and (when profiled) its profile table."""
     z = t["sizes"]
-    b = t["bound"]
-    out = [f"**{name}** (x {z['x_dim']}, hidden {z['hidden']}, z {z['z_dim']}, T "
+    b = t.get("bound")
+    out = [f"**{name}** ({_model_name(z)}x {z['x_dim']}, hidden {z['hidden']}, z {z['z_dim']}, T "
            f"{z['steps']}, batch {z['batch']}, {z['output']} output; "
            f"{t['flops_per_step']['total'] / 1e9:.1f} GFLOP per step; matmul rate "
            f"{t['sgemm_gflops']:.1f} GFLOP/s):", "",
@@ -138,12 +154,21 @@ def _md_training(name: str, t: dict) -> list[str]:
                    f"{v['gflops']:.1f} | {v['fraction_of_sgemm']:.0%} | "
                    f"{v['speedup_vs_per_step']:.2f} | "
                    f"{'' if kept is None else f'{kept / 2**20:.0f}'} |")
-    out += ["", f"Bound: the products with B rows inside the loop run at "
-            f"{b['thin_gflops']:.1f} GFLOP/s ({b['thin_fraction_of_sgemm']:.0%} of the matmul "
-            f"rate) and carry {b['loop_flop_share']:.0%} of the FLOPs; at those rates and with "
-            f"nothing else a step takes {b['best_ms']:.1f} ms "
-            f"({b['best_fraction_of_sgemm']:.0%} of the matmul rate, "
-            f"{t['variants']['per-step']['ms'] / b['best_ms']:.2f}x the per-step time)."]
+    if b is not None:
+        out += ["", f"Bound: the products with B rows inside the loop run at "
+                f"{b['thin_gflops']:.1f} GFLOP/s ({b['thin_fraction_of_sgemm']:.0%} of the "
+                f"matmul rate) and carry {b['loop_flop_share']:.0%} of the FLOPs; at those "
+                f"rates and with nothing else a step takes {b['best_ms']:.1f} ms "
+                f"({b['best_fraction_of_sgemm']:.0%} of the matmul rate, "
+                f"{t['variants']['per-step']['ms'] / b['best_ms']:.2f}x the per-step time)."]
+    ref = t.get("vrnn_reference")
+    if ref is not None:
+        out += ["", f"The VRNN's `ours` at these sizes "
+                f"({ref['flops_per_step']['total'] / 1e9:.1f} GFLOP per step), timed in the "
+                f"same rotation: {ref['ms']:.1f} ms / step, {ref['gflops']:.1f} GFLOP/s, "
+                f"{ref['saved_for_backward_bytes'] / 2**20:.0f} MiB kept for backward. "
+                f"SRNN `ours` / VRNN `ours`: {ref['srnn_over_vrnn']:.2f} "
+                f"(median of the per-round ratios {ref['paired_srnn_over_vrnn']:.2f})."]
     prof = t.get("profile", {})
     if prof:
         cats = list(next(iter(prof.values()))["categories_ms"])

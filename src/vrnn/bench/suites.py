@@ -19,16 +19,19 @@ from vrnn.bench.measure import (
     profile_step,
     saved_bytes,
     sgemm_fn,
+    srnn_training_flops,
     sync_for,
     thin_product_bound,
     training_flops,
 )
 from vrnn.bench.variants import (
     BASELINE,
+    Variant,
     build_variants,
     check_agreement,
     make_optimizer,
     train_step,
+    vrnn_reference,
 )
 from vrnn.evaluate import (
     DEFAULT_ROW_BUDGET,
@@ -44,16 +47,25 @@ from vrnn.model import VRNN, masked_sum
 def bench_training(cfg: BenchConfig, args: argparse.Namespace, device: torch.device) -> dict:
     """One training step (forward, backward, Adam) of every variant, interleaved with the
     machine's matmul rate, after the agreement check; memory, the bound, the targets and (with
-    ``--profile``) the operator profile."""
+    ``--profile``) the operator profile. An SRNN configuration times its two variants and, in the
+    same rotation, the VRNN's ``ours`` of the same sizes (``vrnn_reference``); it has no bound."""
+    srnn = cfg.family == "srnn"
     variants, x, noise, info = build_variants(cfg, device, args.compile)
     agreement = check_agreement(variants)
-    flops = training_flops(variants["ours"].net, cfg.batch, cfg.steps)
+    if srnn:
+        flops = srnn_training_flops(variants["ours"].net, cfg.batch, cfg.steps)
+    else:
+        flops = training_flops(variants["ours"].net, cfg.batch, cfg.steps)
     fns = {name: train_step(v.loss, make_optimizer(v.module.parameters()))
            for name, v in variants.items()}
     mm, mm_flops = sgemm_fn(args.sgemm_size, device)
     fns["sgemm"] = mm
+    ref = vrnn_reference(cfg, device) if srnn else None
+    if ref is not None:  # the VRNN's ours of the same sizes, in the same rotation
+        fns[ref.name] = train_step(ref.loss, make_optimizer(ref.module.parameters()))
     times = interleaved(fns, args.repeats, args.warmup, sync_for(device))
     rate = mm_flops / median(times.pop("sgemm")) / 1e9
+    ref_times = times.pop(ref.name) if ref is not None else None
     rows = cfg.batch * cfg.steps
     out: dict = {"sizes": asdict(cfg), "flops_per_step": flops, "agreement": agreement,
                  "sgemm_gflops": rate, "sgemm_size": args.sgemm_size, **info, "variants": {}}
@@ -74,13 +86,34 @@ def bench_training(cfg: BenchConfig, args: argparse.Namespace, device: torch.dev
             torch.cuda.reset_peak_memory_stats(device)
             fns[name]()
             out["memory"][name]["cuda_peak_bytes"] = torch.cuda.max_memory_allocated(device)
-    out["bound"] = thin_product_bound(variants["ours"].net, cfg, flops, rate, args.repeats,
-                                      device)
+    if srnn:
+        out["vrnn_reference"] = vrnn_reference_record(ref, ref_times, times["ours"], cfg,
+                                                      rate)
+    else:
+        out["bound"] = thin_product_bound(variants["ours"].net, cfg, flops, rate, args.repeats,
+                                          device)
     if args.profile and device.type == "cpu":
-        out["profile"] = {name: profile_step(fns[name], cfg.batch, rows)
-                          for name in (BASELINE, "autograd-loop", "ours")}
+        out["profile"] = {name: profile_step(fns[name], cfg.batch, rows, library_rnn=srnn)
+                          for name in (BASELINE, "autograd-loop", "ours") if name in variants}
     out["targets"] = targets(cfg.name, out["variants"]["ours"])
     return out
+
+
+def vrnn_reference_record(ref: Variant, ref_times: list[float], ours_times: list[float],
+                          cfg: BenchConfig, rate: float) -> dict:
+    """An SRNN row's reference: the VRNN's ``ours`` of the same sizes, timed in the same rotation;
+    ``srnn_over_vrnn``: the SRNN's ``ours`` time over it (ratio of medians, and the median of
+    the per-round ratios)."""
+    vcfg = cfg.as_vrnn()
+    flops = training_flops(ref.net, vcfg.batch, vcfg.steps)
+    ms = median(ref_times) * 1e3
+    return {"sizes": asdict(vcfg), "flops_per_step": flops, "ms": ms,
+            "ms_all": [t * 1e3 for t in ref_times],
+            "gflops": flops["total"] / (ms / 1e3) / 1e9,
+            "fraction_of_sgemm": flops["total"] / (ms / 1e3) / 1e9 / rate,
+            "saved_for_backward_bytes": saved_bytes(ref.loss),
+            "srnn_over_vrnn": median(ours_times) / median(ref_times),
+            "paired_srnn_over_vrnn": paired_ratio(ours_times, ref_times)}
 
 
 def targets(name: str, ours: dict) -> dict:

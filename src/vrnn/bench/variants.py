@@ -5,6 +5,13 @@ that they compute the same loss and gradients before any of them is timed.
     per-step+compile  the same, its ``step`` under ``torch.compile``
     autograd-loop     ``VRNN`` with ``custom_loop = False`` (autograd through the batched loop)
     ours              ``VRNN`` as shipped (the hand-written backward of the loop)
+
+An SRNN configuration (``family = 'srnn'``) has two: ``per-step``
+(:class:`vrnn.reference.LiteralSRNN`: d_t stepped one frame at a time through the library RNN,
+every network of the z-chain per step) and ``ours`` (:class:`vrnn.srnn.SRNN` as shipped: d_t and
+the smoothing backward RNN as fused library RNNs over the whole sequence, only the z-chain step
+by step with its first-layer products hoisted). Its row also times the VRNN's ``ours`` of the
+same sizes (:func:`vrnn_reference`), for the ratio of an SRNN step to a VRNN step.
 """
 
 from __future__ import annotations
@@ -18,8 +25,9 @@ import torch
 from torch import Tensor, nn
 
 from vrnn.bench.configs import AGREEMENT_RTOL, BenchConfig, BenchmarkError, make_batch
-from vrnn.model import VRNN
-from vrnn.reference import LiteralVRNN
+from vrnn.model import VRNN, SequenceModel
+from vrnn.reference import LiteralSRNN, LiteralVRNN
+from vrnn.srnn import SRNN
 
 BASELINE = "per-step"
 
@@ -30,9 +38,10 @@ class Variant:
 
     name: str
     module: nn.Module
-    """What the optimiser trains: a :class:`VRNN` or a :class:`LiteralVRNN` around one."""
-    net: VRNN
-    """The VRNN holding ``module``'s weights (the same parameter names in every variant)."""
+    """What the optimiser trains: a :class:`VRNN` or a :class:`LiteralVRNN` around one (an
+    :class:`SRNN` or a :class:`LiteralSRNN`)."""
+    net: SequenceModel
+    """The model holding ``module``'s weights (the same parameter names in every variant)."""
     loss: Callable[[], Tensor]
     """The negative ELBO of the benchmark's batch with its fixed noise."""
 
@@ -103,7 +112,10 @@ def build_variants(cfg: BenchConfig, device: torch.device, compile_baseline: boo
                    seed: int = 0) -> tuple[dict[str, Variant], Tensor, Tensor, dict]:
     """The training-step variants, all from one set of initial weights, and the batch ``x (B, T,
     D)`` with its noise ``(B, T, Z)``. ``info`` holds the ``compile`` record when
-    ``compile_baseline``; a compiler that fails is reported there and its variant left out."""
+    ``compile_baseline``; a compiler that fails is reported there and its variant left out.
+    An SRNN configuration gives ``per-step`` and ``ours`` (no compiled variant)."""
+    if cfg.family == "srnn":
+        return (*build_srnn_variants(cfg, device, seed), {})
     torch.manual_seed(seed)
     ours = VRNN(cfg.model_config()).to(device)
     x, noise = make_batch(cfg, device, seed)
@@ -125,6 +137,28 @@ def build_variants(cfg: BenchConfig, device: torch.device, compile_baseline: boo
                                         lambda: autograd_loop.loss(x, noise=noise)[0])
     variants["ours"] = Variant("ours", ours, ours, lambda: ours.loss(x, noise=noise)[0])
     return variants, x, noise, info
+
+
+def build_srnn_variants(cfg: BenchConfig, device: torch.device,
+                        seed: int = 0) -> tuple[dict[str, Variant], Tensor, Tensor]:
+    """The SRNN's variants (``per-step`` = :class:`LiteralSRNN`, ``ours`` = :class:`SRNN`) from
+    one set of initial weights, and the batch with its noise."""
+    torch.manual_seed(seed)
+    ours = SRNN(cfg.model_config()).to(device)
+    x, noise = make_batch(cfg, device, seed)
+    per_step = LiteralSRNN(ours, copy=True)
+    return {BASELINE: Variant(BASELINE, per_step, per_step.net, lambda: per_step.loss(x, noise)),
+            "ours": Variant("ours", ours, ours, lambda: ours.loss(x, noise=noise)[0])}, x, noise
+
+
+def vrnn_reference(cfg: BenchConfig, device: torch.device, seed: int = 0) -> Variant:
+    """The VRNN's ``ours`` at ``cfg``'s sizes, on the batch of those sizes: timed beside an SRNN
+    row (not a variant of it: another model, so no agreement check)."""
+    vcfg = cfg.as_vrnn()
+    torch.manual_seed(seed)
+    model = VRNN(vcfg.model_config()).to(device)
+    x, noise = make_batch(vcfg, device, seed)
+    return Variant("vrnn ours", model, model, lambda: model.loss(x, noise=noise)[0])
 
 
 def _grads(loss: Tensor, params: dict[str, Tensor]) -> list[Tensor]:
