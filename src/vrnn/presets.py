@@ -12,10 +12,10 @@ parameter count matches the VRNN of the same preset (within 1% for every preset 
 
 The SRNN's ``paper`` sizes are its own paper's: for speech (TIMIT) d and a of 1024 units, z of
 256, MLPs of two layers of 512; for binary frames (its MIDI models) 300, 100 and one layer of 500;
-x enters unchanged (no phi_x). Pen strokes were not in the SRNN paper: there it takes the VRNN
-paper's handwriting sizes. At ``small`` and ``tiny`` the SRNN keeps the VRNN's z and MLP widths
-and its units (d and a alike) are set so that its parameter count matches the VRNN's with the
-same output at the same preset, as closely as whole units allow.
+x enters unchanged (no phi_x). Elsewhere (``small``, ``tiny``, and pen strokes at ``paper``,
+which the SRNN paper did not model) the SRNN keeps the VRNN's z and MLP widths and its units (d
+and a alike) are set so that its parameter count matches the VRNN's with the same output at the
+same preset, as closely as whole units allow.
 """
 
 from __future__ import annotations
@@ -67,18 +67,19 @@ _SRNN_PAPER: dict[str, dict] = {
               "prior_net": (512, 512), "encoder": (512, 512), "decoder": (512, 512)},
     "binary": {"h_dim": 300, "a_dim": 300, "z_dim": 100, "phi_x": (), "phi_z": (),
                "prior_net": (500,), "encoder": (500,), "decoder": (500,)},
-    "strokes": {"h_dim": 1200, "a_dim": 1200, "z_dim": 50, "phi_x": (), "phi_z": (),
-                "prior_net": (150,), "encoder": (150,), "decoder": (250,)},
 }
+
+
+def _srnn_paper_sized(data_kind: str, preset: str) -> bool:
+    return preset.startswith("paper") and data_kind in _SRNN_PAPER
 
 
 def srnn_sizes(data_kind: str, preset: str) -> dict:
     """The SRNN layer sizes of a preset before matching: the SRNN paper's at ``paper`` (and
     ``paper-blizzard``), else the VRNN's z and MLP widths with no phi_x."""
-    if preset.startswith("paper"):
-        vrnn_sizes(data_kind, preset)  # checks the names
+    v = vrnn_sizes(data_kind, preset)  # checks the names
+    if _srnn_paper_sized(data_kind, preset):
         return dict(_SRNN_PAPER[data_kind])
-    v = vrnn_sizes(data_kind, preset)
     return {"h_dim": v["h_dim"], "a_dim": 0, "z_dim": v["z_dim"], "phi_x": (),
             "phi_z": (), "prior_net": v["prior_net"], "encoder": v["encoder"],
             "decoder": v["decoder"]}
@@ -176,8 +177,8 @@ def model_config(model: str, *, x_dim: int, data_kind: str = "audio", preset: st
         data_kind: 'audio', 'strokes' (pen offsets + pen bit) or 'binary'.
         preset: one of ``PRESETS``.
         match_parameters: widen an RNN baseline to the parameter count of the VRNN with the same
-            output at the same preset, as the paper does; size an SRNN's units to it at
-            ``small`` and ``tiny``.
+            output at the same preset, as the paper does; size an SRNN's units to it where the
+            SRNN paper gives no size (``small``, ``tiny``, pen strokes).
         overrides: any other ``ModelConfig`` field (``posterior``, ``res_q``, ...).
     """
     named = parse_model_name(model, data_kind)
@@ -187,7 +188,7 @@ def model_config(model: str, *, x_dim: int, data_kind: str = "audio", preset: st
         fields = {**vrnn_sizes(data_kind, preset), **named}
     fields.update(x_dim=x_dim, **overrides)
     cfg = ModelConfig(**fields)
-    if cfg.family == "srnn" and match_parameters and not preset.startswith("paper"):
+    if cfg.family == "srnn" and match_parameters and not _srnn_paper_sized(data_kind, preset):
         ref = "vrnn-" + model.lower().rsplit("-", 1)[1]
         keep = ("components", "cell", "min_scale", "scale_bias", "learn_h0")
         ref_cfg = model_config(ref, x_dim=x_dim, data_kind=data_kind, preset=preset,
