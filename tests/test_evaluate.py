@@ -245,3 +245,34 @@ def test_evaluate_sequences_summary_units():
     assert s["stderr"] == pytest.approx(res.log_likelihood.std(ddof=1) / 2)
     with pytest.raises(ValueError, match="num_samples"):
         estimate_log_likelihood(model, torch.zeros(1, 2, 4), num_samples=0)
+
+
+def test_importance_sampling_ess_is_that_of_the_weights():
+    """IS's per-sequence ESS is (sum w)^2 / sum w^2 of the same S weights the estimate used (same
+    seed, same batches), between 1 and S; the summary reports its mean and minimum."""
+    from vrnn.evaluate import effective_sample_size
+
+    log_w = torch.tensor([[0.0, 5.0], [0.0, -30.0], [0.0, 0.0]], dtype=torch.float64)  # (S, B)
+    w2 = (math.exp(5), math.exp(-30), 1.0)  # the second column's weights
+    by_hand = sum(w2) ** 2 / sum(v * v for v in w2)  # about 1.013: one weight carries it
+    torch.testing.assert_close(effective_sample_size(log_w),
+                               torch.tensor([3.0, by_hand], dtype=torch.float64))
+    torch.manual_seed(5)
+    model = build_model(model_config("vrnn-gauss", x_dim=4, preset="tiny"))
+    rng = np.random.default_rng(2)
+    seqs = [rng.standard_normal((n, 4)).astype(np.float32) for n in (6, 4)]
+    res = evaluate_sequences(model, seqs, batch_size=2, num_samples=9, seed=3)
+    from vrnn.data import pad_batch
+
+    x, mask = pad_batch(seqs)
+    with torch.no_grad():
+        est = estimate_log_likelihood(model, x, mask, num_samples=9,
+                                      generator=torch.Generator().manual_seed(3))
+    w = np.exp(est.log_weights.double().numpy())  # (S, B)
+    np.testing.assert_allclose(res.ess_mean, w.sum(0) ** 2 / (w ** 2).sum(0), rtol=1e-5)
+    np.testing.assert_array_equal(res.ess_mean, res.ess_min)
+    assert ((res.ess_mean >= 1) & (res.ess_mean <= 9)).all()
+    s = res.summary()
+    assert s["estimator"] == "is" and "resamples_mean" not in s
+    assert s["ess_mean"] == pytest.approx(res.ess_mean.mean())
+    assert s["ess_min"] == pytest.approx(res.ess_min.min())

@@ -79,15 +79,23 @@ def _checkpoint_data_args(p: argparse.ArgumentParser) -> None:
 
 def _evaluate_args(p: argparse.ArgumentParser) -> None:
     _checkpoint_data_args(p)
+    p.add_argument("--estimator", choices=("is", "smc"), default="is",
+                   help="is: importance sampling (the paper's); smc: a particle filter that "
+                        "resamples when the effective sample size falls below S/2 (default is)")
     p.add_argument("--samples", type=int, default=40,
-                   help="importance samples per sequence (default 40, as the paper)")
+                   help="importance samples per sequence, or smc's particles per filter "
+                        "(default 40, as the paper)")
+    p.add_argument("--repeats", type=int, default=4,
+                   help="smc: independent filters per sequence for its standard error, "
+                        "REPEATS x SAMPLES trajectories in all (default 4)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--max-sequences", type=int, default=0, help="evaluate the first N only")
     p.add_argument("--skip-bad", action="store_true",
                    help="report and skip unreadable or invalid data files instead of stopping")
-    p.add_argument("--seed", type=int, default=0, help="seed of the importance samples")
+    p.add_argument("--seed", type=int, default=0, help="seed of the samples or particles")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object (with ess_mean, ess_min; smc: resamples_mean)")
     p.add_argument("--out", default=None, metavar="FILE", help="also write the JSON here")
 
 
@@ -100,7 +108,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     result = evaluate_checkpoint(args.checkpoint, data=args.data, split=args.split,
                                  samples=args.samples, batch_size=args.batch_size,
                                  max_sequences=args.max_sequences, seed=args.seed,
-                                 device=args.device, skip_bad=args.skip_bad)
+                                 device=args.device, skip_bad=args.skip_bad,
+                                 estimator=args.estimator, repeats=args.repeats)
     print(json.dumps(result) if args.json else format_evaluation(result))
     if args.out:
         try:
