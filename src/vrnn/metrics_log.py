@@ -20,10 +20,16 @@ from vrnn.files import WriteError, write_text
 METRIC_FIELDS = (
     "step", "epoch", "sequences", "elapsed_s", "train_bound", "train_bound_per_step",
     "train_kl_per_step", "kl_weight", "grad_norm", "lr", "valid_bound", "valid_bound_per_step",
+    "train_objective", "train_ess",
 )
 """Columns of ``metrics.csv``. Train rows leave the valid columns empty and vice versa. Bounds
-are ELBOs (exact log-likelihoods for RNNs) in nats: per sequence, and per time step.
-``sequences``: training sequences (or TBPTT windows) seen so far, summed over all processes."""
+are ELBOs (exact log-likelihoods for RNNs) in nats: per sequence, and per time step; the
+validation bound is the ELBO whatever ``--objective`` trains.
+``sequences``: training sequences (or TBPTT windows) seen so far, summed over all processes.
+``train_objective``: the bound being maximised, per sequence: the ELBO with the KL weight and
+free bits of the loss (``--objective elbo``), the IWAE or the FIVO bound. ``train_ess``: fivo's
+effective sample size (mean over steps and sequences, 1 to ``--particles``); empty otherwise.
+The last two came later: a metrics.csv without them is read by name and resumes."""
 
 
 def metrics_rows(path: Path, quiet: bool = False) -> list[dict]:
@@ -111,15 +117,21 @@ class TrainWindow:
     means (per sequence, per time step), not the last update's noisy figure."""
 
     def __init__(self) -> None:
-        self.elbo = self.kl = self.sequences = self.steps = 0.0
+        self.elbo = self.kl = self.sequences = self.steps = self.objective = 0.0
+        self.ess: float | None = None
         self.grad_norms: list[float] = []
 
-    def add(self, elbo: float, kl: float, sequences: float, steps: float,
-            grad_norm: float) -> None:
+    def add(self, elbo: float, kl: float, sequences: float, steps: float, grad_norm: float,
+            objective: float | None = None, ess: float | None = None) -> None:
+        """One update's sums over its sequences: ELBO, KL, the objective (default: the ELBO)
+        and the ESS (fivo; None otherwise)."""
         self.elbo += elbo
         self.kl += kl
         self.sequences += sequences
         self.steps += steps
+        self.objective += elbo if objective is None else objective
+        if ess is not None:
+            self.ess = (self.ess or 0.0) + ess
         self.grad_norms.append(grad_norm)
 
     def row(self) -> dict:
@@ -127,6 +139,8 @@ class TrainWindow:
         row = {"train_bound": self.elbo / self.sequences,
                "train_bound_per_step": self.elbo / self.steps,
                "train_kl_per_step": self.kl / self.steps,
-               "grad_norm": float(np.mean(self.grad_norms))}
+               "grad_norm": float(np.mean(self.grad_norms)),
+               "train_objective": self.objective / self.sequences,
+               "train_ess": None if self.ess is None else self.ess / self.sequences}
         self.__init__()
         return row

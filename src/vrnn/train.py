@@ -1,9 +1,11 @@
-"""Training: maximise the ELBO (Eq. 11) of a VRNN, or the exact log-likelihood of an RNN baseline.
+"""Training: maximise the ELBO (Eq. 11) of a VRNN, or the exact log-likelihood of an RNN baseline;
+or, with ``--objective iwae|fivo``, a tighter K-particle bound (:mod:`vrnn.objectives`).
 
 One process:
 
     vrnn train --data handwriting --model vrnn-gmm --preset small --max-steps 2000
     vrnn train --data handwriting --model vrnn-gmm --preset small --resume auto   # continue
+    vrnn train --data handwriting --model vrnn-gmm --objective iwae --particles 4
 
 Many processes on one machine, and several machines (DistributedDataParallel via torchrun):
 
@@ -41,14 +43,20 @@ Settings follow the paper (Section 5): Adam, lr 3e-4, gradient norm clipped at 5
 optimiser step, no KL annealing, early stopping on the validation bound (``best.pt``, and
 ``--patience`` to stop). Contiguous audio is trained with truncated backpropagation through time:
 the recurrent state is carried across minibatches whose row i continues row i of the previous one,
-and reset every ``--tbptt-reset`` updates (4 in the paper).
+and reset every ``--tbptt-reset`` updates (4 in the paper). The K-particle objectives (iwae, fivo)
+carry no state: each window starts from the initial state (a K-sample bound does not split into
+a sum over windows the way the ELBO does, so K carried states would not make it one bound).
 
 Reproducibility: the data order is a function of (seed, epoch) only, and every z_t's noise comes
 from one saved ``torch.Generator``, so a run stopped and resumed reaches the same parameters as one
 that never stopped. With several processes, ``--batch-size`` is the global batch: each update draws
 the noise of the *whole* global batch from the shared generator and every rank keeps its rows, so
 a sequence gets the same noise whichever rank holds it, and the loss is scaled so that DDP's
-gradient average equals the single-process gradient of the same global batch.
+gradient average equals the single-process gradient of the same global batch. The IWAE's K
+samples are drawn the same way, ``(K, global batch, T, Z)`` at once. FIVO's particle and
+resampling draws are per row, so they come from a generator seeded afresh each update from the
+shared stream (and the rank): reproducible across a resume, but with several processes a
+sequence's particles depend on its rank.
 """
 
 from __future__ import annotations
@@ -74,8 +82,9 @@ from vrnn.distributed import DistEnv, all_reduce_fields, cleanup, setup
 from vrnn.evaluate import evaluate_sequences
 from vrnn.files import WriteError, write_text
 from vrnn.metrics_log import METRIC_FIELDS, MetricsLog, TrainWindow
-from vrnn.model import SequenceModel, count_parameters, masked_sum
+from vrnn.model import SequenceModel, count_parameters
 from vrnn.models import build_model
+from vrnn.objectives import Bound, elbo_bound, fivo_bound, iwae_bound
 from vrnn.presets import model_config
 from vrnn.train_config import DATA_FIELDS, TrainConfig, add_train_flags, config_from_args, data_stem
 from vrnn.train_data import Batch, EpochBatches
@@ -131,21 +140,48 @@ class Objective(nn.Module):
     """The training loss as a module, so that DistributedDataParallel's hooks run: DDP only
     synchronises gradients of computations that go through the *wrapper's* forward.
 
-    ``forward`` returns ``loss = -sum_b ELBO_b * scale`` (scale = world_size / global batch makes
-    DDP's gradient average the single-process mean over the global batch), the per-sequence ELBO
-    and KL sums (detached, ``(B,)``), and the final recurrent state for truncated BPTT.
+    ``forward`` returns ``loss = -sum_b bound_b * scale`` (scale = world_size / global batch
+    makes DDP's gradient average the single-process mean over the global batch) and the
+    :class:`vrnn.objectives.Bound` of the batch: the bound (``--objective``: elbo with the KL
+    weight and free bits, iwae or fivo) beside the plain ELBO and KL per sequence, the final
+    recurrent state for truncated BPTT (elbo only) and fivo's ESS.
+
+    Args of ``forward``: ``x (B, T, D)``, ``mask (B, T)``; ``noise``: ``(B, T, Z)`` (elbo, and
+    fivo's ELBO figure) or ``(K * B, T, Z)`` (iwae); ``state``: the carried state (elbo only);
+    ``generator``: fivo's particle draws.
     """
 
-    def __init__(self, model: SequenceModel):
+    def __init__(self, model: SequenceModel, objective: str = "elbo", particles: int = 1,
+                 free_bits: float = 0.0):
         super().__init__()
         self.model = model
+        self.objective, self.particles, self.free_bits = objective, particles, free_bits
 
     def forward(self, x: Tensor, mask: Tensor | None, noise: Tensor | None, state,
-                kl_weight: float, scale: float):
-        terms = self.model(x, mask, state=state, noise=noise)
-        loss = -terms.elbo(mask, kl_weight).sum() * scale
-        kl = masked_sum(terms.kl, mask)  # (B,)
-        return loss, terms.elbo(mask).detach(), kl.detach(), terms.state
+                kl_weight: float, scale: float, generator: torch.Generator | None = None
+                ) -> tuple[Tensor, Bound]:
+        if self.objective == "iwae":
+            bound = iwae_bound(self.model, x, mask, particles=self.particles, noise=noise)
+        elif self.objective == "fivo":
+            bound = fivo_bound(self.model, x, mask, particles=self.particles,
+                               generator=generator, elbo_noise=noise)
+        else:
+            bound = elbo_bound(self.model, x, mask, noise=noise, state=state,
+                               kl_weight=kl_weight, free_bits=self.free_bits)
+        loss = -bound.objective.sum() * scale
+        bound.objective = bound.objective.detach()
+        return loss, bound
+
+
+@dataclass
+class UpdateSums(RankSums):
+    """:class:`vrnn.train_stop.RankSums` and the figures of the K-particle objectives."""
+
+    objective: float = 0.0
+    """Sum of the per-sequence bounds being maximised (nats; the ELBO's for --objective elbo
+    with its KL weight and free bits)."""
+    ess: float = 0.0
+    """fivo: sum over sequences of their mean effective sample size."""
 
 
 def kl_weight_at(cfg: TrainConfig, step: int) -> float:
@@ -201,7 +237,7 @@ def validate(model: SequenceModel, sequences: list[np.ndarray], cfg: TrainConfig
 class StepFigures:
     """What :func:`train_step` reports of one update (summed over ranks)."""
 
-    sums: RankSums
+    sums: UpdateSums
     grad_norm: float
     """Global gradient L2 norm before clipping."""
     kl_weight: float
@@ -219,32 +255,52 @@ class StepFigures:
         return self.sums.elbo / self.sums.sequences
 
 
+def _noise(run: Run, batch: Batch, T: int) -> tuple[Tensor | None, torch.Generator | None]:
+    """This update's draws from the shared noise stream: the noise of my rows, ``(b, T, Z)``
+    (``(K * b, T, Z)`` for iwae, row ``k * b + j`` particle k of my row j), and fivo's
+    generator for its particles (None otherwise)."""
+    model, state, env, cfg = run.model, run.state, run.env, run.cfg
+    if not model.is_latent:
+        return None, None
+    Z, G, L = model.config.z_dim, batch.global_size, batch.global_len
+    if cfg.objective == "iwae":
+        K = cfg.particles
+        # the whole global batch's K samples at once; keep my rows
+        noise = torch.randn(K, G, L, Z, device=env.device, generator=state.noise)
+        return noise[:, batch.rows, :T].reshape(K * len(batch.rows), T, Z), None  # (K * b, T, Z)
+    # the whole global batch's noise from the shared stream; keep my rows
+    noise = torch.randn(G, L, Z, device=env.device, generator=state.noise)[batch.rows, :T]
+    if cfg.objective != "fivo":
+        return noise, None
+    seed = int(torch.randint(2**62, (1,), device=env.device, generator=state.noise))
+    return noise, torch.Generator(device=env.device).manual_seed(seed + env.rank)
+
+
 def train_step(run: Run, batch: Batch, votes: Callable[[], RankSums]) -> StepFigures:
-    """One update on ``batch``: the ELBO's gradient, clipped, then the optimiser step, unless
-    some rank's loss or gradient is not finite (then no rank steps). ``votes()``, this rank's
-    stop votes once the gradient is computed, goes into the same all-reduce as the figures."""
+    """One update on ``batch``: the objective's gradient, clipped, then the optimiser step,
+    unless some rank's loss or gradient is not finite (then no rank steps). ``votes()``, this
+    rank's stop votes once the gradient is computed, goes into the same all-reduce as the
+    figures."""
     model, state, env, cfg = run.model, run.state, run.env, run.cfg
     x = batch.x.to(env.device)
     mask = None if batch.mask is None else batch.mask.to(env.device)
-    noise = None
-    if model.is_latent:
-        # the whole global batch's noise from the shared stream; keep my rows
-        noise = torch.randn(batch.global_size, batch.global_len, model.config.z_dim,
-                            device=env.device, generator=state.noise)[batch.rows, :x.shape[1]]
+    noise, generator = _noise(run, batch, x.shape[1])
     kl_weight = kl_weight_at(cfg, state.step)
     run.optimizer.zero_grad(set_to_none=True)
-    loss, elbo, kl, final = run.objective(x, mask, noise, state.carried, kl_weight,
-                                          env.world_size / batch.global_size)
+    loss, bound = run.objective(x, mask, noise, state.carried, kl_weight,
+                                env.world_size / batch.global_size, generator)
     loss.backward()
     clip = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
     ok = bool(torch.isfinite(loss)) and bool(torch.isfinite(grad_norm))
     stop = votes()
-    mine = RankSums(elbo=float(elbo.sum()), kl=float(kl.sum()), sequences=len(batch.rows),
-                    steps=float(x.shape[0] * x.shape[1]) if mask is None else float(mask.sum()),
-                    non_finite=0.0 if ok else 1.0, sigint=stop.sigint, sigterm=stop.sigterm,
-                    out_of_time=stop.out_of_time)
-    figures = StepFigures(all_reduce_fields(mine, env), float(grad_norm), kl_weight, final)
+    mine = UpdateSums(elbo=float(bound.elbo.sum()), kl=float(bound.kl.sum()),
+                      sequences=len(batch.rows),
+                      steps=float(x.shape[0] * x.shape[1]) if mask is None else float(mask.sum()),
+                      non_finite=0.0 if ok else 1.0, sigint=stop.sigint, sigterm=stop.sigterm,
+                      out_of_time=stop.out_of_time, objective=float(bound.objective.sum()),
+                      ess=0.0 if bound.ess is None else float(bound.ess.sum()))
+    figures = StepFigures(all_reduce_fields(mine, env), float(grad_norm), kl_weight, bound.state)
     if figures.finite:
         run.optimizer.step()
     else:
@@ -338,9 +394,12 @@ class Run:
         state, cfg, sums = self.state, self.cfg, figures.sums
         state.step += 1
         state.sequences_seen += int(sums.sequences)
-        if self.batches.tbptt:
-            state.carried = tuple(s.detach() for s in figures.state)
-        window.add(sums.elbo, sums.kl, sums.sequences, sums.steps, figures.grad_norm)
+        if self.batches.tbptt:  # iwae / fivo carry nothing: their state is None
+            state.carried = (None if figures.state is None
+                             else tuple(s.detach() for s in figures.state))
+        window.add(sums.elbo, sums.kl, sums.sequences, sums.steps, figures.grad_norm,
+                   objective=sums.objective,
+                   ess=sums.ess if cfg.objective == "fivo" and self.model.is_latent else None)
         if state.step % cfg.log_interval and state.step != cfg.max_steps:
             return {"step": state.step, "epoch": state.epoch, "train_bound": figures.bound}
         row = {"step": state.step, "epoch": state.epoch, "sequences": state.sequences_seen,
@@ -408,7 +467,11 @@ def _prepare(cfg: TrainConfig, env: DistEnv, dataset, folder) -> Run:
             group["lr"] = cfg.lr  # --lr may change on resume
         state.restore(ckpt, env.device)
     batches = EpochBatches(dataset, cfg, env)
-    objective: nn.Module = Objective(model)
+    objective: nn.Module = Objective(model, cfg.objective, cfg.particles or 1, cfg.free_bits)
+    if batches.tbptt and cfg.objective != "elbo" and env.is_main:
+        print(f"note: --objective {cfg.objective}: every TBPTT window of {batches.window} frames "
+              f"starts from the initial state (the recurrent state is not carried across "
+              f"windows with {cfg.particles} particles)", file=sys.stderr)
     if env.distributed:
         from torch.nn.parallel import DistributedDataParallel as DDP
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vrnn.config import MODEL_NAMES, POSTERIORS
+from vrnn.objectives import DEFAULT_PARTICLES, OBJECTIVES
 from vrnn.presets import PRESETS
 
 BUDGET_CLOCKS = ("wall", "cpu")
@@ -90,6 +91,20 @@ class TrainConfig:
     paper."""
     kl_start: float = 0.0
     """--kl-start W: the KL weight at step 0 when annealing."""
+    objective: str = "elbo"
+    """--objective: the bound training maximises: elbo (Eq. 11, as the paper), iwae (Burda et
+    al.'s importance-weighted bound of --particles samples) or fivo (Maddison et al.'s SMC bound
+    of --particles particles, resampled when ESS < K/2). Latent models only. iwae and fivo start
+    every TBPTT window from the initial state (no carried state) and take no --kl-anneal-steps
+    or --free-bits; the validation bound stays the ELBO."""
+    particles: int | None = None
+    """--particles K: samples (iwae) or particles (fivo) per sequence; K = 1 is the ELBO with a
+    sampled KL (default: 4 with iwae and fivo; left out with elbo)."""
+    free_bits: float = 0.0
+    """--free-bits LAMBDA: free bits for --objective elbo: the training loss takes max(KL_t,
+    LAMBDA) of each sequence's KL of the whole z_t at each step t (nats per step, as
+    train_kl_per_step), so steps below LAMBDA get no gradient through the KL; the reported
+    bound stays the true ELBO; 0: off."""
     val_interval: int = 200
     """--val-interval N: validate (and save last.pt / best.pt) every N updates."""
     val_max_sequences: int = 0
@@ -144,6 +159,7 @@ class TrainConfig:
         need(self.grad_clip >= 0, "--grad-clip", ">= 0 (0 disables clipping)", self.grad_clip)
         need(self.kl_anneal_steps >= 0, "--kl-anneal-steps", ">= 0", self.kl_anneal_steps)
         need(0 <= self.kl_start <= 1, "--kl-start", "in [0, 1]", self.kl_start)
+        self._check_objective(family, need)
         need(self.val_interval >= 1, "--val-interval", ">= 1", self.val_interval)
         need(self.val_max_sequences >= 0, "--val-max-sequences", ">= 0", self.val_max_sequences)
         need(self.patience >= 0, "--patience", ">= 0", self.patience)
@@ -160,6 +176,28 @@ class TrainConfig:
             raise FileNotFoundError(f"--resume: checkpoint not found: {self.resume}")
         if not self.out_dir:
             self.out_dir = str(Path("runs") / f"{data_stem(self.data)}-{self.model}")
+
+    def _check_objective(self, family: str, need) -> None:
+        """--objective and the flags that go with it; resolves the default --particles."""
+        need(self.objective in OBJECTIVES, "--objective", " or ".join(OBJECTIVES),
+             self.objective)
+        elbo = self.objective == "elbo"
+        need(elbo or family != "rnn", "--objective", "elbo for an RNN (it has no latent "
+             "variables: its ELBO is already the exact log-likelihood)", self.objective)
+        need(self.particles is None or not elbo, "--particles", "left out with --objective "
+             "elbo (it draws one sample; use iwae or fivo)", self.particles)
+        need(self.particles is None or self.particles >= 1, "--particles", ">= 1",
+             self.particles)
+        if not elbo and self.particles is None:
+            self.particles = DEFAULT_PARTICLES
+        need(self.free_bits >= 0 and math.isfinite(self.free_bits), "--free-bits",
+             ">= 0 (0: off)", self.free_bits)
+        need(self.free_bits == 0 or family != "rnn", "--free-bits", "0 for an RNN (it has no "
+             "KL term)", self.free_bits)
+        for flag, value in (("--free-bits", self.free_bits),
+                            ("--kl-anneal-steps", self.kl_anneal_steps)):
+            need(elbo or value == 0, flag, f"0 with --objective {self.objective} (its bound has "
+                 "no separate KL term; they apply to the elbo objective)", value)
 
     def model_overrides(self) -> dict:
         """The ModelConfig fields the flags set (``posterior``, ``res_q``); the rest come from
@@ -193,7 +231,8 @@ RESUME_OWN = ("out_dir", "resume", "overwrite", "rewind", "device", "progress", 
 """Settings a resumed run takes from its command line, never from its checkpoint."""
 
 CHOICES: dict[str, tuple[str, ...]] = {"model": MODEL_NAMES, "preset": PRESETS,
-                                       "posterior": POSTERIORS, "budget_clock": BUDGET_CLOCKS}
+                                       "posterior": POSTERIORS, "budget_clock": BUDGET_CLOCKS,
+                                       "objective": OBJECTIVES}
 
 
 # -- the command line, read from the fields' docstrings -------------------------------------------
