@@ -210,6 +210,21 @@ class SequenceModel(nn.Module):
                 sample_terms: bool = False, return_latents: bool = False) -> StepTerms:
         raise NotImplementedError
 
+    def _checked_noise(self, x: Tensor, mask: Tensor | None, noise: Tensor | None,
+                       generator: torch.Generator | None, replicas: int) -> Tensor:
+        """A latent model's pass checks: ``x``, ``mask`` and ``replicas``; then the noise of the
+        reparameterised z_t, ``(replicas * B, T, Z)``: as given, or drawn from ``generator``."""
+        self._check_input(x, mask)
+        if replicas < 1:
+            raise ValueError(f"replicas must be >= 1, got {replicas}")
+        N, T, Z = replicas * x.shape[0], x.shape[1], self.config.z_dim
+        if noise is None:
+            return torch.randn(N, T, Z, dtype=x.dtype, device=x.device, generator=generator)
+        if noise.shape != (N, T, Z):
+            raise ValueError(f"noise must have shape (replicas * B, T, Z)={(N, T, Z)}, got "
+                             f"{tuple(noise.shape)}")
+        return noise
+
     def loss(self, x: Tensor, mask: Tensor | None = None, *, kl_weight: float = 1.0,
              state: State | None = None, noise: Tensor | None = None,
              generator: torch.Generator | None = None) -> tuple[Tensor, StepTerms]:
@@ -341,17 +356,9 @@ class VRNN(SequenceModel):
                 sequence b. phi_x and the products with phi_x(x_t) run once per sequence, not
                 once per replica (importance sampling, Section 2 of the spec).
         """
-        self._check_input(x, mask)
+        noise = self._checked_noise(x, mask, noise, generator, replicas)
         B, T, _ = x.shape
-        Z = self.config.z_dim
-        if replicas < 1:
-            raise ValueError(f"replicas must be >= 1, got {replicas}")
         N = replicas * B
-        if noise is None:
-            noise = torch.randn(N, T, Z, dtype=x.dtype, device=x.device, generator=generator)
-        elif noise.shape != (N, T, Z):
-            raise ValueError(f"noise must have shape (replicas * B, T, Z)={(N, T, Z)}, got "
-                             f"{tuple(noise.shape)}")
         state = self.init_state(N) if state is None else state
 
         feat_x = self.phi_x(x)  # (B, T, X), before the loop: it depends on x alone

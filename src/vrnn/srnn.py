@@ -143,17 +143,9 @@ class SRNN(SequenceModel):
         sequence and only the z-chain once per replica; a given ``state`` of ``R * B`` rows runs
         everything per replica.
         """
-        self._check_input(x, mask)
+        noise = self._checked_noise(x, mask, noise, generator, replicas)
         B, T, _ = x.shape
-        Z = self.config.z_dim
-        if replicas < 1:
-            raise ValueError(f"replicas must be >= 1, got {replicas}")
         N = replicas * B
-        if noise is None:
-            noise = torch.randn(N, T, Z, dtype=x.dtype, device=x.device, generator=generator)
-        elif noise.shape != (N, T, Z):
-            raise ValueError(f"noise must have shape (replicas * B, T, Z)={(N, T, Z)}, got "
-                             f"{tuple(noise.shape)}")
         shared = state is None  # every replica starts alike: d and a once per sequence
         if shared:
             state = self.init_state(B)
