@@ -182,7 +182,10 @@ def test_overwrite_then_an_early_ctrl_c_leaves_nothing_of_the_old_run(base, tmp_
 
     wait_for(cleared, proc, "--overwrite to clear the folder")
     code, stdout, stderr = finish(proc, signal.SIGINT)
-    assert code == 130, stdout + stderr
+    # 130 from the command line's own handling, or (seen once in 5 suite runs, when the signal
+    # landed in the start-up just after the clearing) the process ended by the SIGINT itself:
+    # a shell shows 130 for both. What this test is about is what the folder holds afterwards.
+    assert code in (130, -signal.SIGINT), stdout + stderr
     for ckpt in out.glob("*.pt"):  # whatever is there is the new run's
         assert torch.load(ckpt, weights_only=True)["train_config"]["seed"] == 7, ckpt.name
     if (out / "config.json").exists():
