@@ -9,7 +9,8 @@ import pytest
 
 from vrnn.cli import main
 from vrnn.config import parse_model_name
-from vrnn.reproduce import REAL_MODELS, build_parser, command_line
+from vrnn.reproduce import build_parser, command_line
+from vrnn.studies import REAL_MODELS
 
 
 def display_name(model: str) -> str:
@@ -141,7 +142,8 @@ def test_the_srnn_study_trains_what_vrnn_train_would():
     import dataclasses
 
     from vrnn.presets import model_config
-    from vrnn.reproduce import study_entries, train_configs
+    from vrnn.reproduce import train_configs
+    from vrnn.studies import study_entries
     from vrnn.train_config import TrainConfig, add_train_flags
 
     args = build_parser().parse_args(["--data", "speech", "--study", "srnn"])
@@ -175,7 +177,7 @@ def test_the_srnn_study_trains_what_vrnn_train_would():
 
 def test_srnn_claims_judge_the_paired_gaps():
     from vrnn.report import ModelResult
-    from vrnn.reproduce import srnn_claims
+    from vrnn.studies import srnn_claims
 
     rng = np.random.default_rng(0)
     base = rng.normal(-100.0, 10.0, size=50)  # the sequences' own spread: far above the gaps

@@ -30,6 +30,19 @@ its section of ``RESULTS.md`` is ``<data>-srnn`` (with ``--tag X``: ``<data>-srn
 judges the SRNN paper's claims (SRNN above VRNN, smoothing above filtering, Res_q above plain)
 with the same paired test, beside the SRNN paper's own numbers. Its only figure is
 ``<data>-srnn_learning_curves.png`` (Figures 2 to 4 and the KL statistics are the VRNN paper's).
+
+``--study objectives`` trains the VRNN with each objective of ``vrnn train --objective``, at the
+same budget (:data:`vrnn.studies.OBJECTIVES_STUDY`'s entries): VRNN-Gauss and VRNN-GMM with the
+ELBO, IWAE (K = 4), FIVO (K = 4) and the ELBO with free bits (1 nat per step), beside RNN-Gauss
+and RNN-GMM (for binary data: VRNN-Bernoulli and RNN-Bernoulli). It acts as the tag
+``objectives`` and judges whether each objective trains a better model than the ELBO and whether
+any VRNN rises above the RNNs.
+
+Every study evaluates each latent model twice, with the same S: by importance sampling of whole
+trajectories (the paper's estimate) and by a particle filter that resamples on a low effective
+sample size (``--smc-repeats`` filters per sequence; 0 leaves it out), and reports both with
+their effective sample sizes (mean and minimum), the KL per step on the test split, and the
+claims judged by each estimate.
 """
 
 from __future__ import annotations
@@ -40,19 +53,17 @@ import re
 import shlex
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from vrnn.files import check_folder, write_text
-from vrnn.report import Claim, ModelResult, assess_claims, format_cell, format_table, paired_gap
+from vrnn.report import ModelResult, format_cell, format_se, format_table, paired_gap
+from vrnn.studies import SRNN_PAPER, STUDIES, Entry, study_claims, study_entries
 from vrnn.study_figures import make_figures
 
 STUDY_DATA = ("speech", "speech-multi", "handwriting", "chorales")
-REAL_MODELS = ("rnn-gauss", "rnn-gmm", "vrnn-i-gauss", "vrnn-gauss", "vrnn-gmm")
-BINARY_MODELS = ("rnn-bernoulli", "vrnn-i-bernoulli", "vrnn-bernoulli")
 DEFAULT_BATCH = {"audio": 32, "strokes": 20, "binary": 20}
 """Sequences per update (the paper: 128 for speech, 20 for handwriting; 32 keeps two CPU cores
 busy at the small preset)."""
@@ -65,63 +76,13 @@ TRAIN_DEFAULTS = {"max_steps": 100_000, "batch_size": None, "val_interval": 100,
 model stops (``--max-steps`` only caps it), early stopping is on, the budget counts CPU time
 (fair when the machine is shared; run with OMP_NUM_THREADS=1), and the batch depends on the
 data's kind (:data:`DEFAULT_BATCH`)."""
-
-
-STUDIES = ("paper", "srnn")
-"""``--study``: the VRNN paper's Table 1 (``paper``) or the SRNN paper's comparison (``srnn``)."""
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One model of a study: its ``key`` (run folder ``<out>/<key>``, ``--models``, results.json),
-    the ``--model`` it trains, the posterior and Res_q it sets (None: the model's default) and its
-    name in the report."""
-
-    key: str
-    model: str
-    posterior: str | None
-    res_q: bool | None
-    name: str
-
-
-SRNN_STUDY = (
-    ("srnn-{out}", "srnn-{out}", "smoothing", True, "SRNN (smooth + Res_q)"),
-    ("srnn-{out}-no-res-q", "srnn-{out}", "smoothing", False, "SRNN (smooth)"),
-    ("srnn-{out}-filtering", "srnn-{out}", "filtering", False, "SRNN (filt)"),
-    ("vrnn-{out}", "vrnn-{out}", "filtering", None, "VRNN-{Out} (filt)"),
-    ("vrnn-{out}-smoothing", "vrnn-{out}", "smoothing", None, "VRNN-{Out} (smooth)"),
-)
-"""The entries of ``--study srnn``: (key, --model, --posterior, --res-q, name), ``{out}`` being
-``bernoulli`` for binary data and ``gauss`` otherwise."""
-
-SRNN_PAPER = (
-    "The SRNN paper's own numbers (Fraccaro et al. 2016; `≥` the ELBO, `~` the "
-    "importance-sampled estimate), in nats per sequence: Blizzard: SRNN (smooth + Res_q) ≥ 11991, "
-    "SRNN (smooth) ≥ 10991, SRNN (filt + Res_q) ≥ 10572, SRNN (filt) ≥ 10846, VRNN-GMM ≥ 9107 "
-    "~ 9392; TIMIT: SRNN (smooth + Res_q) ≥ 60550, SRNN (smooth) ≥ 59269, SRNN (filt + Res_q) "
-    "≥ 52126, SRNN (filt) ≥ 50524, VRNN-GMM ≥ 28982 ~ 29604. Polyphonic music, in nats per time "
-    "step (the unit of the \"per step\" column below): SRNN ≥ -4.74 on JSB Chorales, ≥ -2.94 on "
-    "Nottingham, ≥ -6.28 on MuseData, ≥ -8.20 on Piano-midi.de. Our data sets are smaller "
-    "stand-ins, so only the orderings compare, not the numbers.")
-
-
-def study_entries(study: str, kind: str) -> tuple[Entry, ...]:
-    """The models of ``--study`` for data of ``kind`` ('audio', 'strokes', 'binary'), in the
-    order of the report."""
-    from vrnn.config import parse_model_name
-
-    if study == "paper":
-        return tuple(Entry(m, m, None, None, parse_model_name(m, kind)["name"])
-                     for m in models_for(kind))
-    if study == "srnn":
-        out = "bernoulli" if kind == "binary" else "gauss"
-        return tuple(Entry(*(v.format(out=out, Out=out.capitalize()) if isinstance(v, str)
-                             else v for v in row)) for row in SRNN_STUDY)
-    raise ValueError(f"--study must be one of {', '.join(STUDIES)}, got {study!r}")
+SMC_REPEATS = 4
+"""``--smc-repeats`` by default: independent particle filters per test sequence (its standard
+error comes from their spread)."""
 
 
 def study_tag(args: argparse.Namespace) -> str:
-    """The study's tag: ``--tag``, after ``srnn`` for ``--study srnn``."""
+    """The study's tag: ``--tag``, after the study's name for a study other than ``paper``."""
     study = getattr(args, "study", "paper")
     return "-".join(t for t in (study if study != "paper" else "", args.tag) if t)
 
@@ -131,10 +92,6 @@ def study_stem(data: str, tag: str = "") -> str:
     from vrnn.train_config import data_stem
 
     return data_stem(data) + (f"-{tag}" if tag else "")
-
-
-def models_for(kind: str) -> tuple[str, ...]:
-    return BINARY_MODELS if kind == "binary" else REAL_MODELS
 
 
 def _amend_help(parser: argparse.ArgumentParser, dest: str, text: str) -> None:
@@ -154,25 +111,32 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
     p.add_argument("--study", choices=STUDIES, default="paper",
                    help="paper: the VRNN paper's Table 1 (default); srnn: the SRNN paper's "
                         "comparison (SRNN with smoothing + Res_q, smoothing, filtering; VRNN "
-                        "with filtering, smoothing), acting as --tag srnn: its runs and its "
-                        "section of RESULTS.md are <data>-srnn[-<tag>]")
+                        "with filtering, smoothing); objectives: VRNN-Gauss and VRNN-GMM "
+                        "trained with elbo, iwae K=4, fivo K=4 and free bits, beside RNN-Gauss "
+                        "and RNN-GMM. A study other than paper acts as a tag: its runs and its "
+                        "section of RESULTS.md are <data>-<study>[-<tag>]")
     p.add_argument("--budget-minutes", type=float, default=20.0,
                    help="training time per model in minutes, counted across resumes (default 20)")
     p.add_argument("--models", default=None,
-                   help="comma-separated subset of the study's models (default all of them); "
-                        "for --study srnn its keys: srnn-gauss, srnn-gauss-no-res-q, "
+                   help="comma-separated subset of the study's models (default all of them), "
+                        "by key: for --study srnn srnn-gauss, srnn-gauss-no-res-q, "
                         "srnn-gauss-filtering, vrnn-gauss, vrnn-gauss-smoothing (-bernoulli for "
-                        "binary data)")
+                        "binary data); for --study objectives rnn-gauss, rnn-gmm and vrnn-gauss, "
+                        "vrnn-gmm with nothing, -iwae, -fivo or -free-bits after them")
     p.add_argument("--samples", type=int, default=40,
-                   help="importance samples per test sequence (default 40, as the paper)")
+                   help="importance samples per test sequence (default 40, as the paper), and "
+                        "particles per filter of the SMC estimate")
+    p.add_argument("--smc-repeats", type=int, default=SMC_REPEATS,
+                   help=f"particle filters per test sequence for the SMC estimate of each latent "
+                        f"model (default {SMC_REPEATS}; 0: importance sampling only)")
     p.add_argument("--max-test", type=int, default=0,
                    help="evaluate at most N test sequences (default 0: all)")
     p.add_argument("--tag", default="",
                    help="name a variant of the study (e.g. kl-anneal): its runs and its section "
-                        "of RESULTS.md are kept apart from the main study's (with --study srnn: "
-                        "<data>-srnn-<tag>)")
+                        "of RESULTS.md are kept apart from the main study's (with --study S: "
+                        "<data>-S-<tag>)")
     p.add_argument("--out", default=None, metavar="DIR",
-                   help="default runs/reproduce/<data>[-srnn][-<tag>]")
+                   help="default runs/reproduce/<data>[-<study>][-<tag>]")
     p.add_argument("--docs", default="docs", metavar="DIR",
                    help="where RESULTS.md and the figures go (default docs)")
     p.add_argument("--eval-only", action="store_true",
@@ -209,6 +173,7 @@ def command_line(args: argparse.Namespace) -> str:
 def _check_study_flags(args: argparse.Namespace) -> None:
     for flag, value, ok in (("--budget-minutes", args.budget_minutes, args.budget_minutes > 0),
                             ("--samples", args.samples, args.samples >= 1),
+                            ("--smc-repeats", args.smc_repeats, args.smc_repeats >= 0),
                             ("--max-test", args.max_test, args.max_test >= 0),
                             ("--max-steps", args.max_steps, args.max_steps >= 1)):
         if not ok:
@@ -242,9 +207,10 @@ def study_out(args: argparse.Namespace) -> Path:
 
 def train_configs(args: argparse.Namespace, kind: str, out: Path | None = None) -> dict:
     """{key: the :class:`~vrnn.train_config.TrainConfig` that trains it}: the study's shared
-    settings, the entry's --model, --posterior and --res-q, run folder ``<out>/<key>``, resumed
-    where it stopped and stopped at ``--budget-minutes`` in total (what ``vrnn train ... --out
-    <out>/<key> --resume auto --max-minutes <budget> --no-tensorboard`` gives)."""
+    settings, the entry's --model, --posterior, --res-q and its own fields (--objective, ...),
+    run folder ``<out>/<key>``, resumed where it stopped and stopped at ``--budget-minutes`` in
+    total (what ``vrnn train ... --out <out>/<key> --resume auto --max-minutes <budget>
+    --no-tensorboard`` gives)."""
     from vrnn.train_config import TrainConfig
 
     out = study_out(args) if out is None else out
@@ -252,7 +218,8 @@ def train_configs(args: argparse.Namespace, kind: str, out: Path | None = None) 
     settings["batch_size"] = args.batch_size or DEFAULT_BATCH.get(kind, 32)
     return {e.key: TrainConfig(**settings, model=e.model, posterior=e.posterior, res_q=e.res_q,
                                out_dir=str(out / e.key), resume="auto",
-                               max_minutes=args.budget_minutes, tensorboard=False)
+                               max_minutes=args.budget_minutes, tensorboard=False,
+                               **dict(e.train))
             for e in select_entries(args, kind)}
 
 
@@ -308,8 +275,10 @@ def run_study(args: argparse.Namespace) -> dict:
 
 def _evaluate(entry: Entry, best: Path, test: list, cached: dict | None,
               args: argparse.Namespace, info) -> dict:
-    """The test-split evaluation of ``best``; reuses ``cached`` when it is of the same
-    checkpoint, sample count and test set."""
+    """The test-split evaluation of ``best``: importance sampling (the paper's) and, for a latent
+    model, the SMC estimate (``--smc-repeats`` filters of ``--samples`` particles) and the KL per
+    step. Each part reuses ``cached`` when it is of the same checkpoint, sample count, test set
+    and seed (and SMC: repeats), so adding SMC to a study evaluated before costs SMC only."""
     from vrnn.checkpoint import load_checkpoint, model_from_checkpoint
     from vrnn.evaluate import evaluate_sequences
     from vrnn.model import count_parameters
@@ -319,71 +288,67 @@ def _evaluate(entry: Entry, best: Path, test: list, cached: dict | None,
     last = load_checkpoint(best.parent / "last.pt")
     key = {"step": int(ckpt["step"]), "samples": args.samples, "n_test": len(test),
            "seed": args.seed}
+    frame_size = info.frame_size if info.kind == "audio" else None
+    model = None
     if cached is not None and cached.get("key") == key:
-        cached.update(_train_facts(last, best.parent), **_model_facts(entry, ckpt))
-        return cached
-    model = model_from_checkpoint(ckpt)
-    print(f"[{name}] evaluating step {key['step']} on {len(test)} test sequences "
-          f"(S={args.samples if model.is_latent else 'exact'})")
-    started = time.time()
-    res = evaluate_sequences(model, test, num_samples=args.samples, seed=args.seed,
-                             frame_size=info.frame_size if info.kind == "audio" else None,
-                             batch_size=16)
-    return {"key": key, "name": entry.name, **_model_facts(entry, ckpt),
-            "latent": model.is_latent, "n_params": count_parameters(model),
-            "eval_s": time.time() - started, "summary": res.summary(),
-            "log_likelihood": res.log_likelihood.tolist(), "elbo": res.elbo.tolist(),
-            "best_step": int(ckpt["step"]), "best_valid_bound": ckpt.get("best_bound"),
-            **_train_facts(last, best.parent)}
+        record = cached
+    else:
+        model = model_from_checkpoint(ckpt)
+        print(f"[{name}] evaluating step {key['step']} on {len(test)} test sequences "
+              f"(S={args.samples if model.is_latent else 'exact'})")
+        started = time.time()
+        res = evaluate_sequences(model, test, num_samples=args.samples, seed=args.seed,
+                                 frame_size=frame_size, batch_size=16)
+        record = {"key": key, "name": entry.name, "latent": model.is_latent,
+                  "n_params": count_parameters(model), "eval_s": time.time() - started,
+                  "summary": res.summary(), "log_likelihood": res.log_likelihood.tolist(),
+                  "elbo": res.elbo.tolist(), "is_stderr": res.is_stderr.tolist(),
+                  "ess": res.ess_mean.tolist(), "best_step": int(ckpt["step"]),
+                  "best_valid_bound": ckpt.get("best_bound")}
+    record.update(_train_facts(last, best.parent), **_model_facts(entry, ckpt))
+    if not record["latent"]:
+        return record
+    if "kl_per_step" not in record:
+        from vrnn.analysis import kl_profile
+
+        model = model or model_from_checkpoint(ckpt)
+        kl = [kl_profile(model, x, seed=args.seed + i)["kl"] for i, x in enumerate(test)]
+        record["kl_per_step"] = float(np.concatenate(kl).mean())
+    smc_key = {**key, "repeats": args.smc_repeats}
+    if args.smc_repeats and (record.get("smc") or {}).get("key") != smc_key:
+        model = model or model_from_checkpoint(ckpt)
+        print(f"[{name}] SMC: {args.smc_repeats} filters x {args.samples} particles per test "
+              f"sequence")
+        started = time.time()
+        res = evaluate_sequences(model, test, num_samples=args.samples, seed=args.seed,
+                                 frame_size=frame_size, batch_size=16, estimator="smc",
+                                 repeats=args.smc_repeats)
+        record["smc"] = {"key": smc_key, "eval_s": time.time() - started,
+                         "summary": res.summary(),
+                         "log_likelihood": res.log_likelihood.tolist(),
+                         "stderr": res.is_stderr.tolist(), "ess_mean": res.ess_mean.tolist(),
+                         "ess_min": res.ess_min.tolist(),
+                         "resamples": res.resamples.tolist()}
+    return record
 
 
 def _model_facts(entry: Entry, ckpt: dict) -> dict:
-    """The trained model's --model, posterior and Res_q (None where it has none), from its
-    checkpoint."""
+    """The trained model's --model, posterior and Res_q (None where it has none), and the
+    objective that trained it, from its checkpoint."""
     mc = ckpt.get("model_config") or {}
+    tc = ckpt.get("train_config") or {}
     family = mc.get("family", entry.model.split("-")[0])
     return {"model": entry.model,
             "posterior": mc.get("posterior", entry.posterior) if family != "rnn" else None,
-            "res_q": bool(mc.get("res_q", entry.res_q)) if family == "srnn" else None}
+            "res_q": bool(mc.get("res_q", entry.res_q)) if family == "srnn" else None,
+            "objective": tc.get("objective", "elbo"), "particles": tc.get("particles"),
+            "free_bits": float(tc.get("free_bits") or 0.0)}
 
 
 def _train_facts(last: dict, run_dir: Path) -> dict:
     return {"steps": int(last["step"]), "train_minutes": float(last.get("train_seconds", 0)) / 60,
             "train_cpu_minutes": float(last.get("train_cpu_seconds", 0)) / 60,
             "epochs": int(last["epoch"]), "run_dir": str(run_dir)}
-
-
-# -- the SRNN study's claims ------------------------------------------------------------------
-
-def srnn_claims(results: dict[str, ModelResult], *, field: str = "log_likelihood") -> list[Claim]:
-    """The SRNN paper's claims on one data set, each judged by the paired gap in ``field`` of two
-    entries on the same test sequences (``log_likelihood``: the importance-sampled estimate, as
-    the paper study; ``elbo``: the bound the SRNN paper reports), as :func:`vrnn.report.
-    assess_claims` does: a claim holds when its gap is positive.
-
-    ``results``: entry key (:func:`study_entries` of ``srnn``) -> its result; entries that are
-    missing leave their claims out. The claims: every SRNN entry above every VRNN entry;
-    smoothing above filtering, for the SRNN (``srnn-*-no-res-q`` against ``srnn-*-filtering``)
-    and for the VRNN (``vrnn-*-smoothing`` against ``vrnn-*``); Res_q above plain (``srnn-*``
-    against ``srnn-*-no-res-q``)."""
-    def claim(a: str, b: str, what: str) -> Claim:
-        gap, se = paired_gap(getattr(results[a], field), getattr(results[b], field))
-        return Claim(f"{results[a].name} above {results[b].name} ({what})", gap > 0, gap, se)
-
-    claims = []
-    for out in ("gauss", "bernoulli"):
-        srnns = [k for k in (f"srnn-{out}", f"srnn-{out}-no-res-q", f"srnn-{out}-filtering")
-                 if k in results]
-        vrnns = [k for k in (f"vrnn-{out}", f"vrnn-{out}-smoothing") if k in results]
-        claims += [claim(a, b, "SRNN above VRNN") for a in srnns for b in vrnns]
-        for a, b, what in ((f"srnn-{out}-no-res-q", f"srnn-{out}-filtering",
-                            "smoothing above filtering, SRNN"),
-                           (f"vrnn-{out}-smoothing", f"vrnn-{out}",
-                            "smoothing above filtering, VRNN"),
-                           (f"srnn-{out}", f"srnn-{out}-no-res-q", "Res_q above plain")):
-            if a in results and b in results:
-                claims.append(claim(a, b, what))
-    return claims
 
 
 # -- the report --------------------------------------------------------------------------------
@@ -408,40 +373,113 @@ def _rel(path: Path, docs: Path) -> str:
         return str(path)
 
 
-def _srnn_table(stem: str, entries: tuple[Entry, ...], results: dict[str, ModelResult]) -> str:
+def _entries_table(stem: str, order: list[str], results: dict[str, ModelResult]) -> str:
     """:func:`vrnn.report.format_table`'s layout, one row per entry in the study's order."""
     lines = [f"| model | {stem} |", "|---|---|"]
-    lines += [f"| {results[e.key].name} | {format_cell(results[e.key])} |" for e in entries
-              if e.key in results]
+    lines += [f"| {results[k].name} | {format_cell(results[k])} |" for k in order]
     return "\n".join(lines)
+
+
+def _results(records: dict, order: list[str], *, smc: bool = False) -> dict[str, ModelResult]:
+    """{key: ModelResult} of ``records``; with ``smc``, a latent model's log-likelihood is its SMC
+    estimate (an RNN's stays exact), and models without one are left out."""
+    out = {}
+    for k in order:
+        r = records[k]
+        ll = r["log_likelihood"]
+        if smc and r["latent"]:
+            if "smc" not in r:
+                continue
+            ll = r["smc"]["log_likelihood"]
+        out[k] = ModelResult(r["name"], r["latent"], np.asarray(ll), np.asarray(r["elbo"]),
+                             r["n_params"])
+    return out
+
+
+def _mc_cell(value: float, summary: dict) -> str:
+    """An estimate with the estimator's own (Monte Carlo) error per sequence: printed as a
+    standard error only where the ESS supports it (:func:`~vrnn.checkpoint_eval.ess_too_low`)."""
+    from vrnn.checkpoint_eval import ess_too_low
+
+    if summary.get("estimator") == "smc":  # the spread of independent filters
+        return (f"{value:.1f} (MC se {summary['is_stderr_mean']:.1f}, "
+                f"{summary['repeats']} filters)")
+    if ess_too_low(summary["ess_mean"], summary["num_samples"]):
+        return f"{value:.1f} (ESS too low for an MC se)"
+    return f"{value:.1f} (MC se {summary['is_stderr_mean']:.1f})"
+
+
+def _estimator_table(records: dict, order: list[str], samples: int) -> list[str]:
+    """Lines of the estimators' table: for each latent model the ELBO, the importance-sampled
+    and the SMC estimate (means over test sequences, nats per sequence), their effective sample
+    sizes (IS: of the S weights; SMC: per step; mean over sequences and the least), SMC's
+    resamplings, the paired gap SMC - IS with its standard error, and the KL per step."""
+    rows = [k for k in order if records[k]["latent"] and "ess_mean" in records[k]["summary"]]
+    if not rows:
+        return []
+    lines = ["| model | ELBO | IS | IS ESS mean (min) | SMC | SMC ESS per step mean (min) | "
+             "resamplings per filter | SMC − IS | KL per step |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for k in rows:
+        r = records[k]
+        s = r["summary"]
+        cells = [r["name"], f"{s['elbo']:.1f}", _mc_cell(s["log_likelihood"], s),
+                 f"{s['ess_mean']:.1f} ({s['ess_min']:.1f})"]
+        if "smc" in r:
+            m = r["smc"]["summary"]
+            gap, se = paired_gap(np.asarray(r["smc"]["log_likelihood"]),
+                                 np.asarray(r["log_likelihood"]))
+            cells += [_mc_cell(m["log_likelihood"], m),
+                      f"{m['ess_mean']:.1f} ({m['ess_min']:.1f})",
+                      f"{m.get('resamples_mean', 0.0):.1f}", f"{gap:+.1f} ± {format_se(se)}"]
+        else:
+            cells += ["-"] * 4
+        kl = r.get("kl_per_step")
+        cells.append("-" if kl is None else f"{kl:.4g}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return [f"The estimators, S = {samples} (IS: samples of whole trajectories; SMC: particles "
+            "per filter, resampled when the ESS falls below S/2). An IS Monte Carlo error is "
+            "given only where the ESS is at least max(5, S/10): below it, the weights are "
+            "dominated by one trajectory and the delta method's error is far too small. SMC − "
+            "IS: the paired gap over test sequences ± its standard error. KL per step: of one "
+            "posterior draw per test sequence, nats.", "", *lines, ""]
+
+
+OBJECTIVES_NOTE = (
+    "Each VRNN trained with the objective in brackets (`vrnn train --objective`): the ELBO (the "
+    "paper's), the importance-weighted bound of K samples (IWAE), the filtering variational "
+    "objective of K particles (FIVO), or the ELBO with free bits (the KL of each step counts as "
+    "at least LAMBDA nats in the loss). The validation bound that picks the best checkpoint is "
+    "the ELBO for all of them; every model had the same training budget, so the K-particle "
+    "objectives made fewer updates.")
 
 
 def write_report(args, info, ds, out: Path, records: dict, *, command: str) -> Path:
     docs = check_folder(args.docs, "--docs")
     stem = study_stem(args.data, study_tag(args))
-    srnn = getattr(args, "study", "paper") == "srnn"
-    if srnn:
+    study = getattr(args, "study", "paper")
+    paper = study == "paper"
+    entries = study_entries(study, info.kind)
+    order = [e.key for e in entries if e.key in records]
+    order += [k for k in records if k not in order]  # results of models the study has dropped
+    by_key = _results(records, order)
+    smc_results = _results(records, order, smc=True)
+    claims = study_claims(study, by_key)
+    smc_claims = (study_claims(study, smc_results)
+                  if any("smc" in records[k] for k in order) else [])
+    elbo_claims = study_claims(study, by_key, field="elbo") if study == "srnn" else []
+    if paper:
+        table = format_table({stem: {r.name: r for r in by_key.values()}})
+        extra = make_figures(args, info, ds, records, docs, stem)
+    else:
         from vrnn.render import plot_learning_curves
 
-        entries = study_entries("srnn", info.kind)
-        by_key = {k: ModelResult(r["name"], r["latent"], np.asarray(r["log_likelihood"]),
-                                 np.asarray(r["elbo"]), r["n_params"]) for k, r in records.items()}
-        table = _srnn_table(stem, entries, by_key)
-        claims = srnn_claims(by_key)
-        elbo_claims = srnn_claims(by_key, field="elbo")
-        curves = {records[e.key]["name"]: Path(records[e.key]["run_dir"]) / "metrics.csv"
-                  for e in entries if e.key in records}
+        table = _entries_table(stem, order, by_key)
+        curves = {records[k]["name"]: Path(records[k]["run_dir"]) / "metrics.csv"
+                  for k in order}
         png = plot_learning_curves(curves, docs / f"{stem}_learning_curves.png")
         extra = {"figures": {"learning curves (validation bound per sequence)": png}
                  if png else {}}
-    else:
-        results = {r["name"]: ModelResult(r["name"], r["latent"],
-                                          np.asarray(r["log_likelihood"]),
-                                          np.asarray(r["elbo"]), r["n_params"])
-                   for r in records.values()}
-        table = format_table({stem: results})
-        claims, elbo_claims = assess_claims(results), []
-        extra = make_figures(args, info, ds, records, docs, stem)
 
     n_test = len(next(iter(records.values()))["log_likelihood"])
     lines = [f"## {stem}", "",
@@ -449,17 +487,16 @@ def write_report(args, info, ds, out: Path, records: dict, *, command: str) -> P
              # the report is shared: the reader's environment, not this machine's paths
              f"Data: {info.source.replace(sys.prefix, '$VIRTUAL_ENV')}. {info.split_note} "
              f"Test: {n_test} sequences.", "",
-             *([SRNN_PAPER, ""] if srnn else []),
+             *([SRNN_PAPER, ""] if study == "srnn" else []),
+             *([OBJECTIVES_NOTE, ""] if study == "objectives" else []),
              "Average log-likelihood per test sequence in nats (higher is better): `≥` the ELBO, "
              f"`~` the importance-sampled estimate with S = {args.samples}"
-             + ("" if srnn else ", exact for the RNNs") + "; "
+             + ("" if study == "srnn" else ", exact for the RNNs") + "; "
              "± one standard error over sequences.", "", table, "",
              "| model | parameters | updates | training minutes (CPU) | best step | per step | "
              + ("bits per sample | " if info.kind == "audio" else "") + "evaluation s |",
              "|---|---:|---:|---:|---:|---:|" + ("---:|" if info.kind == "audio" else "")
              + "---:|"]
-    order = ([e.key for e in entries if e.key in records] if srnn
-             else [m for m in (*REAL_MODELS, *BINARY_MODELS) if m in records])
     for m in order:
         r = records[m]
         s = r["summary"]
@@ -471,12 +508,18 @@ def write_report(args, info, ds, out: Path, records: dict, *, command: str) -> P
             # "log_likelihood_bits_per_sample" (the same value under a misleading name)
             bits = s.get("nll_bits_per_sample", s.get("log_likelihood_bits_per_sample"))
             row += f"{bits:.3f} | "
-        lines.append(row + f"{r['eval_s']:.0f} |")
-    lines += ["", f"Claims of the {'SRNN ' if srnn else ''}paper, judged by the paired gap in "
-              f"{'the importance-sampled ' if srnn else ''}log-likelihood on the same "
-              "test sequences (a claim holds when the gap has the paper's sign; its size in "
-              "paired standard errors is beside it):", ""]
+        eval_s = r["eval_s"] + (r.get("smc") or {}).get("eval_s", 0.0)
+        lines.append(row + f"{eval_s:.0f} |")
+    lines += ["", *_estimator_table(records, order, args.samples)]
+    whose = {"paper": "the paper", "srnn": "the SRNN paper", "objectives": "this study"}[study]
+    lines += [f"Claims of {whose}, judged by the paired gap in the importance-sampled "
+              "log-likelihood (exact for an RNN) on the same test sequences (a claim holds when "
+              "the gap has the claimed sign; its size in paired standard errors is beside it):",
+              ""]
     lines += [c.line() for c in claims]
+    if smc_claims:
+        lines += ["", "The same gaps in the SMC estimate:", ""]
+        lines += [c.line() for c in smc_claims]
     if elbo_claims:
         lines += ["", "The same gaps in the ELBO, the bound the SRNN paper reports:", ""]
         lines += [c.line() for c in elbo_claims]
