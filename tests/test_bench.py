@@ -335,6 +335,16 @@ def test_quick_run_writes_every_figure(quick):
             CONFIGS[name]))
         assert e["separate_measured"]  # --quick times 40 passes even for paper-speech
         assert {r_["steps"] for r_ in r["generation"].values()} == {5}
+        if name not in ("handwriting", "speech"):  # --particle-configs' default
+            assert "particles" not in r
+            continue
+        p = r["particles"]
+        assert set(p["particle_steps"]) == {"iwae_2", "fivo_2", "iwae_3", "fivo_3"}
+        for st in p["particle_steps"].values():  # the median of ratios scales exactly by 1/K
+            assert st["over_k_one_particle_steps"] == pytest.approx(
+                st["over_one_particle"] / st["particles"])
+            assert st["ms"] > 0 and st["objective"] in ("iwae", "fivo")
+        assert p["evaluation"]["samples"] == 40 and p["evaluation"]["smc_ms"] > 0
     s = quick["scaling"]
     assert s["model"]["name"] == "handwriting"
     assert [(r["steps"], r["batch"]) for r in s["by_steps"]] == [(5, 3), (10, 3), (20, 3)]
@@ -356,6 +366,9 @@ def test_markdown_tables_come_from_a_saved_result(quick, tmp_path, capsys):
     ref = quick["configs"]["srnn-speech"]["training"]["vrnn_reference"]
     assert f"SRNN `ours` / VRNN `ours`: {ref['srnn_over_vrnn']:.2f}" in text
     assert "Importance-sampled evaluation" in text and "Scaling" in text
+    iwae = quick["configs"]["speech"]["particles"]["particle_steps"]["iwae_3"]
+    assert f"| speech | iwae | 3 | {iwae['ms']:.1f} | {iwae['over_one_particle']:.2f}x |" in text
+    assert "| speech | 40 |" in text  # SMC against IS
     out = capsys.readouterr().out
     assert "ms/step" in out and "autograd-loop" in out  # the text report too
     bad = tmp_path / "bad.json"
@@ -399,6 +412,8 @@ def test_cli_runs_it_and_rejects_bad_flags(tmp_path, capsys):
     assert bench.main(["--configs", "mnist,nope"]) == 2
     assert "nope" in capsys.readouterr().err
     assert bench.main(["--repeats", "0"]) == 2
+    assert bench.main(["--quick", "--configs", "mnist", "--particle-configs", "srnn-speech"]) == 2
+    assert "--particle-configs: srnn-speech is not a VRNN config" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         bench.main(["--scale-steps", "5,x"])
 

@@ -236,3 +236,119 @@ def test_a_tiny_srnn_study(tmp_path, capsys):
     paper = [w for w in common if w not in ("--study", "srnn")]
     assert main(["reproduce", *paper, "--eval-only"]) == 2  # not the paper study's results
     assert "holds the results of --study srnn" in capsys.readouterr().err
+
+
+# -- the objectives study ----------------------------------------------------------------------
+
+OBJECTIVE_FLAGS = {"vrnn-gauss": [], "vrnn-gauss-iwae": ["--objective", "iwae", "--particles", "4"],
+                   "vrnn-gauss-fivo": ["--objective", "fivo", "--particles", "4"],
+                   "vrnn-gauss-free-bits": ["--free-bits", "1"]}
+
+
+def test_the_objectives_study_trains_what_vrnn_train_would():
+    """Each VRNN entry's TrainConfig is that of ``vrnn train`` with the entry's objective flags;
+    the RNN baselines train with the ELBO (their exact likelihood)."""
+    import argparse
+
+    from vrnn.reproduce import train_configs
+    from vrnn.train_config import TrainConfig, add_train_flags
+
+    args = build_parser().parse_args(["--data", "handwriting", "--study", "objectives"])
+    configs = train_configs(args, "strokes")
+    assert list(configs) == ["rnn-gauss", "rnn-gmm", *OBJECTIVE_FLAGS,
+                             *(k.replace("gauss", "gmm") for k in OBJECTIVE_FLAGS)]
+    train = argparse.ArgumentParser()
+    add_train_flags(train)
+    for key, flags in OBJECTIVE_FLAGS.items():
+        for model in ("vrnn-gauss", "vrnn-gmm"):
+            key_m = key.replace("vrnn-gauss", model)
+            words = shlex.split(
+                f"--data handwriting --model {model} --preset small --max-steps 100000 "
+                f"--batch-size 20 --val-interval 100 --patience 10 --budget-clock cpu "
+                f"--max-minutes 20 --resume auto --no-tensorboard "
+                f"--out runs/reproduce/handwriting-objectives/{key_m}") + flags
+            theirs = TrainConfig(**vars(train.parse_args(words)))
+            assert configs[key_m] == theirs, key_m
+    assert configs["rnn-gmm"].objective == "elbo" and configs["rnn-gmm"].free_bits == 0
+    binary = train_configs(build_parser().parse_args(
+        ["--data", "chorales", "--study", "objectives"]), "binary")
+    assert list(binary) == ["rnn-bernoulli", "vrnn-bernoulli", "vrnn-bernoulli-iwae",
+                            "vrnn-bernoulli-fivo", "vrnn-bernoulli-free-bits"]
+
+
+def test_objective_claims_judge_each_objective_against_its_elbo_twin_and_the_rnns():
+    from vrnn.report import ModelResult
+    from vrnn.studies import objective_claims
+
+    rng = np.random.default_rng(1)
+    base = rng.normal(500.0, 50.0, size=40)
+    shifts = {"rnn-gmm": 10.0, "vrnn-gauss": 0.0, "vrnn-gauss-iwae": 3.0,
+              "vrnn-gauss-fivo": 20.0, "vrnn-gauss-free-bits": -2.0}
+
+    def result(key, s):
+        return ModelResult(key, key.startswith("vrnn"), base + s + rng.normal(0, 0.5, 40),
+                           base + s - 1.0)
+
+    claims = {c.text: c for c in objective_claims({k: result(k, s) for k, s in shifts.items()})}
+    assert list(claims)[:3] == ["vrnn-gauss-iwae above vrnn-gauss",
+                                "vrnn-gauss-fivo above vrnn-gauss",
+                                "vrnn-gauss-free-bits above vrnn-gauss"]
+    assert claims["vrnn-gauss-fivo above vrnn-gauss"].gap == pytest.approx(20.0, abs=0.5)
+    assert not claims["vrnn-gauss-free-bits above vrnn-gauss"].holds
+    vs_rnn = {t: c.holds for t, c in claims.items() if t.endswith("above rnn-gmm")}
+    assert vs_rnn == {"vrnn-gauss above rnn-gmm": False, "vrnn-gauss-iwae above rnn-gmm": False,
+                      "vrnn-gauss-fivo above rnn-gmm": True,
+                      "vrnn-gauss-free-bits above rnn-gmm": False}
+    assert len(claims) == 3 + 4
+
+
+def test_a_tiny_objectives_study_reports_is_and_smc(tmp_path, capsys):
+    """IS and SMC for every latent entry, with their ESS (mean and least) per sequence, the KL
+    per step, the objective that trained it; a later run with other SMC repeats reuses the IS
+    evaluation and redoes SMC only."""
+    data = write_strokes(tmp_path / "pen.npz")
+    common = ["--data", str(data), "--study", "objectives", "--preset", "tiny", "--max-steps",
+              "2", "--val-interval", "2", "--samples", "4", "--docs", str(tmp_path / "docs"),
+              "--no-progress", "--device", "cpu", "--out", str(tmp_path / "study"),
+              "--models", "rnn-gauss,vrnn-gauss,vrnn-gauss-fivo"]
+    assert main(["reproduce", *common, "--smc-repeats", "2"]) == 0
+    saved = json.loads((tmp_path / "study" / "results.json").read_text())
+    assert saved["study"] == "objectives"
+    models = saved["models"]
+    assert "smc" not in models["rnn-gauss"] and "kl_per_step" not in models["rnn-gauss"]
+    assert models["vrnn-gauss-fivo"]["objective"] == "fivo"
+    assert models["vrnn-gauss-fivo"]["particles"] == 4
+    for key in ("vrnn-gauss", "vrnn-gauss-fivo"):
+        r = models[key]
+        smc = r["smc"]
+        assert smc["key"]["repeats"] == 2 and smc["summary"]["estimator"] == "smc"
+        for field in ("log_likelihood", "stderr", "ess_mean", "ess_min", "resamples"):
+            assert len(smc[field]) == 5
+        assert all(1.0 - 1e-9 <= m <= 4 + 1e-9 for m in smc["ess_mean"])
+        assert all(lo <= m + 1e-9 for lo, m in zip(smc["ess_min"], smc["ess_mean"]))
+        assert all(1.0 - 1e-9 <= e <= 4 + 1e-9 for e in r["ess"])
+        assert r["kl_per_step"] >= 0 and np.isfinite(r["kl_per_step"])
+    text = (tmp_path / "docs" / "RESULTS.md").read_text()
+    section = text[text.index("<!-- reproduce:pen-objectives:begin -->"):]
+    assert "| model | ELBO | IS | IS ESS mean (min) | SMC |" in section
+    assert "VRNN-Gauss (fivo K=4) above VRNN-Gauss (elbo)" in section
+    assert "The same gaps in the SMC estimate:" in section
+    assert "(MC se" in section and "2 filters)" in section
+    is_eval = models["vrnn-gauss"]["eval_s"]
+    assert main(["reproduce", *common, "--smc-repeats", "3", "--eval-only"]) == 0
+    again = json.loads((tmp_path / "study" / "results.json").read_text())["models"]
+    assert again["vrnn-gauss"]["eval_s"] == is_eval  # IS reused ...
+    assert again["vrnn-gauss"]["log_likelihood"] == models["vrnn-gauss"]["log_likelihood"]
+    assert again["vrnn-gauss"]["smc"]["key"]["repeats"] == 3  # ... SMC redone
+
+
+def test_an_is_error_is_printed_only_where_the_ess_supports_it():
+    from vrnn.reproduce import _mc_cell
+
+    ok = {"estimator": "is", "ess_mean": 12.0, "num_samples": 40, "is_stderr_mean": 0.25}
+    assert _mc_cell(100.0, ok) == "100.0 (MC se 0.2)"
+    low = {**ok, "ess_mean": 1.3}  # max(5, 40 / 10) = 5 > 1.3
+    assert _mc_cell(100.0, low) == "100.0 (ESS too low for an MC se)"
+    smc = {"estimator": "smc", "ess_mean": 1.3, "num_samples": 40, "is_stderr_mean": 2.0,
+           "repeats": 4}
+    assert _mc_cell(100.0, smc) == "100.0 (MC se 2.0, 4 filters)"

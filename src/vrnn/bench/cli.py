@@ -18,6 +18,7 @@ from vrnn.bench.machine import (
     load_average,
     machine_info,
 )
+from vrnn.bench.particles import bench_particles
 from vrnn.bench.report import format_report, markdown_report
 from vrnn.bench.suites import bench_evaluation, bench_generation, bench_scaling, bench_training
 
@@ -68,6 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-separate", action=argparse.BooleanOptionalAction, default=None,
                    help="time 40 separate ELBO passes instead of 40 x one pass (default: on "
                         "except for paper-speech)")
+    p.add_argument("--particles", type=_int_list, default=None,
+                   help="K of the timed K-particle training steps (iwae, fivo) against the "
+                        "one-particle ELBO step, and of nothing else (default 4,16)")
+    p.add_argument("--particle-configs", default="handwriting,speech",
+                   help="the VRNN configs (of --configs) that time the K-particle steps and SMC "
+                        "against IS at S = 40 (default handwriting,speech; 'none': no such "
+                        "timing)")
     p.add_argument("--no-generation", dest="generation", action="store_false")
     p.add_argument("--no-scaling", dest="scaling", action="store_false")
     p.add_argument("--scale-steps", type=_int_list, default=None,
@@ -81,6 +89,7 @@ def resolve(args: argparse.Namespace) -> None:
     """Fill the defaults that depend on ``--quick``, and the settings no flag sets."""
     q = args.quick
     defaults = {"repeats": 3 if q else 10, "warmup": 1 if q else 2, "compile": not q,
+                "particles": [2, 3] if q else [4, 16],
                 "sgemm_size": 256 if q else 2048, "scale_steps": [5, 10, 20] if q else
                 [50, 100, 200, 500, 1000, 2000], "scale_batch": [1, 4] if q else
                 [1, 4, 16, 64, 256]}
@@ -90,6 +99,7 @@ def resolve(args: argparse.Namespace) -> None:
     args.eval_repeats = 1 if q else 3
     args.eval_warmup = 1
     args.gen_steps = 5 if q else 100
+    args.particle_repeats = args.repeats
     args.scale_repeats = 1 if q else 3
     args.scale_fixed_steps = 10 if q else 100
     if args.repeats < 1 or args.warmup < 0:
@@ -115,6 +125,12 @@ def run(args: argparse.Namespace) -> dict:
     if unknown:
         raise ValueError(f"--configs: unknown {', '.join(unknown)}; choose from "
                          f"{', '.join(CONFIGS)}")
+    particle_configs = {n.strip() for n in args.particle_configs.split(",")} - {"", "none"}
+    wrong = sorted(n for n in particle_configs if n not in CONFIGS
+                   or CONFIGS[n].family != "vrnn")
+    if wrong:
+        raise ValueError(f"--particle-configs: {', '.join(wrong)} is not a VRNN config; choose "
+                         f"from {', '.join(n for n, c in CONFIGS.items() if c.family == 'vrnn')}")
     result: dict = {"command": "vrnn benchmark " + " ".join(args.argv), "quick": args.quick,
                     "machine": machine_info(device), "repeats": args.repeats,
                     "warmup": args.warmup, "configs": {}}
@@ -137,6 +153,10 @@ def run(args: argparse.Namespace) -> dict:
         if args.evaluation and not srnn:
             print(f"[{name}] IS evaluation ...", flush=True)
             r["evaluation"] = bench_evaluation(cfg, _evaluation_args(name, args), device)
+        if name in particle_configs:
+            print(f"[{name}] K-particle steps (K = {', '.join(map(str, args.particles))}) and "
+                  f"SMC ...", flush=True)
+            r["particles"] = bench_particles(cfg, _evaluation_args(name, args), device)
         if args.generation and not srnn:
             print(f"[{name}] generation ...", flush=True)
             r["generation"] = bench_generation(cfg, args, device)

@@ -92,6 +92,24 @@ def _text_evaluation_and_generation(configs: dict) -> list[str]:
     return lines
 
 
+def _text_particles(configs: dict) -> list[str]:
+    parts = {n: r["particles"] for n, r in configs.items() if "particles" in r}
+    if not parts:
+        return []
+    lines = ["", f"{'K particles':<13}{'step':<10}{'ms':>9}{'/ ELBO step':>12}"
+                 f"{'/ K ELBO steps':>16}"]
+    for n, p in parts.items():
+        lines.append(f"{n:<13}{'elbo':<10}{p['elbo_step_ms']:>9.1f}{1.0:>11.2f}x"
+                     f"{1.0:>15.2f}x")
+        for key, st in p["particle_steps"].items():
+            lines.append(f"{n:<13}{key:<10}{st['ms']:>9.1f}{st['over_one_particle']:>11.2f}x"
+                         f"{st['over_k_one_particle_steps']:>15.2f}x")
+        e = p["evaluation"]
+        lines.append(f"{n:<13}SMC S={e['samples']} {e['smc_ms']:.0f} ms, IS S={e['samples']} "
+                     f"{e['is_ms']:.0f} ms: SMC / IS {e['smc_over_is']:.2f}x")
+    return lines
+
+
 def _text_memory_and_scaling(result: dict) -> list[str]:
     lines = []
     mems = {n: r["training"]["memory"] for n, r in result["configs"].items() if "training" in r}
@@ -129,6 +147,7 @@ def format_report(result: dict) -> str:
             lines += _text_training(name, r["training"], w)
     lines += _text_targets(result["configs"])
     lines += _text_evaluation_and_generation(result["configs"])
+    lines += _text_particles(result["configs"])
     lines += _text_memory_and_scaling(result)
     return "\n".join(lines)
 
@@ -208,6 +227,30 @@ def _md_evaluation_and_generation(configs: dict) -> list[str]:
     return out
 
 
+def _md_particles(configs: dict) -> list[str]:
+    parts = {n: r["particles"] for n, r in configs.items() if "particles" in r}
+    if not parts:
+        return []
+    out = ["Training with K particles (`--objective iwae|fivo --particles K`), one update "
+           "(forward, backward, Adam) against the one-particle ELBO update, and against K of "
+           "them (the median of each round's ratio):", "",
+           "| config | objective | K | ms / step | / ELBO step | / K ELBO steps |",
+           "|---|---|---:|---:|---:|---:|"]
+    for n, p in parts.items():
+        out.append(f"| {n} | elbo | 1 | {p['elbo_step_ms']:.1f} | 1.00x | 1.00x |")
+        out += [f"| {n} | {st['objective']} | {st['particles']} | {st['ms']:.1f} | "
+                f"{st['over_one_particle']:.2f}x | {st['over_k_one_particle_steps']:.2f}x |"
+                for st in p["particle_steps"].values()]
+    out += ["", "Particle-filter (SMC) estimate of log p(x) against importance sampling, the "
+            "same S, no gradients:", "", "| config | S | IS ms | SMC ms | SMC / IS |",
+            "|---|---:|---:|---:|---:|"]
+    for n, p in parts.items():
+        e = p["evaluation"]
+        out.append(f"| {n} | {e['samples']} | {e['is_ms']:.0f} | {e['smc_ms']:.0f} | "
+                   f"{e['smc_over_is']:.2f}x |")
+    return out + [""]
+
+
 def _md_scaling(s: dict) -> list[str]:
     out = [f"Scaling, {s['model']['name']} sizes, `ours`, training step:", "",
            f"| T (batch {s['by_steps'][0]['batch']}) | ms / step | ms per time step |",
@@ -237,6 +280,7 @@ def markdown_report(result: dict) -> str:
         else:
             out += _md_training(name, r["training"])
     out += _md_evaluation_and_generation(result["configs"])
+    out += _md_particles(result["configs"])
     if "peak_rss_mib" in result:
         out += [f"Peak resident memory of the benchmark process: {result['peak_rss_mib']:.0f} MiB.",
                 ""]

@@ -1,0 +1,84 @@
+"""The cost of the K-particle objectives and of the particle-filter estimate.
+
+A training step of ``--objective iwae`` or ``fivo`` with K particles runs the K trajectories of a
+sequence as replicas (phi_x, and its products with the recurrence's weights, once per sequence),
+so it should cost well under K one-particle (ELBO) steps. The SMC estimate of log p(x) with S
+particles runs the same S trajectories as importance sampling, plus the resampling. Both are
+timed here in one rotation, on the benchmark's batch of a configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from vrnn.bench.configs import IS_SAMPLES, BenchConfig, make_batch
+from vrnn.bench.measure import interleaved, median, sync_for
+from vrnn.bench.suites import is_chunk
+from vrnn.bench.variants import make_optimizer
+from vrnn.evaluate import estimate_log_likelihood
+from vrnn.model import VRNN
+from vrnn.smc import smc_log_likelihood
+from vrnn.train_objective import Objective
+
+PARTICLES = (4, 16)
+"""K of the timed K-particle steps by default (``--particles``)."""
+
+
+def _step(objective: Objective, opt: torch.optim.Optimizer, x, gen: torch.Generator):
+    """One training update of ``objective`` on ``x`` (forward, backward, Adam), as training does
+    it (:class:`vrnn.train_objective.Objective`: the loss and, beside it, the plain ELBO)."""
+    scale = 1.0 / x.shape[0]
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        loss, _ = objective(x, None, None, None, 1.0, scale, gen)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def bench_particles(cfg: BenchConfig, args: argparse.Namespace, device: torch.device) -> dict:
+    """Milliseconds of one ELBO training step and of one K-particle step of iwae and fivo for
+    each K of ``args.particles``, in one interleaved rotation; each K-particle step over K
+    one-particle steps (the paired ratio of each round, its median); then SMC against IS at
+    S = 40 without gradients."""
+    torch.manual_seed(0)
+    model = VRNN(cfg.model_config()).to(device)
+    x, _ = make_batch(cfg, device)
+    gen = torch.Generator(device=device).manual_seed(0)
+    opt = make_optimizer(model.parameters())  # shared: the weights' values do not change costs
+    fns = {"elbo": _step(Objective(model), opt, x, gen)}
+    for k in args.particles:
+        for objective in ("iwae", "fivo"):
+            fns[f"{objective}_{k}"] = _step(Objective(model, objective, k), opt, x, gen)
+    ts = interleaved(fns, args.particle_repeats, args.warmup, sync_for(device))
+    one = ts["elbo"]
+    steps = {}
+    for k in args.particles:
+        for objective in ("iwae", "fivo"):
+            t = ts[f"{objective}_{k}"]
+            steps[f"{objective}_{k}"] = {
+                "objective": objective, "particles": k, "ms": median(t) * 1e3,
+                "over_one_particle": median([a / b for a, b in zip(t, one)]),
+                "over_k_one_particle_steps": median([a / (k * b) for a, b in zip(t, one)])}
+
+    model.eval()
+    chunk = is_chunk(cfg)
+
+    def is_eval() -> None:
+        estimate_log_likelihood(model, x, num_samples=IS_SAMPLES, generator=gen,
+                                chunk_size=chunk)
+
+    def smc_eval() -> None:
+        smc_log_likelihood(model, x, particles=IS_SAMPLES, generator=gen)
+
+    ev = interleaved({"is": is_eval, "smc": smc_eval}, args.eval_repeats, args.eval_warmup,
+                     sync_for(device))
+    return {"batch": cfg.batch, "steps": cfg.steps, "repeats": args.particle_repeats,
+            "elbo_step_ms": median(one) * 1e3, "particle_steps": steps,
+            "evaluation": {"samples": IS_SAMPLES, "repeats": args.eval_repeats,
+                           "is_ms": median(ev["is"]) * 1e3, "smc_ms": median(ev["smc"]) * 1e3,
+                           "smc_over_is": median([a / b for a, b in zip(ev["smc"], ev["is"])])}}
