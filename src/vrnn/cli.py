@@ -8,6 +8,8 @@
     vrnn data info handwriting
     vrnn data pack old.npz new.npz --trust-pickle
     vrnn info runs/handwriting-vrnn-gmm/best.pt
+    vrnn pretrained
+    vrnn sample --pretrained speech-vrnn-gauss --steps 160
     vrnn export runs/handwriting-vrnn-gmm/best.pt --format safetensors
     vrnn presets --kind strokes
     vrnn demo
@@ -70,9 +72,35 @@ def _train(args: argparse.Namespace) -> int:
 
 # -- checkpoints ----------------------------------------------------------------------------------
 
+def _checkpoint_arg(p: argparse.ArgumentParser) -> None:
+    """A checkpoint file, or a pretrained model that ships with the package."""
+    p.add_argument("checkpoint", metavar="CKPT", nargs="?", help="a checkpoint file")
+    p.add_argument("--pretrained", default=None, metavar="NAME",
+                   help="instead of CKPT, a model that ships with vrnn (`vrnn pretrained` "
+                        "lists them); what it writes goes to runs/pretrained/NAME/ by default")
+
+
+def _checkpoint(args: argparse.Namespace) -> str:
+    """The checkpoint file of CKPT or --pretrained (exactly one of them)."""
+    from vrnn.pretrained import pretrained_path
+
+    if (args.checkpoint is None) == (args.pretrained is None):
+        raise ValueError("give a checkpoint file CKPT or --pretrained NAME, one of them")
+    return str(pretrained_path(args.pretrained)) if args.pretrained else args.checkpoint
+
+
+def _default_out(args: argparse.Namespace, name: str) -> str | None:
+    """--out as given, or for --pretrained runs/pretrained/NAME/<name> (never the package)."""
+    from vrnn.pretrained import output_folder
+
+    if args.out or not args.pretrained:
+        return args.out
+    return str(output_folder(args.pretrained) / name)
+
+
 def _checkpoint_data_args(p: argparse.ArgumentParser) -> None:
     """The flags of a subcommand that applies a checkpoint to a split of data."""
-    p.add_argument("checkpoint", metavar="CKPT")
+    _checkpoint_arg(p)
     p.add_argument("--data", default=None, help="default: the checkpoint's data set")
     p.add_argument("--split", default="test", choices=("train", "valid", "test"))
 
@@ -105,7 +133,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     if args.out:
         check_folder(Path(args.out).parent, "--out")  # before the work, not after it
-    result = evaluate_checkpoint(args.checkpoint, data=args.data, split=args.split,
+    result = evaluate_checkpoint(_checkpoint(args), data=args.data, split=args.split,
                                  samples=args.samples, batch_size=args.batch_size,
                                  max_sequences=args.max_sequences, seed=args.seed,
                                  device=args.device, skip_bad=args.skip_bad,
@@ -124,7 +152,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _sample_args(p: argparse.ArgumentParser) -> None:
     from vrnn.sampling import MAX_PICTURES
 
-    p.add_argument("checkpoint", metavar="CKPT")
+    _checkpoint_arg(p)
     p.add_argument("--num", type=int, default=4,
                    help=f"sequences to draw (default 4; all go to samples.npy, the first "
                         f"{MAX_PICTURES} to pictures and sound files)")
@@ -146,9 +174,9 @@ def _sample_args(p: argparse.ArgumentParser) -> None:
 def _sample(args: argparse.Namespace) -> int:
     from vrnn.sampling import sample_checkpoint
 
-    result = sample_checkpoint(args.checkpoint, num=args.num, steps=args.steps, prime=args.prime,
-                               temperature=args.temperature, seed=args.seed, out=args.out,
-                               device=args.device)
+    result = sample_checkpoint(_checkpoint(args), num=args.num, steps=args.steps,
+                               prime=args.prime, temperature=args.temperature, seed=args.seed,
+                               out=_default_out(args, "samples"), device=args.device)
     print(result.line())
     for path in result.files:
         print(f"  {path}")
@@ -168,23 +196,35 @@ def _analyse_args(p: argparse.ArgumentParser) -> None:
 def _analyse(args: argparse.Namespace) -> int:
     from vrnn.kl_figure import analyse_checkpoint
 
-    png = analyse_checkpoint(args.checkpoint, data=args.data, split=args.split,
-                             index=args.index, out=args.out, seed=args.seed, device=args.device,
-                             skip_bad=args.skip_bad)
+    png = analyse_checkpoint(_checkpoint(args), data=args.data, split=args.split,
+                             index=args.index, out=_default_out(args, "kl.png"), seed=args.seed,
+                             device=args.device, skip_bad=args.skip_bad)
     print(f"KL per time step of {args.split} sequence {args.index}: {png}")
     return 0
 
 
 def _info_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("checkpoint", metavar="CKPT")
+    _checkpoint_arg(p)
     p.add_argument("--json", action="store_true")
 
 
 def _info(args: argparse.Namespace) -> int:
     from vrnn.describe import checkpoint_info, format_checkpoint_info
 
-    info = checkpoint_info(args.checkpoint)
+    info = checkpoint_info(_checkpoint(args))
     print(json.dumps(info, default=str) if args.json else format_checkpoint_info(info))
+    return 0
+
+
+def _pretrained_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="the index entries as one JSON object")
+
+
+def _pretrained(args: argparse.Namespace) -> int:
+    from vrnn.pretrained import format_pretrained, read_index
+
+    index = read_index()
+    print(json.dumps(index) if args.json else format_pretrained(index))
     return 0
 
 
@@ -309,6 +349,9 @@ COMMANDS: dict[str, Command] = {
     "info": Command("what a checkpoint holds", _info_args, _info),
     "export": Command("export weights for sharing (safetensors + JSON config)", _export_args,
                       _export),
+    "pretrained": Command("the pretrained models that ship with vrnn, with their test "
+                          "log-likelihoods (use one with --pretrained NAME)", _pretrained_args,
+                          _pretrained),
     "demo": Command("train, evaluate and sample a VRNN and its RNN baseline on handwriting",
                     _demo_args, _demo),
     "presets": Command("parameter counts of every model at every preset", _presets_args,
