@@ -409,6 +409,13 @@ def test_cli_runs_it_and_rejects_bad_flags(tmp_path, capsys):
     assert set(result["configs"]) == {"handwriting"} and "scaling" not in result
     assert "generation" not in result["configs"]["handwriting"]
     assert "ms/step" in capsys.readouterr().out
+    only = tmp_path / "p.json"
+    assert cli_main(["benchmark", "--quick", "--configs", "speech", "--no-training",
+                     "--no-evaluation", "--no-generation", "--no-scaling", "--particles", "2",
+                     "--json", str(only), "--markdown", str(tmp_path / "p.md")]) == 0
+    r = json.loads(only.read_text())["configs"]["speech"]
+    assert "training" not in r and set(r["particles"]["particle_steps"]) == {"iwae_2", "fivo_2"}
+    assert "| speech | fivo | 2 |" in (tmp_path / "p.md").read_text()
     assert bench.main(["--configs", "mnist,nope"]) == 2
     assert "nope" in capsys.readouterr().err
     assert bench.main(["--repeats", "0"]) == 2

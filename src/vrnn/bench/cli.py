@@ -76,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the VRNN configs (of --configs) that time the K-particle steps and SMC "
                         "against IS at S = 40 (default handwriting,speech; 'none': no such "
                         "timing)")
+    p.add_argument("--no-training", dest="training", action="store_false",
+                   help="skip the training-step comparison with the per-step baseline (e.g. to "
+                        "time only the K-particle steps)")
     p.add_argument("--no-generation", dest="generation", action="store_false")
     p.add_argument("--no-scaling", dest="scaling", action="store_false")
     p.add_argument("--scale-steps", type=_int_list, default=None,
@@ -145,9 +148,10 @@ def run(args: argparse.Namespace) -> dict:
             print(f"[{name}] skipped: {result['configs'][name]['skipped']}", flush=True)
             continue
         what = "2 variants and the VRNN's ours" if srnn else f"{n_var} variants"
-        print(f"[{name}] training step: {what} x {args.repeats} rounds ...", flush=True)
-        r = {"load_average_before": load_average(),
-             "training": bench_training(cfg, args, device)}
+        r = {"load_average_before": load_average()}
+        if args.training:
+            print(f"[{name}] training step: {what} x {args.repeats} rounds ...", flush=True)
+            r["training"] = bench_training(cfg, args, device)
         gc.collect()
         # the evaluation and generation timings are the VRNN's: an SRNN row has neither
         if args.evaluation and not srnn:

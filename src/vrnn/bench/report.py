@@ -57,7 +57,7 @@ def _text_targets(configs: dict) -> list[str]:
     for name, r in configs.items():
         if "skipped" in r:
             continue
-        for key, tg in r["training"]["targets"].items():
+        for key, tg in r.get("training", {}).get("targets", {}).items():
             fmt = "{:.2f}x" if key.startswith("speedup") else "{:.0%}"
             lines.append(f"  {name:<13}{key:<22}{fmt.format(tg['value']):>8} (target "
                          f"{fmt.format(tg['target'])}) {'met' if tg['met'] else 'MISSED'}")
@@ -144,7 +144,7 @@ def format_report(result: dict) -> str:
         if "skipped" in r:
             lines.append(f"{name:<{w}}skipped: {r['skipped']}")
         else:
-            lines += _text_training(name, r["training"], w)
+            lines += _text_training(name, r["training"], w) if "training" in r else []
     lines += _text_targets(result["configs"])
     lines += _text_evaluation_and_generation(result["configs"])
     lines += _text_particles(result["configs"])
@@ -278,7 +278,7 @@ def markdown_report(result: dict) -> str:
         if "skipped" in r:
             out += [f"**{name}**: skipped ({r['skipped']}).", ""]
         else:
-            out += _md_training(name, r["training"])
+            out += _md_training(name, r["training"]) if "training" in r else []
     out += _md_evaluation_and_generation(result["configs"])
     out += _md_particles(result["configs"])
     if "peak_rss_mib" in result:
