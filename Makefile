@@ -1,5 +1,6 @@
 # Two commands do everything on a fresh machine:
-#   make demo   - set up, then train/evaluate/sample a VRNN and its RNN baseline on bundled data
+#   make demo   - set up, then the paper's comparison on raw speech: VRNN-Gauss against RNN-Gauss
+#                 and RNN-GMM, about five minutes on two cores (chorales when speech is absent)
 #   make test   - set up, then run the test suite
 PYTHON ?= python3
 VENV   := .venv
@@ -38,7 +39,19 @@ test: $(STAMP) data
 	# one worker per core (pytest-xdist); each test runs its tiny models on one thread
 	$(PY) -m pytest -q -n auto
 
+# The browser check of report.html (tests/test_html_report.py) needs Debian's chromium:
+# installed with apt-get when we are root and it is missing; otherwise we print the command
+# (and that test skips).
 test-slow: $(STAMP) data
+	@if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing chromium for the browser test"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	      || echo "apt-get failed: the browser test will skip"; \
+	  else \
+	    echo "chromium absent (the browser test will skip); to install it run: sudo apt-get install chromium"; \
+	  fi; \
+	fi
 	$(PY) -m pytest -q -m slow
 
 lint: $(STAMP)
