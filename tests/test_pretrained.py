@@ -23,8 +23,10 @@ from vrnn.pretrained import (
 )
 
 INDEX = read_index()
-REQUIRED = {"speech-vrnn-gauss", "chorales-vrnn-bernoulli"}
-"""The models a new user is promised (README): speech to listen to, music to play."""
+REQUIRED = {"speech-vrnn-gauss", "chorales-vrnn-bernoulli", "handwriting-vrnn-gmm",
+            "handwriting-rnn-gmm"}
+"""The models a new user is promised (README): speech to listen to, music to play, handwriting
+to look at, and one RNN baseline."""
 
 
 def test_the_promised_models_ship():
