@@ -127,7 +127,8 @@ def assess_claims(per_model: dict[str, ModelResult]) -> list[Claim]:
         for r in rnns:
             gap, se = paired_gap(v.log_likelihood, r.log_likelihood)
             claims.append(Claim(f"{v.name} above {r.name}", gap > 0, gap, se))
-    pairs = [("VRNN-Gauss", "VRNN-I-Gauss"), ("VRNN-Bernoulli", "VRNN-I-Bernoulli")]
+    pairs = [("VRNN-Gauss", "VRNN-I-Gauss"), ("VRNN-Bernoulli", "VRNN-I-Bernoulli"),
+             ("VRNN-Categorical", "VRNN-I-Categorical")]
     for a, b in pairs:
         if a in per_model and b in per_model:
             gap, se = paired_gap(per_model[a].log_likelihood, per_model[b].log_likelihood)

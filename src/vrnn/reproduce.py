@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import shlex
 import sys
@@ -63,10 +64,10 @@ from vrnn.report import ModelResult, format_cell, format_se, format_table, paire
 from vrnn.studies import SRNN_PAPER, STUDIES, Entry, study_claims, study_entries
 from vrnn.study_figures import make_figures
 
-STUDY_DATA = ("speech", "speech-multi", "handwriting", "chorales")
-DEFAULT_BATCH = {"audio": 32, "strokes": 20, "binary": 20}
+STUDY_DATA = ("speech", "speech-multi", "handwriting", "chorales", "text")
+DEFAULT_BATCH = {"audio": 32, "strokes": 20, "binary": 20, "text": 32}
 """Sequences per update (the paper: 128 for speech, 20 for handwriting; 32 keeps two CPU cores
-busy at the small preset)."""
+busy at the small preset; text: 32 windows of characters)."""
 TRAIN_FIELDS = ("data", "preset", "max_steps", "seed", "lr", "batch_size", "kl_anneal_steps",
                 "val_interval", "patience", "budget_clock", "device", "progress")
 """The :class:`~vrnn.train_config.TrainConfig` fields a study takes as flags, for every model."""
@@ -144,7 +145,8 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
     group = p.add_argument_group("training, the same for every model (as vrnn train)")
     add_train_flags(group, only=[f for f in TRAIN_FIELDS if f != "data"],
                     defaults=TRAIN_DEFAULTS)
-    _amend_help(p, "batch_size", "Here the default is 32 for audio, 20 for strokes and binary.")
+    _amend_help(p, "batch_size", "Here the default is 32 for audio and text, 20 for strokes and "
+                                 "binary.")
     _amend_help(p, "max_steps", "Here a cap per model: the budget decides.")
     _amend_help(p, "budget_clock", "Here it is what --budget-minutes counts.")
     return p
@@ -494,8 +496,9 @@ def write_report(args, info, ds, out: Path, records: dict, *, command: str) -> P
              + ("" if study == "srnn" else ", exact for the RNNs") + "; "
              "± one standard error over sequences.", "", table, "",
              "| model | parameters | updates | training minutes (CPU) | best step | per step | "
-             + ("bits per sample | " if info.kind == "audio" else "") + "evaluation s |",
-             "|---|---:|---:|---:|---:|---:|" + ("---:|" if info.kind == "audio" else "")
+             + {"audio": "bits per sample | ", "text": "bits per character | "}.get(info.kind, "")
+             + "evaluation s |",
+             "|---|---:|---:|---:|---:|---:|" + ("---:|" if info.kind in ("audio", "text") else "")
              + "---:|"]
     for m in order:
         r = records[m]
@@ -508,6 +511,8 @@ def write_report(args, info, ds, out: Path, records: dict, *, command: str) -> P
             # "log_likelihood_bits_per_sample" (the same value under a misleading name)
             bits = s.get("nll_bits_per_sample", s.get("log_likelihood_bits_per_sample"))
             row += f"{bits:.3f} | "
+        elif info.kind == "text":  # -log2 p per character: a frame is one character
+            row += f"{-s['log_likelihood_per_step'] / math.log(2.0):.3f} | "
         eval_s = r["eval_s"] + (r.get("smc") or {}).get("eval_s", 0.0)
         lines.append(row + f"{eval_s:.0f} |")
     lines += ["", *_estimator_table(records, order, args.samples)]
@@ -546,6 +551,9 @@ def write_report(args, info, ds, out: Path, records: dict, *, command: str) -> P
                                               for p in paths), ""]
     section = "\n".join(lines).rstrip() + "\n"
     write_text(out / "report.md", section)
+    from vrnn.html_report import write_html
+
+    write_html(out / "report.md", base=docs)  # its figures are where RESULTS.md's are
     _update_results_md(docs / "RESULTS.md", stem, section)
     print("\n" + table + "\n")
     for c in claims:

@@ -19,6 +19,9 @@ from vrnn.report import Claim, ModelResult, paired_gap
 
 REAL_MODELS = ("rnn-gauss", "rnn-gmm", "vrnn-i-gauss", "vrnn-gauss", "vrnn-gmm")
 BINARY_MODELS = ("rnn-bernoulli", "vrnn-i-bernoulli", "vrnn-bernoulli")
+TEXT_MODELS = ("rnn-categorical", "vrnn-i-categorical", "vrnn-categorical")
+KIND_OUTPUT = {"binary": "bernoulli", "text": "categorical"}
+"""The one output of a data kind that has only one (the rest: Gauss, and the GMM beside it)."""
 STUDIES = ("paper", "srnn", "objectives")
 """``--study``: the VRNN paper's Table 1 (``paper``), the SRNN paper's comparison (``srnn``), or
 the training objectives (``objectives``)."""
@@ -47,7 +50,7 @@ SRNN_STUDY = (
     ("vrnn-{out}-smoothing", "vrnn-{out}", "smoothing", None, "VRNN-{Out} (smooth)"),
 )
 """The entries of ``--study srnn``: (key, --model, --posterior, --res-q, name), ``{out}`` being
-``bernoulli`` for binary data and ``gauss`` otherwise."""
+the data kind's one output (:data:`KIND_OUTPUT`: ``bernoulli``, ``categorical``) or ``gauss``."""
 
 SRNN_PAPER = (
     "The SRNN paper's own numbers (Fraccaro et al. 2016; `≥` the ELBO, `~` the "
@@ -79,14 +82,16 @@ OBJECTIVE_VARIANTS = (
 
 def objective_models(kind: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(the RNN baselines, the latent models) of ``--study objectives`` for data of ``kind``."""
-    if kind == "binary":
-        return ("rnn-bernoulli",), ("vrnn-bernoulli",)
+    if kind in KIND_OUTPUT:
+        out = KIND_OUTPUT[kind]
+        return (f"rnn-{out}",), (f"vrnn-{out}",)
     return ("rnn-gauss", "rnn-gmm"), ("vrnn-gauss", "vrnn-gmm")
 
 
 def models_for(kind: str) -> tuple[str, ...]:
-    """The models of the paper's Table 1 for data of ``kind``."""
-    return BINARY_MODELS if kind == "binary" else REAL_MODELS
+    """The models of the paper's Table 1 for data of ``kind`` (one-output kinds: that output's
+    RNN, VRNN-I and VRNN)."""
+    return {"binary": BINARY_MODELS, "text": TEXT_MODELS}.get(kind, REAL_MODELS)
 
 
 def study_entries(study: str, kind: str) -> tuple[Entry, ...]:
@@ -100,7 +105,7 @@ def study_entries(study: str, kind: str) -> tuple[Entry, ...]:
     if study == "paper":
         return tuple(Entry(m, m, None, None, name(m)) for m in models_for(kind))
     if study == "srnn":
-        out = "bernoulli" if kind == "binary" else "gauss"
+        out = KIND_OUTPUT.get(kind, "gauss")
         return tuple(Entry(*(v.format(out=out, Out=out.capitalize()) if isinstance(v, str)
                              else v for v in row)) for row in SRNN_STUDY)
     if study == "objectives":
@@ -129,7 +134,7 @@ def srnn_claims(results: dict[str, ModelResult], *, field: str = "log_likelihood
     and for the VRNN (``vrnn-*-smoothing`` against ``vrnn-*``); Res_q above plain (``srnn-*``
     against ``srnn-*-no-res-q``)."""
     claims = []
-    for out in ("gauss", "bernoulli"):
+    for out in ("gauss", *KIND_OUTPUT.values()):
         srnns = [k for k in (f"srnn-{out}", f"srnn-{out}-no-res-q", f"srnn-{out}-filtering")
                  if k in results]
         vrnns = [k for k in (f"vrnn-{out}", f"vrnn-{out}-smoothing") if k in results]
@@ -155,7 +160,7 @@ def objective_claims(results: dict[str, ModelResult], *,
     entries leave their claims out."""
     claims = []
     rnns = [k for k, r in results.items() if not r.latent]
-    for model in ("vrnn-gauss", "vrnn-gmm", "vrnn-bernoulli"):
+    for model in ("vrnn-gauss", "vrnn-gmm", *(f"vrnn-{o}" for o in KIND_OUTPUT.values())):
         for suffix, _, _ in OBJECTIVE_VARIANTS[1:]:
             if model in results and model + suffix in results:
                 claims.append(_claim(results, model + suffix, model, "", field))

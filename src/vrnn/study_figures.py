@@ -119,6 +119,18 @@ def _binary_samples(args, info, ds, records: dict, docs: Path, stem: str) -> dic
     return {f"samples of {records[m]['name']}": [p for p in written if p.suffix == ".png"]}
 
 
+def _text_samples(args, info, ds, records: dict, docs: Path, stem: str) -> dict:
+    """One generated passage per model, as text files beside the report."""
+    from vrnn.render import write_samples
+
+    written = []
+    for m, r in records.items():
+        written += [p for p in write_samples(
+            _samples(_model(Path(r["run_dir"])), 1, 400, info, args.seed), info,
+            docs / f"{stem}_samples", prefix=f"{m}_sample") if p.suffix == ".txt"]
+    return {"generated text, 400 characters per model": written} if written else {}
+
+
 def make_figures(args, info, ds, records: dict, docs: Path, stem: str) -> dict:
     """The figures this data set has in the paper, into ``docs``.
 
@@ -149,4 +161,6 @@ def make_figures(args, info, ds, records: dict, docs: Path, stem: str) -> dict:
         figs.update(_fig4_strokes(args, info, ds, records, docs, stem))
     if info.kind == "binary":
         figs.update(_binary_samples(args, info, ds, records, docs, stem))
+    if info.kind == "text":
+        figs.update(_text_samples(args, info, ds, records, docs, stem))
     return {"figures": figs, **facts}
