@@ -26,6 +26,7 @@ of the encoder's first layer; G the cell's gate rows (4H for an LSTM, 3H for a G
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -35,6 +36,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from vrnn.distributions import positive_scale
+from vrnn.precision import addmm, linear, low, mm, product_dtype
 
 Pair = tuple[Tensor, Tensor]
 """A linear layer's ``(weight (out, in), bias (out,))``."""
@@ -99,16 +101,21 @@ def filtering_loop(feat_x: Tensor, noise: Tensor, state: tuple[Tensor, ...],
             step (same numbers, slower; supports double backward).
     """
     lstm = len(state) == 2
+    device = feat_x.device.type
+    product = product_dtype(device)  # bf16 under vrnn.precision.autocast, else None (float32)
     spec = _LoopSpec(lstm=lstm, n_enc=len(weights.encoder), n_phi_z=len(weights.phi_z),
-                     min_scale=min_scale, replicas=replicas)
+                     min_scale=min_scale, replicas=replicas, product=product)
     h0, cell0 = state[0], state[1] if lstm else None
     params = weights.flat()
-    if not hand_written:
-        out = _autograd_loop(spec, feat_x, noise, h0, cell0, weights)
-    elif torch.is_grad_enabled() and any(t.requires_grad for t in (feat_x, *state, *params)):
-        out = _FilteringLoop.apply(spec, feat_x, noise, h0, cell0, *params)
-    else:  # inference: nothing kept for a backward pass
-        out, _ = _forward(spec, feat_x, noise, h0, cell0, weights, keep=False)
+    # the loop casts its own products (autocast cannot write into its float32 buffers)
+    with (torch.autocast(device, enabled=False) if product is not None
+          else contextlib.nullcontext()):
+        if not hand_written:
+            out = _autograd_loop(spec, feat_x, noise, h0, cell0, weights)
+        elif torch.is_grad_enabled() and any(t.requires_grad for t in (feat_x, *state, *params)):
+            out = _FilteringLoop.apply(spec, feat_x, noise, h0, cell0, *params)
+        else:  # inference: nothing kept for a backward pass
+            out, _ = _forward(spec, feat_x, noise, h0, cell0, weights, keep=False)
     h_prev, z, feat_z, enc_out, scale, h, cell = out
     Z = noise.shape[-1]
     return Filtered(h_prev=h_prev, z=z, phi_z=z if feat_z is None else feat_z,
@@ -164,7 +171,12 @@ def gru_gates(gi: Tensor, gh: Tensor, h_prev: Tensor, *, act: Tensor | None = No
 def _autograd_loop(spec: _LoopSpec, feat_x: Tensor, noise: Tensor, h0: Tensor,
                    cell0: Tensor | None, weights: LoopWeights):
     """The loop of :class:`_FilteringLoop` with the same products hoisted and fused, left to
-    autograd: the readable statement of what the hand-written pass computes."""
+    autograd: the readable statement of what the hand-written pass computes.
+
+    In bf16 each step casts the weights afresh (no bf16 copy made once): a copy shared by the
+    T steps would sum its T gradients in bfloat16; per-step casts send each step's gradient
+    back to float32, where autograd sums them."""
+    lo = spec.product
     (w_e1, b_e1), *enc_rest = weights.encoder
     w_head, b_head = weights.head
     w_ih, w_hh, b_ih, b_hh = weights.cell
@@ -174,8 +186,8 @@ def _autograd_loop(spec: _LoopSpec, feat_x: Tensor, noise: Tensor, h0: Tensor,
     def tiled_add(rows: Tensor, per_seq: Tensor) -> Tensor:  # (R * B, n) + (B, n)
         return (rows.view(spec.replicas, B, -1) + per_seq).view(rows.shape)
 
-    enc_x = F.linear(feat_x, w_e1[:, :X], b_e1)  # (B, T, E1)
-    cell_x = F.linear(feat_x, w_ih[:, :X], b_ih + b_hh if spec.lstm else b_ih)  # (B, T, G)
+    enc_x = linear(feat_x, w_e1[:, :X], b_e1, lo)  # (B, T, E1)
+    cell_x = linear(feat_x, w_ih[:, :X], b_ih + b_hh if spec.lstm else b_ih, lo)  # (B, T, G)
     w_h = torch.cat([w_e1[:, X:], w_hh])  # (E1 + G, H)
     b_h = None if spec.lstm else torch.cat([b_hh.new_zeros(E1), b_hh])  # GRU: b_hn inside r*()
     w_iz = w_ih[:, X:]  # (G, F)
@@ -186,18 +198,18 @@ def _autograd_loop(spec: _LoopSpec, feat_x: Tensor, noise: Tensor, h0: Tensor,
     hs, zs, fzs, outs, scales = [], [], [], [], []
     for enc_x_t, cell_x_t, eps_t in zip(enc_x.unbind(1), cell_x.unbind(1), noise.unbind(1)):
         hs.append(h)
-        enc_h, cell_h = F.linear(h, w_h, b_h).split([E1, w_hh.shape[0]], 1)  # one product
+        enc_h, cell_h = linear(h, w_h, b_h, lo).split([E1, w_hh.shape[0]], 1)  # one product
         a = F.relu(tiled_add(enc_h, enc_x_t))  # Eq. 9: the encoder
         for w, b in enc_rest:
-            a = F.relu(F.linear(a, w, b))
-        enc_out = F.linear(a, w_head, b_head)  # (N, 2Z): loc, raw scale
+            a = F.relu(linear(a, w, b, lo))
+        enc_out = linear(a, w_head, b_head, lo)  # (N, 2Z): loc, raw scale
         loc, raw = enc_out.chunk(2, 1)
         scale = positive_scale(raw, spec.min_scale)
         z = loc + scale * eps_t  # (N, Z), reparameterised
         fz = z
         for w, b in weights.phi_z:
-            fz = F.relu(F.linear(fz, w, b))
-        gi = tiled_add(F.linear(fz, w_iz), cell_x_t)  # Eq. 7: input side of the cell
+            fz = F.relu(linear(fz, w, b, lo))
+        gi = tiled_add(linear(fz, w_iz, None, lo), cell_x_t)  # Eq. 7: input side of the cell
         if spec.lstm:
             h, cell = lstm_gates(gi + cell_h, cell)
         else:
@@ -224,6 +236,22 @@ class _LoopSpec:
     n_phi_z: int
     min_scale: float
     replicas: int = 1
+    product: torch.dtype | None = None
+    """The dtype of every product, forward and backward (bfloat16), or None: float32."""
+
+
+def _product_weights(weights: LoopWeights, dtype: torch.dtype | None) -> LoopWeights:
+    """``weights`` with every matrix in the products' ``dtype``, cast once per pass (the
+    biases stay float32: they are added to float32 results); ``weights`` itself for None."""
+    if dtype is None:
+        return weights
+
+    def pairs(layers: tuple[Pair, ...]) -> tuple[Pair, ...]:
+        return tuple((w.to(dtype), b) for w, b in layers)
+    w_ih, w_hh, b_ih, b_hh = weights.cell
+    return LoopWeights(encoder=pairs(weights.encoder), head=pairs((weights.head,))[0],
+                       phi_z=pairs(weights.phi_z),
+                       cell=(w_ih.to(dtype), w_hh.to(dtype), b_ih, b_hh))
 
 
 class _Saved(NamedTuple):
@@ -238,17 +266,21 @@ class _Saved(NamedTuple):
     """LSTM (i, f, g, o) or GRU (r, u, n) activations, ``(N, T, G)``."""
     a_enc: tuple[Tensor, ...]
     a_z: tuple[Tensor, ...]
+    h_low: Tensor | None
+    """h_{t-1} in the products' dtype ``(N, T, H)`` as the step's product read it, kept for
+    the weight gradient (None in float32)."""
     cell_extra: tuple[Tensor, ...]
     """LSTM: c_t and tanh(c_t); GRU: the hidden-side n pre-activation; each ``(N, T, H)``."""
 
     def pack(self) -> tuple[Tensor, ...]:
-        return (*self[:6], *self.a_enc, *self.a_z, *self.cell_extra)
+        return (*self[:6], *self.a_enc, *self.a_z, self.h_low, *self.cell_extra)
 
     @classmethod
     def unpack(cls, spec: _LoopSpec, tensors: tuple[Tensor, ...]) -> _Saved:
         k = 6 + spec.n_enc
-        return cls(*tensors[:6], tuple(tensors[6:k]), tuple(tensors[k:k + spec.n_phi_z]),
-                   tuple(tensors[k + spec.n_phi_z:]))
+        m = k + spec.n_phi_z
+        return cls(*tensors[:6], tuple(tensors[6:k]), tuple(tensors[k:m]), tensors[m],
+                   tuple(tensors[m + 1:]))
 
 
 class _FilteringLoop(torch.autograd.Function):
@@ -289,6 +321,8 @@ class _FilteringLoop(torch.autograd.Function):
 def _forward(spec: _LoopSpec, feat_x: Tensor, noise: Tensor, h0: Tensor, cell0: Tensor | None,
              weights: LoopWeights, keep: bool):
     """The loop of :class:`_FilteringLoop`; ``keep``: store what the backward pass needs."""
+    lo = spec.product
+    weights = _product_weights(weights, lo)
     (w_e1, b_e1), *enc_rest = weights.encoder
     w_head, b_head = weights.head
     w_ih, w_hh, b_ih, b_hh = weights.cell
@@ -305,8 +339,8 @@ def _forward(spec: _LoopSpec, feat_x: Tensor, noise: Tensor, h0: Tensor, cell0: 
     # Before the loop: the input-side products with phi_x(x_t), and one matrix for both products
     # with h_{t-1} (the encoder's first layer and the cell's hidden-to-hidden weights).
     w_h = torch.cat([w_e1[:, X:], w_hh])  # (E1 + G, H)
-    enc_x = F.linear(feat_x, w_e1[:, :X], b_e1)  # (B, T, E1)
-    cell_x = F.linear(feat_x, w_ih[:, :X], b_ih + b_hh if spec.lstm else b_ih)  # (B, T, G)
+    enc_x = linear(feat_x, w_e1[:, :X], b_e1, lo)  # (B, T, E1)
+    cell_x = linear(feat_x, w_ih[:, :X], b_ih + b_hh if spec.lstm else b_ih, lo)  # (B, T, G)
     b_h = None if spec.lstm else torch.cat([b_hh.new_zeros(E1), b_hh])  # GRU: b_hn inside r*()
     w_iz = w_ih[:, X:]  # (G, F)
 
@@ -316,32 +350,37 @@ def _forward(spec: _LoopSpec, feat_x: Tensor, noise: Tensor, h0: Tensor, cell0: 
                a_enc=tuple(new(N, kept, w.shape[0]) for w, _ in weights.encoder),
                a_z=tuple(new(N, T if i == last_z else kept, w.shape[0])
                          for i, (w, _) in enumerate(weights.phi_z)),
+               h_low=None if lo is None else torch.empty(N, kept, H, dtype=lo,
+                                                         device=feat_x.device),
                cell_extra=tuple(new(N, kept, H) for _ in range(2 if spec.lstm else 1)))
     s.h_prev[:, 0] = h0
     h, cell = s.h_prev[:, 0], cell0
     for t in range(T):
         k = t if keep else 0
-        hw = torch.mm(h, w_h.t()) if b_h is None else torch.addmm(b_h, h, w_h.t())  # (N, E1+G)
+        # in bf16, h_{t-1} is cast once, for this product and the weight gradient
+        h_in = h if s.h_low is None else s.h_low[:, k].copy_(h)
+        hw = (mm(h_in, w_h.t(), lo) if b_h is None
+              else addmm(b_h, h_in, w_h.t(), lo))  # (N, E1 + G)
         # Eq. 9: the encoder from phi_x(x_t) and h_{t-1}
         a = s.a_enc[0][:, k]
         torch.add(tiled(hw[:, :E1]), enc_x[:, t], out=tiled(a)).relu_()
         for i, (w, b) in enumerate(enc_rest, 1):
-            a = torch.addmm(b, a, w.t(), out=s.a_enc[i][:, k]).relu_()
-        enc_out = torch.addmm(b_head, a, w_head.t(), out=s.enc_out[:, t])  # (N, 2Z)
+            a = addmm(b, a, w.t(), lo, out=s.a_enc[i][:, k]).relu_()
+        enc_out = addmm(b_head, a, w_head.t(), lo, out=s.enc_out[:, t])  # (N, 2Z)
         scale = torch.add(F.softplus(enc_out[:, Z:]), spec.min_scale, out=s.scale[:, t])
         fz = torch.addcmul(enc_out[:, :Z], scale, noise[:, t], out=s.z[:, t])  # z_t
         for i, (w, b) in enumerate(weights.phi_z):
-            fz = torch.addmm(b, fz, w.t(), out=s.a_z[i][:, t if i == last_z else k]).relu_()
+            fz = addmm(b, fz, w.t(), lo, out=s.a_z[i][:, t if i == last_z else k]).relu_()
         # Eq. 7: the cell
         h_out = s.h_prev[:, t + 1] if t + 1 < T else s.h_last
         if spec.lstm:
             tiled(hw[:, E1:]).add_(cell_x[:, t])
-            pre = torch.addmm(hw[:, E1:], fz, w_iz.t())  # (N, 4H)
+            pre = addmm(hw[:, E1:], fz, w_iz.t(), lo)  # (N, 4H)
             cells, tanh_c = s.cell_extra
             h, cell = lstm_gates(pre, cell, act=s.gates[:, k], cell_out=cells[:, k],
                                  tanh_out=tanh_c[:, k], h_out=h_out)
         else:
-            gi = torch.mm(fz, w_iz.t())  # (N, 3H) input side
+            gi = mm(fz, w_iz.t(), lo)  # (N, 3H) input side
             tiled(gi).add_(cell_x[:, t])
             gh = hw[:, E1:]  # (N, 3H) hidden side, with b_hh
             s.cell_extra[0][:, k] = gh[:, 2 * H:]
@@ -364,6 +403,10 @@ class _PreGrads(NamedTuple):
     phi_z: list[Tensor]
     cell_in: Tensor
     """Of the cell's input-side product ``(N, T, G)`` (LSTM: a view of ``hw``)."""
+    hw_low: Tensor | None = None
+    """``hw`` in the products' dtype, as the step's product read it (None in float32)."""
+    cell_in_low: Tensor | None = None
+    """``cell_in`` in the products' dtype (a view of ``hw_low`` for an LSTM; None in float32)."""
 
 
 def _lstm_step_back(act: Tensor, tanh_c: Tensor, cell_prev: Tensor, dh: Tensor, dcell: Tensor,
@@ -405,6 +448,8 @@ def _backward_through_time(spec: _LoopSpec, s: _Saved, noise: Tensor, cell0: Ten
                            weights: LoopWeights, grads: tuple[Tensor | None, ...]):
     """The loop backwards over time for the activations: returns the pre-activation gradients
     of every step (:class:`_PreGrads`) and d h_0, d c_0."""
+    lo = spec.product
+    weights = _product_weights(weights, lo)
     (w_e1, _), *enc_rest = weights.encoder
     w_head, _ = weights.head
     w_ih, w_hh, _, _ = weights.cell
@@ -430,9 +475,14 @@ def _backward_through_time(spec: _LoopSpec, s: _Saved, noise: Tensor, cell0: Ten
     g = _PreGrads(hw=g_hw, enc=[g_hw[..., :E1]] + [new(N, T, w.shape[0]) for w, _ in enc_rest],
                   head=new(N, T, 2 * Z), phi_z=[new(N, T, w.shape[0]) for w, _ in weights.phi_z],
                   cell_in=g_hw[..., E1:] if spec.lstm else new(N, T, G))
+    if lo is not None:  # the pre-activation gradients of the two big products, cast once
+        hw_low = torch.empty(N, T, E1 + G, dtype=lo, device=noise.device)
+        g = g._replace(hw_low=hw_low, cell_in_low=hw_low[..., E1:] if spec.lstm
+                       else torch.empty(N, T, G, dtype=lo, device=noise.device))
     d_softplus = torch.sigmoid(s.enc_out[..., Z:])  # softplus'(raw), (N, T, Z)
     for t in reversed(range(T)):
         d_in = g.cell_in[:, t]
+        d_in_low = d_in  # what the products with w_iz read
         if spec.lstm:
             cells, tanh_c = s.cell_extra
             _lstm_step_back(s.gates[:, t], tanh_c[:, t], cells[:, t - 1] if t > 0 else cell0,
@@ -440,26 +490,33 @@ def _backward_through_time(spec: _LoopSpec, s: _Saved, noise: Tensor, cell0: Ten
         else:
             dh_direct = _gru_step_back(s.gates[:, t], s.cell_extra[0][:, t], s.h_prev[:, t], dh,
                                        d_in, g_hw[:, t, E1:])
+        if lo is not None:  # cast once, for the products here and the weight gradient
+            d_in_low = g.cell_in_low[:, t].copy_(d_in)
         # phi_z and the reparameterisation, backwards
         if weights.phi_z:
-            gz = torch.addmm(d_fz[:, t], d_in, w_iz, out=g.phi_z[-1][:, t])  # d phi_z(z_t)
+            gz = addmm(d_fz[:, t], d_in_low, w_iz, lo, out=g.phi_z[-1][:, t])  # d phi_z(z_t)
             _relu_mask_(gz, s.a_z[-1][:, t])
             for i in reversed(range(spec.n_phi_z - 1)):
-                gz = torch.mm(gz, weights.phi_z[i + 1][0], out=g.phi_z[i][:, t])
+                gz = mm(gz, weights.phi_z[i + 1][0], lo, out=g.phi_z[i][:, t])
                 _relu_mask_(gz, s.a_z[i][:, t])
-            dz = torch.addmm(d_z[:, t], gz, weights.phi_z[0][0])  # (N, Z)
+            dz = addmm(d_z[:, t], gz, weights.phi_z[0][0], lo)  # (N, Z)
         else:
-            dz = torch.addmm(d_z[:, t], d_in, w_iz)
+            dz = addmm(d_z[:, t], d_in_low, w_iz, lo)
         gh = g.head[:, t]
         torch.add(d_enc_out[:, t, :Z], dz, out=gh[:, :Z])
         torch.addcmul(d_scale[:, t], dz, noise[:, t], out=gh[:, Z:]).mul_(
             d_softplus[:, t]).add_(d_enc_out[:, t, Z:])
         # the encoder, backwards
-        ge = _relu_mask_(torch.mm(gh, w_head, out=g.enc[-1][:, t]), s.a_enc[-1][:, t])
+        ge = _relu_mask_(mm(gh, w_head, lo, out=g.enc[-1][:, t]), s.a_enc[-1][:, t])
         for i in reversed(range(spec.n_enc - 1)):
-            ge = _relu_mask_(torch.mm(ge, enc_rest[i][0], out=g.enc[i][:, t]), s.a_enc[i][:, t])
+            ge = _relu_mask_(mm(ge, enc_rest[i][0], lo, out=g.enc[i][:, t]), s.a_enc[i][:, t])
         # d h_{t-1}: both products with h_{t-1} in one
-        dh = torch.addmm(d_hprev[:, t], g_hw[:, t], w_h)
+        g_hw_t = g_hw[:, t]
+        if lo is not None:  # LSTM: the cell's part is in hw_low already (it is cell_in_low)
+            g_hw_t = g.hw_low[:, t]
+            done = E1 if spec.lstm else E1 + G
+            g_hw_t[:, :done].copy_(g_hw[:, t, :done])
+        dh = addmm(d_hprev[:, t], g_hw_t, w_h, lo)
         if not spec.lstm:
             dh.add_(dh_direct)
     return g, dh, dcell
@@ -473,7 +530,11 @@ def _relu_mask_(grad: Tensor, act: Tensor) -> Tensor:
 def _weight_grads(spec: _LoopSpec, need_feat_x: bool, s: _Saved, feat_x: Tensor,
                   weights: LoopWeights, g: _PreGrads) -> tuple[Tensor | None, list[Tensor]]:
     """Every weight gradient as one product over all N * T rows, in ``LoopWeights.flat()``
-    order, and d phi_x(x_t) through the products computed before the loop."""
+    order, and d phi_x(x_t) through the products computed before the loop. Each weight's
+    product accumulates over the N * T rows in float32 (in the products' dtype, inside the
+    kernel); each bias gradient is a float32 sum."""
+    lo = spec.product
+    weights = _product_weights(weights, lo)
     (w_e1, _), *_ = weights.encoder
     w_ih = weights.cell[0]
     B, T, X = feat_x.shape
@@ -487,27 +548,38 @@ def _weight_grads(spec: _LoopSpec, need_feat_x: bool, s: _Saved, feat_x: Tensor,
             return flat(v)
         return v.reshape(spec.replicas, B * T, v.shape[-1]).sum(0)
 
-    fx = flat(feat_x)
-    gw_h = flat(g.hw).t() @ flat(s.h_prev)  # (E1 + G, H)
+    def prod(a: Tensor, b: Tensor) -> Tensor:  # a @ b in the products' dtype, float32 out
+        return mm(a, b, lo)
+
+    def low_or(v: Tensor, v_low: Tensor | None) -> Tensor:  # the copy cast in the loop, if any
+        return flat(v if v_low is None else v_low)
+
+    fx = low(flat(feat_x), lo)  # read by two products
+    gw_h = prod(low_or(g.hw, g.hw_low).t(), low_or(s.h_prev, s.h_low))  # (E1 + G, H)
     g_enc0_x = per_sequence(g.enc[0])  # the product with phi_x(x_t) was shared by the replicas
-    d_params = [torch.cat([g_enc0_x.t() @ fx, gw_h[:E1]], 1), flat(g.enc[0]).sum(0)]
+    if spec.replicas == 1 and g.hw_low is not None:
+        g_enc0_x = flat(g.hw_low[..., :E1])  # (no sum over replicas to do in bfloat16)
+    d_params = [torch.cat([prod(g_enc0_x.t(), fx), gw_h[:E1]], 1), flat(g.enc[0]).sum(0)]
     for i in range(1, spec.n_enc):
         gi = flat(g.enc[i])
-        d_params += [gi.t() @ flat(s.a_enc[i - 1]), gi.sum(0)]
+        d_params += [prod(gi.t(), flat(s.a_enc[i - 1])), gi.sum(0)]
     gh = flat(g.head)
-    d_params += [gh.t() @ flat(s.a_enc[-1]), gh.sum(0)]
+    d_params += [prod(gh.t(), flat(s.a_enc[-1])), gh.sum(0)]
     for i in range(spec.n_phi_z):
         gz = flat(g.phi_z[i])
         inp = flat(s.z) if i == 0 else flat(s.a_z[i - 1])
-        d_params += [gz.t() @ inp, gz.sum(0)]
+        d_params += [prod(gz.t(), inp), gz.sum(0)]
     g_cell = flat(g.cell_in)
     g_cell_x = per_sequence(g.cell_in)
+    g_cell_low = low_or(g.cell_in, g.cell_in_low)
+    if spec.replicas == 1:
+        g_cell_x = g_cell_low
     feat_z = flat(s.a_z[-1]) if spec.n_phi_z else flat(s.z)
-    d_w_ih = torch.cat([g_cell_x.t() @ fx, g_cell.t() @ feat_z], 1)
+    d_w_ih = torch.cat([prod(g_cell_x.t(), fx), prod(g_cell_low.t(), feat_z)], 1)
     d_b_ih = g_cell.sum(0)
     d_b_hh = d_b_ih if spec.lstm else flat(g.hw[..., E1:]).sum(0)
     d_params += [d_w_ih, gw_h[E1:], d_b_ih, d_b_hh]
     d_feat_x = None
     if need_feat_x:  # through the input-side products computed before the loop
-        d_feat_x = torch.addmm(g_enc0_x @ w_e1[:, :X], g_cell_x, w_ih[:, :X]).view(B, T, X)
+        d_feat_x = addmm(prod(g_enc0_x, w_e1[:, :X]), g_cell_x, w_ih[:, :X], lo).view(B, T, X)
     return d_feat_x, d_params

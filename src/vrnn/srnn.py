@@ -32,6 +32,7 @@ from torch.distributions import kl_divergence
 from vrnn.config import ModelConfig
 from vrnn.distributions import diagonal_normal, draw, positive_scale
 from vrnn.model import MLP, BackwardRNN, Decoder, LatentGaussian, SequenceModel, State, StepTerms
+from vrnn.precision import from_low
 
 
 def _tiled(rows: Tensor, per_sequence: Tensor) -> Tensor:
@@ -52,14 +53,16 @@ class _SplitGaussian:
         self.hidden = bool(layers)
         self.net = net
         S = static.shape[-1]
-        self.static = F.linear(static, self.first.weight[:, :S], self.first.bias)  # (B, T, n)
+        # under bf16 autocast a direct F.linear returns bfloat16 (the model's layers are cast
+        # back by vrnn.precision.autocast; these two products are cast back here)
+        self.static = from_low(F.linear(static, self.first.weight[:, :S], self.first.bias))
         self.w_z = self.first.weight[:, S:]
 
     def steps(self):
         return self.static.unbind(1)
 
     def __call__(self, static_t: Tensor, z_prev: Tensor) -> tuple[Tensor, Tensor]:
-        out = _tiled(F.linear(z_prev, self.w_z), static_t)
+        out = _tiled(from_low(F.linear(z_prev, self.w_z)), static_t)  # (N, n)
         if not self.hidden:
             loc, raw = out.chunk(2, -1)
             return loc, positive_scale(raw, self.net.gaussian.min_scale)

@@ -82,6 +82,7 @@ from vrnn.files import WriteError, write_text
 from vrnn.metrics_log import METRIC_FIELDS, MetricsLog, TrainWindow
 from vrnn.model import SequenceModel, count_parameters
 from vrnn.models import build_model
+from vrnn.precision import check_supported
 from vrnn.presets import model_config
 from vrnn.train_config import DATA_FIELDS, TrainConfig, add_train_flags, config_from_args, data_stem
 from vrnn.train_data import Batch, EpochBatches
@@ -355,6 +356,7 @@ def _model_config(cfg: TrainConfig, info, ckpt: dict | None, resume: Path | None
 def _prepare(cfg: TrainConfig, env: DistEnv, dataset, folder) -> Run:
     """Check the run folder, load the data, build (or restore) the model and its state."""
     clock = TrainClock()  # elapsed_s counts from here, data loading included
+    check_supported(cfg.precision, env.device)  # before anything is loaded
     resume = resume_path(cfg)
     ckpt = ckio.load_checkpoint(resume) if resume is not None else None
     if ckpt is not None:
@@ -379,7 +381,8 @@ def _prepare(cfg: TrainConfig, env: DistEnv, dataset, folder) -> Run:
             group["lr"] = cfg.lr  # --lr may change on resume
         state.restore(ckpt, env.device)
     batches = EpochBatches(dataset, cfg, env)
-    objective: nn.Module = Objective(model, cfg.objective, cfg.particles or 1, cfg.free_bits)
+    objective: nn.Module = Objective(model, cfg.objective, cfg.particles or 1, cfg.free_bits,
+                                     cfg.precision)
     if batches.tbptt and cfg.objective != "elbo" and env.is_main:
         print(f"note: --objective {cfg.objective}: every TBPTT window of {batches.window} frames "
               f"starts from the initial state (the recurrent state is not carried across "

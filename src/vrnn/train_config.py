@@ -30,6 +30,7 @@ from pathlib import Path
 
 from vrnn.config import MODEL_NAMES, POSTERIORS
 from vrnn.objectives import DEFAULT_PARTICLES, OBJECTIVES
+from vrnn.precision import PRECISIONS
 from vrnn.presets import PRESETS
 
 BUDGET_CLOCKS = ("wall", "cpu")
@@ -128,6 +129,11 @@ class TrainConfig:
     CPU time: fair between runs sharing a busy machine; use it with one thread)."""
     device: str = "auto"
     """--device DEVICE: auto (CUDA when available), cpu, cuda or cuda:N."""
+    precision: str = "fp32"
+    """--precision: the dtype of training's matrix products: fp32, or bf16 (bfloat16 products
+    with float32 accumulation, forward and backward; the weights, Adam's state, the densities,
+    the KL and every sum over time stay float32; needs a CPU with AVX-512 BF16 or AMX, or a GPU
+    with bfloat16). Validation and evaluation run in float32; a resumed run may change it."""
     progress: bool = True
     """--no-progress: no progress bar (logs and batch jobs)."""
     tensorboard: bool = True
@@ -172,6 +178,8 @@ class TrainConfig:
              self.budget_clock)
         need(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
              "--device", "auto, cpu or cuda", self.device)
+        need(self.precision in PRECISIONS, "--precision", " or ".join(PRECISIONS),
+             self.precision)
         if self.resume is not None and self.resume != "auto" and not Path(self.resume).is_file():
             raise FileNotFoundError(f"--resume: checkpoint not found: {self.resume}")
         if not self.out_dir:
@@ -232,7 +240,7 @@ RESUME_OWN = ("out_dir", "resume", "overwrite", "rewind", "device", "progress", 
 
 CHOICES: dict[str, tuple[str, ...]] = {"model": MODEL_NAMES, "preset": PRESETS,
                                        "posterior": POSTERIORS, "budget_clock": BUDGET_CLOCKS,
-                                       "objective": OBJECTIVES}
+                                       "objective": OBJECTIVES, "precision": PRECISIONS}
 
 
 # -- the command line, read from the fields' docstrings -------------------------------------------
@@ -371,7 +379,8 @@ def _resumed_fields(fields: dict, typed: set[str]) -> dict:
             if value != merged.get(key):
                 print(f"note: --{key.replace('_', '-')} {merged.get(key)} overrides the run's "
                       f"{value}" + ("; the run will not match one that never stopped"
-                                    if key in ("batch_size", "seed", "data") else ""),
+                                    if key in ("batch_size", "seed", "data", "precision")
+                                    else ""),
                       file=sys.stderr)
         else:
             merged[key] = value

@@ -15,6 +15,7 @@ from vrnn.distributed import DistEnv, all_reduce_fields
 from vrnn.evaluate import evaluate_sequences
 from vrnn.model import SequenceModel
 from vrnn.objectives import Bound, elbo_bound, fivo_bound, iwae_bound
+from vrnn.precision import autocast
 from vrnn.train_config import TrainConfig
 from vrnn.train_stop import RankSums
 
@@ -32,17 +33,29 @@ class Objective(nn.Module):
     Args of ``forward``: ``x (B, T, D)``, ``mask (B, T)``; ``noise``: ``(B, T, Z)`` (elbo, and
     fivo's ELBO figure) or ``(K * B, T, Z)`` (iwae); ``state``: the carried state (elbo only);
     ``generator``: fivo's particle draws.
+
+    ``precision`` (``--precision``): ``bf16`` runs the forward pass under
+    :func:`vrnn.precision.autocast` (its products, and so their backward, in bfloat16; the
+    bounds, densities and sums in float32); ``fp32`` leaves everything in float32.
     """
 
     def __init__(self, model: SequenceModel, objective: str = "elbo", particles: int = 1,
-                 free_bits: float = 0.0):
+                 free_bits: float = 0.0, precision: str = "fp32"):
         super().__init__()
         self.model = model
         self.objective, self.particles, self.free_bits = objective, particles, free_bits
+        self.precision = precision
 
     def forward(self, x: Tensor, mask: Tensor | None, noise: Tensor | None, state,
                 kl_weight: float, scale: float, generator: torch.Generator | None = None
                 ) -> tuple[Tensor, Bound]:
+        with autocast(self.model, self.precision, x.device):
+            bound = self._bound(x, mask, noise, state, kl_weight, generator)
+        loss = -bound.objective.sum() * scale
+        bound.objective = bound.objective.detach()
+        return loss, bound
+
+    def _bound(self, x, mask, noise, state, kl_weight, generator) -> Bound:
         if self.objective == "iwae":
             bound = iwae_bound(self.model, x, mask, particles=self.particles, noise=noise)
         elif self.objective == "fivo":
@@ -51,9 +64,7 @@ class Objective(nn.Module):
         else:
             bound = elbo_bound(self.model, x, mask, noise=noise, state=state,
                                kl_weight=kl_weight, free_bits=self.free_bits)
-        loss = -bound.objective.sum() * scale
-        bound.objective = bound.objective.detach()
-        return loss, bound
+        return bound
 
 
 @dataclass
