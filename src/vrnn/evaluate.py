@@ -200,7 +200,10 @@ class EvaluationResult:
     importance samples or the particles per filter (1 for an RNN's exact likelihood);
     ``ess_mean`` / ``ess_min``: the effective sample size per sequence (IS: of the S weights, both
     the same; SMC: mean and minimum over steps and repeats); ``resamples``: SMC's resampling steps
-    per filter; ``estimator``: "is", "smc" or "exact" (RNN); ``repeats``: SMC's R.
+    per filter; ``estimator``: "is", "smc" or "exact" (RNN); ``repeats``: SMC's R;
+    ``log_spread``: SMC with R > 1: the standard deviation of log p^_r(x) over the R filters, in
+    nats (the estimator's own variability in log space; the delta-method ``is_stderr`` over as
+    few as R = 4 repeats reaches its ceiling of 1 as soon as one filter dominates).
     """
 
     elbo: np.ndarray
@@ -214,6 +217,7 @@ class EvaluationResult:
     resamples: np.ndarray | None = None
     estimator: str = "is"
     repeats: int = 1
+    log_spread: np.ndarray | None = None
 
     def summary(self) -> dict:
         """The paper's unit (mean nats per sequence) with the standard error over sequences, and
@@ -243,6 +247,8 @@ class EvaluationResult:
             if self.resamples is not None and n:
                 out["resamples_mean"] = float(self.resamples.mean())  # per filter and sequence
                 out["resamples_per_step"] = float(self.resamples.sum() / steps)
+            if self.log_spread is not None and n:
+                out["log_spread_mean"] = float(self.log_spread.mean())
         return out
 
 
@@ -278,7 +284,7 @@ def evaluate_sequences(model: SequenceModel, sequences: Sequence[np.ndarray], *,
     elbo = np.zeros(len(sequences))
     ll = np.zeros(len(sequences))
     se = np.zeros(len(sequences))
-    ess_mean, ess_min, resamples = (np.zeros(len(sequences)) for _ in range(3))
+    ess_mean, ess_min, resamples, spread = (np.zeros(len(sequences)) for _ in range(4))
     was_training = model.training
     model.eval()
     try:
@@ -296,6 +302,8 @@ def evaluate_sequences(model: SequenceModel, sequences: Sequence[np.ndarray], *,
                 ess_mean[idx] = est.ess_mean.double().cpu().numpy()
                 ess_min[idx] = est.ess_min.double().cpu().numpy()
                 resamples[idx] = est.resamples.double().cpu().numpy()
+                if repeats > 1:
+                    spread[idx] = est.log_estimates.double().std(0).cpu().numpy()
             else:
                 est = estimate_log_likelihood(model, x, mask, num_samples=num_samples,
                                               generator=gen)
@@ -313,4 +321,4 @@ def evaluate_sequences(model: SequenceModel, sequences: Sequence[np.ndarray], *,
                                 estimator="exact")
     return EvaluationResult(elbo, ll, se, lengths, num_samples, frame_size, ess_mean, ess_min,
                             resamples if smc else None, estimator,
-                            repeats if smc else 1)
+                            repeats if smc else 1, spread if smc and repeats > 1 else None)

@@ -316,7 +316,7 @@ def _evaluate(entry: Entry, best: Path, test: list, cached: dict | None,
         model = model or model_from_checkpoint(ckpt)
         kl = [kl_profile(model, x, seed=args.seed + i)["kl"] for i, x in enumerate(test)]
         record["kl_per_step"] = float(np.concatenate(kl).mean())
-    smc_key = {**key, "repeats": args.smc_repeats}
+    smc_key = {**key, "repeats": args.smc_repeats, "spread": True}
     if args.smc_repeats and (record.get("smc") or {}).get("key") != smc_key:
         model = model or model_from_checkpoint(ckpt)
         print(f"[{name}] SMC: {args.smc_repeats} filters x {args.samples} particles per test "
@@ -330,7 +330,9 @@ def _evaluate(entry: Entry, best: Path, test: list, cached: dict | None,
                          "log_likelihood": res.log_likelihood.tolist(),
                          "stderr": res.is_stderr.tolist(), "ess_mean": res.ess_mean.tolist(),
                          "ess_min": res.ess_min.tolist(),
-                         "resamples": res.resamples.tolist()}
+                         "resamples": res.resamples.tolist(),
+                         "log_spread": (res.log_spread.tolist()
+                                        if res.log_spread is not None else None)}
     return record
 
 
@@ -404,8 +406,10 @@ def _mc_cell(value: float, summary: dict) -> str:
     from vrnn.checkpoint_eval import ess_too_low
 
     if summary.get("estimator") == "smc":  # the spread of independent filters
-        return (f"{value:.1f} (MC se {summary['is_stderr_mean']:.1f}, "
-                f"{summary['repeats']} filters)")
+        if "log_spread_mean" not in summary:
+            return f"{value:.1f}"
+        return (f"{value:.1f} (sd {summary['log_spread_mean']:.1f} over {summary['repeats']} "
+                f"filters)")
     if ess_too_low(summary["ess_mean"], summary["num_samples"]):
         return f"{value:.1f} (ESS too low for an MC se)"
     return f"{value:.1f} (MC se {summary['is_stderr_mean']:.1f})"
@@ -420,7 +424,7 @@ def _estimator_table(records: dict, order: list[str], samples: int) -> list[str]
     if not rows:
         return []
     lines = ["| model | ELBO | IS | IS ESS mean (min) | SMC | SMC ESS per step mean (min) | "
-             "resamplings per filter | SMC − IS | KL per step |",
+             "steps resampled | SMC − IS | KL per step |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for k in rows:
         r = records[k]
@@ -433,7 +437,7 @@ def _estimator_table(records: dict, order: list[str], samples: int) -> list[str]
                                  np.asarray(r["log_likelihood"]))
             cells += [_mc_cell(m["log_likelihood"], m),
                       f"{m['ess_mean']:.1f} ({m['ess_min']:.1f})",
-                      f"{m.get('resamples_mean', 0.0):.1f}", f"{gap:+.1f} ± {format_se(se)}"]
+                      f"{m.get('resamples_per_step', 0.0):.0%}", f"{gap:+.1f} ± {format_se(se)}"]
         else:
             cells += ["-"] * 4
         kl = r.get("kl_per_step")
@@ -442,8 +446,11 @@ def _estimator_table(records: dict, order: list[str], samples: int) -> list[str]
     return [f"The estimators, S = {samples} (IS: samples of whole trajectories; SMC: particles "
             "per filter, resampled when the ESS falls below S/2). An IS Monte Carlo error is "
             "given only where the ESS is at least max(5, S/10): below it, the weights are "
-            "dominated by one trajectory and the delta method's error is far too small. SMC − "
-            "IS: the paired gap over test sequences ± its standard error. KL per step: of one "
+            "dominated by one trajectory and the delta method's error is far too small. SMC: "
+            "the log of the mean of R filters' estimates (itself unbiased in p(x)), with the "
+            "standard deviation of the R log-estimates, the estimator's own spread in nats; "
+            "steps resampled: the share of time steps at which a filter resampled. SMC − IS: "
+            "the paired gap over test sequences ± its standard error. KL per step: of one "
             "posterior draw per test sequence, nats.", "", *lines, ""]
 
 
