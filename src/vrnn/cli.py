@@ -312,7 +312,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _presets_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--kind", choices=("audio", "strokes", "binary"), default=None,
+    p.add_argument("--kind", choices=("audio", "strokes", "binary", "text"), default=None,
                    help="only this data kind (default all)")
     p.add_argument("--x-dim", type=int, default=None,
                    help="frame size (default 200 audio, 3 strokes, 88 binary)")

@@ -12,13 +12,18 @@ POSTERIORS = ("filtering", "smoothing")
 PRIORS = ("learned", "standard")
 CELLS = ("lstm", "gru")
 
-# The paper's Table 1 names, the Bernoulli models for binary data, and the SRNN (Fraccaro et al.
-# 2016) with the same outputs.
+# The paper's Table 1 names, the Bernoulli models for binary data, the Categorical models for
+# text (one-hot characters), and the SRNN (Fraccaro et al. 2016) with the same outputs.
 MODEL_NAMES = (
     "rnn-gauss", "rnn-gmm", "vrnn-gauss", "vrnn-gmm", "vrnn-i-gauss",
     "rnn-bernoulli", "vrnn-bernoulli", "vrnn-i-bernoulli", "vrnn-i-gmm",
     "srnn-gauss", "srnn-gmm", "srnn-bernoulli",
+    "rnn-categorical", "vrnn-categorical", "vrnn-i-categorical", "srnn-categorical",
 )
+
+KIND_OUTPUTS = {"binary": "bernoulli", "text": "categorical"}
+"""Data kinds that admit one output only: binary frames a Bernoulli, one-hot text a Categorical
+(and those outputs no other kind)."""
 
 
 @dataclass
@@ -29,9 +34,11 @@ class ModelConfig:
     """'vrnn' (latent variable per step), 'rnn' (the paper's RNN baselines) or 'srnn' (the SRNN
     of Fraccaro et al. 2016: a deterministic RNN with a stochastic layer stacked on it)."""
     x_dim: int = 1
-    """Frame size D: values per time step (200 audio samples, 3 for pen strokes, 88 for rolls)."""
+    """Frame size D: values per time step (200 audio samples, 3 for pen strokes, 88 for rolls,
+    the vocabulary size for one-hot text)."""
     output: str = "gauss"
-    """Output distribution: gauss, gmm, bernoulli, stroke-gauss or stroke-gmm."""
+    """Output distribution: gauss, gmm, bernoulli, stroke-gauss, stroke-gmm or categorical (one
+    symbol of x_dim per frame, one-hot frames)."""
     prior: str = "learned"
     """VRNN prior: 'learned' phi_prior(h_{t-1}) (Eq. 5) or 'standard' N(0, I) (VRNN-I)."""
     cell: str = "lstm"
@@ -120,11 +127,25 @@ class ModelConfig:
         return cls(**d)
 
 
+def models_for_kind(data_kind: str) -> tuple[str, ...]:
+    """The names of ``MODEL_NAMES`` that :func:`parse_model_name` accepts for ``data_kind``."""
+    out = []
+    for name in MODEL_NAMES:
+        try:
+            parse_model_name(name, data_kind)
+        except ValueError:
+            continue
+        out.append(name)
+    return tuple(out)
+
+
 def parse_model_name(name: str, data_kind: str = "audio") -> dict:
-    """Map a paper model name to config fields for a data kind ('audio', 'strokes', 'binary').
+    """Map a paper model name to config fields for a data kind ('audio', 'strokes', 'binary',
+    'text').
 
     ``vrnn-gauss`` on pen strokes is the bivariate Gaussian with a pen bit (stroke-gauss);
-    binary frames take Bernoulli outputs (``rnn-bernoulli``, ``vrnn-bernoulli``, ...).
+    binary frames take Bernoulli outputs (``rnn-bernoulli``, ``vrnn-bernoulli``, ...), one-hot
+    text frames Categorical ones (``rnn-categorical``, ``vrnn-categorical``, ...).
 
     Returns:
         dict with ``family``, ``prior``, ``output`` and ``name`` (the paper's spelling).
@@ -136,13 +157,18 @@ def parse_model_name(name: str, data_kind: str = "audio") -> dict:
     family = parts[0]
     prior = "standard" if parts[1] == "i" else "learned"
     dist = parts[-1]
-    if data_kind == "binary" and dist != "bernoulli":
-        raise ValueError(f"binary data needs a Bernoulli output: use --model "
-                         f"{key.rsplit('-', 1)[0]}-bernoulli instead of {key}")
-    if data_kind != "binary" and dist == "bernoulli":
-        raise ValueError(f"model {key} has a Bernoulli output, which needs binary frames; "
-                         f"this data is {data_kind!r}")
-    output = {"gauss": "gauss", "gmm": "gmm", "bernoulli": "bernoulli"}[dist]
+    words = {"binary": ("binary", "Bernoulli"), "text": ("one-hot text", "Categorical")}
+    needed = KIND_OUTPUTS.get(data_kind)
+    if needed is not None and dist != needed:
+        what, head = words[data_kind]
+        raise ValueError(f"{what} data needs a {head} output: use --model "
+                         f"{key.rsplit('-', 1)[0]}-{needed} instead of {key}")
+    for kind, output in KIND_OUTPUTS.items():
+        if dist == output and data_kind != kind:
+            what, head = words[kind]
+            raise ValueError(f"model {key} has a {head} output, which needs {what} frames; "
+                             f"this data is {data_kind!r}")
+    output = dist
     if data_kind == "strokes":
         output = "stroke-" + output
     pretty = "-".join(p.upper() if p in ("rnn", "vrnn", "srnn", "i", "gmm") else p.capitalize()

@@ -12,9 +12,10 @@ from vrnn.data import SequenceDataset
 def format_normalisation(mean: Sequence[float], std: Sequence[float],
                          dims: Sequence[int] | None, x_dim: int) -> str:
     """One line for the statistics a data set is normalised by: ``mean``, ``std`` over the
-    normalised ``dims`` (None or all: every dim; []: binary frames, not normalised)."""
+    normalised ``dims`` (None or all: every dim; []: binary or one-hot frames, not
+    normalised)."""
     if dims is not None and len(dims) == 0:
-        return "normalisation: none (binary frames)"
+        return "normalisation: none (binary or one-hot frames)"
     fmt = ", ".join
     return (f"normalisation (from train): mean [{fmt(f'{v:.5g}' for v in mean)}], std "
             f"[{fmt(f'{v:.5g}' for v in std)}]"

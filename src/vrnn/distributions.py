@@ -8,8 +8,9 @@ public VRNN code, so nothing here takes a log of a scale.
 Notation (batch-first, as everywhere in the package): B batch, T time, D frame size, Z latent
 size, K mixture components. Heads accept inputs of any leading shape ``(..., in_dim)``.
 
-Temperature ``tau`` follows the handwriting-synthesis convention: mixture and Bernoulli logits are
-divided by tau and scales multiplied by sqrt(tau); tau = 1 is the model itself.
+Temperature ``tau`` follows the handwriting-synthesis convention: mixture, Bernoulli and
+Categorical logits are divided by tau and scales multiplied by sqrt(tau); tau = 1 is the model
+itself, tau -> 0 the most probable value (a Categorical's argmax).
 """
 
 from __future__ import annotations
@@ -26,10 +27,11 @@ from torch.distributions import (
     Independent,
     MixtureSameFamily,
     Normal,
+    OneHotCategorical,
     constraints,
 )
 
-OUTPUTS = ("gauss", "gmm", "bernoulli", "stroke-gauss", "stroke-gmm")
+OUTPUTS = ("gauss", "gmm", "bernoulli", "stroke-gauss", "stroke-gmm", "categorical")
 
 _NO_SHAPE = torch.Size()
 
@@ -132,6 +134,26 @@ class StrokeDistribution(Distribution):
         return self.offset.log_prob(value[..., :2]) + self.pen.log_prob(value[..., 2])
 
 
+class CategoricalFrames(OneHotCategorical):
+    """One symbol of V per frame, the frame its one-hot vector ``(..., V)``: text characters.
+
+    ``torch.distributions.OneHotCategorical(logits=...)`` with a log-density that reads a frame
+    as the dot product ``sum_v x_v log p_v``: log p(k) for the one-hot frame of symbol k, and 0
+    for an all-zero frame, so the zero frames that pad a batch are finite (the mask removes them)
+    where ``OneHotCategorical.log_prob`` would read them as symbol 0 or refuse them.
+    ``mean`` is the probability vector, ``mode`` the one-hot frame of the most probable symbol.
+    """
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        if self._validate_args:
+            ok = ((value == 0) | (value == 1)).all(-1) & (value.sum(-1) <= 1)
+            if not bool(ok.all()):
+                raise ValueError(f"CategoricalFrames.log_prob needs one-hot (or all-zero padding) "
+                                 f"frames of size V={self.event_shape[0]}; got values of shape "
+                                 f"{tuple(value.shape)} that are not")
+        return (value * self.logits).sum(-1)  # (...): self.logits are log-softmax normalised
+
+
 def draw(dist: Distribution, generator: torch.Generator | None = None) -> Tensor:
     """One sample from any distribution built in this module, from ``generator``'s stream.
 
@@ -147,6 +169,11 @@ def draw(dist: Distribution, generator: torch.Generator | None = None) -> Tensor
         u = torch.rand(dist.probs.shape, dtype=dist.probs.dtype, device=dist.probs.device,
                        generator=generator)
         return (u < dist.probs).to(dist.probs.dtype)
+    if isinstance(dist, OneHotCategorical):
+        probs = dist.probs  # (..., V)
+        v = probs.shape[-1]
+        idx = torch.multinomial(probs.reshape(-1, v), 1, generator=generator)  # (N, 1)
+        return F.one_hot(idx.view(probs.shape[:-1]), v).to(probs.dtype)  # (..., V)
     if isinstance(dist, BivariateNormal):
         return dist.sample(generator=generator)
     if isinstance(dist, MixtureSameFamily):
@@ -227,6 +254,22 @@ class BernoulliHead(nn.Module):
         return Independent(Bernoulli(logits=logits), 1)
 
 
+class CategoricalHead(nn.Module):
+    """Linear layer to one symbol of ``out_dim`` per frame, :class:`CategoricalFrames` over
+    one-hot frames (``logits=``; the event is the frame, so no ``Independent``)."""
+
+    def __init__(self, in_dim: int, out_dim: int):
+        super().__init__()
+        self.out_dim = out_dim
+        self.linear = nn.Linear(in_dim, out_dim)
+
+    def forward(self, h: Tensor, temperature: float = 1.0) -> Distribution:
+        logits = self.linear(h)  # (..., V)
+        if temperature != 1.0:
+            logits = logits / temperature
+        return CategoricalFrames(logits=logits)
+
+
 class StrokeHead(nn.Module):
     """Linear layer to pen-stroke frames ``(dx, dy, pen_up)``: a K-component mixture of bivariate
     normals with correlation (K = 1 is the bivariate Gaussian output) times a Bernoulli pen bit."""
@@ -262,6 +305,8 @@ def make_head(output: str, in_dim: int, x_dim: int, *, components: int, min_scal
         return GMMHead(in_dim, x_dim, components, min_scale=min_scale, scale_bias=scale_bias)
     if output == "bernoulli":
         return BernoulliHead(in_dim, x_dim)
+    if output == "categorical":
+        return CategoricalHead(in_dim, x_dim)
     if output in ("stroke-gauss", "stroke-gmm"):
         if x_dim != 3:
             raise ValueError(f"output {output!r} models (dx, dy, pen_up) frames: x_dim must be 3, "

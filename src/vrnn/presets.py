@@ -29,7 +29,7 @@ from vrnn.model import count_parameters
 from vrnn.models import build_model
 
 PRESETS = ("paper", "paper-blizzard", "small", "tiny")
-DATA_KINDS = ("audio", "strokes", "binary")
+DATA_KINDS = ("audio", "strokes", "binary", "text")
 
 
 def _mlps(phi_x, phi_z, enc, prior, dec) -> dict:
@@ -57,9 +57,17 @@ _SIZES: dict[tuple[str, str], dict] = {
     ("binary", "small"): {"h_dim": 128, "z_dim": 16,
                           **_mlps((128,), (64,), (64,), (64,), (128,))},
     ("binary", "tiny"): {"h_dim": 32, "z_dim": 4, **_mlps((32,), (16,), (16,), (16,), (32,))},
+    # One-hot characters: not in the VRNN paper. ``paper`` is a char-RNN-sized LSTM (1024 units,
+    # a GPU size); ``small`` trains on two CPU cores in minutes; ``tiny`` in seconds.
+    ("text", "paper"): {"h_dim": 1024, "z_dim": 128,
+                        **_mlps((512,), (256,), (256,), (256,), (512,))},
+    ("text", "small"): {"h_dim": 256, "z_dim": 32,
+                        **_mlps((128,), (64,), (64,), (64,), (128,))},
+    ("text", "tiny"): {"h_dim": 32, "z_dim": 4, **_mlps((32,), (16,), (16,), (16,), (32,))},
 }
 _SIZES[("strokes", "paper-blizzard")] = _SIZES[("strokes", "paper")]
 _SIZES[("binary", "paper-blizzard")] = _SIZES[("binary", "paper")]
+_SIZES[("text", "paper-blizzard")] = _SIZES[("text", "paper")]
 
 
 _SRNN_PAPER: dict[str, dict] = {
@@ -174,7 +182,8 @@ def model_config(model: str, *, x_dim: int, data_kind: str = "audio", preset: st
     Args:
         model: one of ``vrnn.config.MODEL_NAMES``.
         x_dim: frame size D of the data.
-        data_kind: 'audio', 'strokes' (pen offsets + pen bit) or 'binary'.
+        data_kind: 'audio', 'strokes' (pen offsets + pen bit), 'binary' or 'text' (one-hot
+            characters).
         preset: one of ``PRESETS``.
         match_parameters: widen an RNN baseline to the parameter count of the VRNN with the same
             output at the same preset, as the paper does; size an SRNN's units to it where the
@@ -202,17 +211,17 @@ def model_config(model: str, *, x_dim: int, data_kind: str = "audio", preset: st
     return cfg
 
 
-DEFAULT_X_DIM = {"audio": 200, "strokes": 3, "binary": 88}
-"""Frame sizes of the built-in data: 200-sample audio frames, pen offsets, 88-key piano rolls."""
+DEFAULT_X_DIM = {"audio": 200, "strokes": 3, "binary": 88, "text": 67}
+"""Frame sizes of the built-in data: 200-sample audio frames, pen offsets, 88-key piano rolls,
+the built-in ``text`` set's vocabulary of characters."""
 
 
 def parameter_counts(data_kind: str, preset: str, x_dim: int | None = None) -> dict[str, int]:
     """Parameter count of every model of a data kind at a preset (RNNs matched to the VRNNs)."""
-    from vrnn.config import MODEL_NAMES
+    from vrnn.config import models_for_kind
 
     x_dim = x_dim or DEFAULT_X_DIM[data_kind]
-    names = [m for m in MODEL_NAMES
-             if m.endswith("-bernoulli") == (data_kind == "binary")]
+    names = models_for_kind(data_kind)
     return {m: _count(model_config(m, x_dim=x_dim, data_kind=data_kind, preset=preset))
             for m in names}
 

@@ -1,8 +1,9 @@
 """``vrnn sample --prime FILE``: a prefix the model reads before it continues, from a file.
 
-A ``.npy`` array ``(P, D)`` in data units (what ``samples.npy`` holds), or, for an audio model, an
+A ``.npy`` array ``(P, D)`` in data units (what ``samples.npy`` holds); for an audio model, an
 audio file read the way the data sets read audio (:func:`vrnn.data.audio.read_audio`: channels
-averaged, resampled to the model's rate) and cut into frames of D samples.
+averaged, resampled to the model's rate) and cut into frames of D samples; for a text model, a
+UTF-8 ``.txt`` file, one frame per character (one-hot over the checkpoint's vocabulary).
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ def _check_values(arr: np.ndarray, info: DataInfo, path: Path) -> None:
     if info.kind == "binary" and not np.all((arr == 0) | (arr == 1)):
         raise ValueError(f"--prime: {path} must hold binary frames (0 or 1) for this "
                          f"{info.name} model; found other values")
+    if info.kind == "text" and not (np.all((arr == 0) | (arr == 1)) and np.all(arr.sum(1) == 1)):
+        raise ValueError(f"--prime: {path} must hold one-hot frames (a single 1 per row) for "
+                         f"this {info.name} text model; found other rows")
     if info.kind == "strokes" and not np.all((arr[:, 2] == 0) | (arr[:, 2] == 1)):
         raise ValueError(f"--prime: {path}: the pen-up column (the last of dx, dy, pen-up) must "
                          f"be 0 or 1")
@@ -57,11 +61,31 @@ def _read_audio_frames(path: Path, info: DataInfo) -> np.ndarray:
     return wav[:frames * d].reshape(frames, d)  # (P, D)
 
 
+def _read_text(path: Path, info: DataInfo) -> np.ndarray:
+    from vrnn.data.text import encode
+
+    if info.kind != "text":
+        raise ValueError(f"--prime: {path} is text; .txt files only prime text models, this "
+                         f"checkpoint models {info.kind!r} data")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"--prime: {path} is not UTF-8 text ({e})") from None
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if not text:
+        raise ValueError(f"--prime: {path} is empty")
+    try:
+        return encode(text, info.vocabulary)  # (P, V)
+    except DataError as e:
+        raise ValueError(f"--prime: {path}: {e} of the model ({info.name})") from None
+
+
 def read_prime(path: str | Path, info: DataInfo) -> np.ndarray:
     """The prefix in ``path`` as a ``(P, D)`` float32 array in the checkpoint's normalised units.
 
     Args:
-        path: a ``.npy`` ``(P, D)`` array in data units, or an audio file (audio models only).
+        path: a ``.npy`` ``(P, D)`` array in data units, an audio file (audio models only) or a
+            ``.txt`` file (text models only).
         info: the checkpoint's :class:`DataInfo` (D, kind, sample rate, normalisation).
 
     Raises:
@@ -70,5 +94,10 @@ def read_prime(path: str | Path, info: DataInfo) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"--prime: file not found: {path}")
-    arr = _read_npy(path, info) if path.suffix == ".npy" else _read_audio_frames(path, info)
+    if path.suffix == ".npy":
+        arr = _read_npy(path, info)
+    elif path.suffix.lower() == ".txt" or info.kind == "text":
+        arr = _read_text(path, info)
+    else:
+        arr = _read_audio_frames(path, info)
     return np.asarray(info.normalise(arr), dtype=np.float32)

