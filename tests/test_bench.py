@@ -400,6 +400,16 @@ def test_performance_doc_holds_the_tables_of_the_srnn_json(tmp_path, capsys):
     assert md.read_text() in (ROOT / "docs" / "PERFORMANCE.md").read_text()
 
 
+def test_performance_doc_holds_the_tables_of_the_particles_json(tmp_path, capsys):
+    """The K-particle section of docs/PERFORMANCE.md quotes the tables of
+    docs/benchmark-cpu-particles.json verbatim."""
+    md = tmp_path / "particles.md"
+    assert bench.main(["--from-json", str(ROOT / "docs" / "benchmark-cpu-particles.json"),
+                       "--markdown", str(md)]) == 0
+    assert "K particles" in capsys.readouterr().out
+    assert md.read_text() in (ROOT / "docs" / "PERFORMANCE.md").read_text()
+
+
 def test_cli_runs_it_and_rejects_bad_flags(tmp_path, capsys):
     path = tmp_path / "c.json"
     args = ["benchmark", "--quick", "--configs", "handwriting", "--no-scaling",
