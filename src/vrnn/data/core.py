@@ -220,6 +220,21 @@ PIP_HINT = "pip install -e '.[data]' (in the vrnn folder)"
 """How the Python data packages install: the project's ``data`` extra."""
 
 
+def package_path(package: str, *parts: str) -> Path | None:
+    """``parts`` inside the folder of the installed Python package ``package``, found with
+    ``importlib.util.find_spec`` and never imported (some data packages download on import);
+    None when the package is not installed. Whether the path exists is the caller's check."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0]).joinpath(*parts)
+
+
 def not_installed(name: str, package: str, pip_spec: str) -> DataError:
     """The error for a built-in data set whose Python package is missing, with the command."""
     return DataError(f"data set {name!r} is not installed (the {package} package is missing); "

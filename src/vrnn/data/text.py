@@ -29,13 +29,19 @@ Splits
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from pathlib import Path
 
 import numpy as np
 
-from vrnn.data.core import DataError, DataInfo, SequenceDataset, not_installed, split_indices
+from vrnn.data.core import (
+    DataError,
+    DataInfo,
+    SequenceDataset,
+    not_installed,
+    package_path,
+    split_indices,
+)
 
 MUSIC21_PIP = "music21==10.5.1"
 CHUNK_CHARS = 1000
@@ -48,15 +54,8 @@ LICENCE = "public domain (Jane Austen, 1775-1817; published 1871); music21 is BS
 
 def text_path() -> Path | None:
     """music21's ``languageExcerpts/trainingData/en.txt`` (music21 not imported), or None."""
-    try:
-        spec = importlib.util.find_spec("music21")
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    p = (Path(list(spec.submodule_search_locations)[0]) / "languageExcerpts" / "trainingData"
-         / "en.txt")
-    return p if p.is_file() else None
+    p = package_path("music21", "languageExcerpts", "trainingData", "en.txt")
+    return p if p is not None and p.is_file() else None
 
 
 def _read(path: Path) -> str:
