@@ -48,9 +48,9 @@ CPU = torch.device("cpu")
 T, B = 6, 3
 
 
-def _vrnn(cell: str, hand_written: bool = True):
+def _vrnn(cell: str, hand_written: bool = True, encoder=(32,), phi_z=(32,)):
     cfg = model_config("vrnn-gauss", x_dim=5, preset="tiny", cell=cell, h_dim=64, z_dim=8,
-                       phi_x=(32,), encoder=(32,), phi_z=(32,), prior_net=(32,),
+                       phi_x=(32,), encoder=encoder, phi_z=phi_z, prior_net=(32,),
                        decoder=(32,))
     torch.manual_seed(0)
     model = build_model(cfg)
@@ -63,11 +63,13 @@ def _batch(x_dim=5, z_dim=8, seed=0):
     return torch.randn(B, T, x_dim, generator=gen), torch.randn(B, T, z_dim, generator=gen)
 
 
-def _gradient(model, x, noise, prec: str, dtype=torch.float32) -> torch.Tensor:
-    """All parameter gradients of the mean negative ELBO, concatenated, in float64."""
+def _gradient(model, x, noise, prec: str, dtype=torch.float32, objective="elbo",
+              particles=1) -> torch.Tensor:
+    """All parameter gradients of the mean negative ELBO (or ``objective``), concatenated, in
+    float64."""
     model = copy.deepcopy(model).to(dtype)
-    loss, _ = Objective(model, precision=prec)(x.to(dtype), None, noise.to(dtype), None, 1.0,
-                                               1.0 / x.shape[0])
+    obj = Objective(model, objective, particles, precision=prec)
+    loss, _ = obj(x.to(dtype), None, noise.to(dtype), None, 1.0, 1.0 / x.shape[0])
     loss.backward()
     return torch.cat([p.grad.double().flatten() for p in model.parameters()])
 
@@ -118,6 +120,26 @@ def _loops_disagree(model, hand, autograd) -> list[str]:
     return wrong
 
 
+class _Float32Factor(precision.Factor):
+    """A planted bug: a :class:`precision.Factor` whose products run in float32 whatever the
+    precision."""
+
+    def __init__(self, b, dtype, rows):
+        super().__init__(b.float(), None, rows)
+
+    def mm(self, a, *, out=None, keep_low=False):
+        return _mm_in_float32(a, self.b, out=out)
+
+    def addmm(self, c, a, *, out=None):
+        return torch.add(c, torch.mm(a.float(), self.b), out=out)
+
+
+def _mm_in_float32(a, b, dtype=None, *, out=None, keep_low=False):
+    """A planted bug: ``precision.mm`` with its product in float32 whatever it is asked."""
+    product = torch.mm(a.float(), b.float())
+    return product if out is None else out.copy_(product)
+
+
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_the_two_loops_agree_in_bf16_and_a_planted_bug_would_not(cell, monkeypatch):
     """The hand-written backward and autograd over the same bf16 loop agree within the module
@@ -142,30 +164,58 @@ def test_the_two_loops_agree_in_bf16_and_a_planted_bug_would_not(cell, monkeypat
 
     # planted bug 2: the hand-written loop's products in float32 (bf16 forgotten there)
     with monkeypatch.context() as m:
-        m.setattr(filtering_mod, "mm", lambda a, b, dtype=None, *, out=None:
-                  precision.mm(a.float(), b.float(), None, out=out))
+        m.setattr(filtering_mod, "mm", _mm_in_float32)
         m.setattr(filtering_mod, "addmm", lambda c, a, b, dtype=None, *, out=None:
                   precision.addmm(c, a.float(), b.float(), None, out=out))
+        m.setattr(filtering_mod, "Factor", _Float32Factor)
         forgot = _gradient(_vrnn(cell, True), x, noise, "bf16")
     assert "cell.bias_hh" in _loops_disagree(model, forgot, autograd)
 
     # planted bug 3: only the backward's product for d h_{t-1}, (N, E1 + G) @ w_h, in float32
-    real_addmm, H = filtering_mod.addmm, model.config.h_dim
+    H = model.config.h_dim
 
-    def addmm(c, a, b, dtype=None, *, out=None):
+    def factor(b, dtype, rows):
         if dtype is not None and b.shape[1] == H and b.shape[0] > 2 * H:
-            return precision.addmm(c, a.float(), b.float(), None, out=out)
-        return real_addmm(c, a, b, dtype, out=out)
+            return _Float32Factor(b, dtype, rows)
+        return precision.Factor(b, dtype, rows)
 
-    monkeypatch.setattr(filtering_mod, "addmm", addmm)
+    monkeypatch.setattr(filtering_mod, "Factor", factor)
     one_forgot = _gradient(_vrnn(cell, True), x, noise, "bf16")
     assert "cell.bias_hh" in _loops_disagree(model, one_forgot, autograd)
+
+
+@pytest.mark.parametrize("cell,encoder,phi_z", [("lstm", (32,), (32,)), ("gru", (32,), (32,)),
+                                               ("lstm", (32, 16), ()), ("gru", (16, 32), (32, 16))])
+def test_the_two_loops_agree_in_bf16_with_replicas_and_other_depths(cell, encoder, phi_z):
+    """The same agreement for IWAE's K = 2 replicas of each sequence (the products with
+    phi_x(x_t) shared by the replicas, their gradients summed over them in float32) and for
+    encoders and phi_z of other depths (none: phi_z the identity)."""
+    x, noise = _batch()
+    noise = noise.repeat(2, 1, 1)
+    grads = [_gradient(_vrnn(cell, hand, encoder, phi_z), x, noise, "bf16", objective="iwae",
+                       particles=2) for hand in (True, False)]
+    assert _loops_disagree(_vrnn(cell, True, encoder, phi_z), *grads) == []
+
+
+def test_prepacked_products_are_the_plain_products_bit_for_bit(monkeypatch):
+    """In bf16 on CPU the loop's matrices are prepacked for oneDNN (:class:`precision.Factor`):
+    the gradients are those of plain ``torch.mm`` on the same bf16 operands, bit for bit, and
+    the packed kernel is what runs where this PyTorch has it."""
+    model = _vrnn("lstm")
+    x, noise = _batch()
+    packed = _gradient(model, x, noise, "bf16")
+    if precision._can_pack():
+        kernels = {f for f, _ in _audit(model, x, noise, backward=True).products}
+        assert "mkldnn._linear_pointwise.default" in kernels
+    monkeypatch.setattr(precision, "PACK", False)
+    assert torch.equal(packed, _gradient(model, x, noise, "bf16"))
 
 
 # -- what runs in which dtype -------------------------------------------------------------------
 
 _PRODUCTS = {torch.ops.aten.mm, torch.ops.aten.addmm, torch.ops.aten.bmm,
-             torch.ops.aten.baddbmm}
+             torch.ops.aten.baddbmm, torch.ops.mkldnn._linear_pointwise}
+"""(the last: oneDNN's prepacked product, :class:`vrnn.precision.Factor` in bf16 on CPU)"""
 _FLOAT32_ONLY = {torch.ops.aten.sum, torch.ops.aten.mean, torch.ops.aten.logsumexp,
                  torch.ops.aten.log, torch.ops.aten.exp, torch.ops.aten.softplus,
                  torch.ops.aten._log_softmax, torch.ops.aten.log_softmax,
@@ -250,8 +300,8 @@ def test_the_audit_catches_a_sum_over_time_in_bf16_and_a_float32_product(monkeyp
                   lambda values, mask: real_sum(values.bfloat16(), mask).float())
         with pytest.raises(AssertionError):
             _no_bf16_reductions(_audit(model, x, noise, backward=False))
-    monkeypatch.setattr(filtering_mod, "mm", lambda a, b, dtype=None, *, out=None:
-                        precision.mm(a.float(), b.float(), None, out=out))
+    monkeypatch.setattr(filtering_mod, "mm", _mm_in_float32)
+    monkeypatch.setattr(filtering_mod, "Factor", _Float32Factor)
     with pytest.raises(AssertionError):
         _bf16_products_only(_audit(model, x, noise, backward=True))
 

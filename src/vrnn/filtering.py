@@ -36,7 +36,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from vrnn.distributions import positive_scale
-from vrnn.precision import addmm, linear, low, mm, product_dtype
+from vrnn.precision import Factor, addmm, linear, low, mm, product_dtype
 
 Pair = tuple[Tensor, Tensor]
 """A linear layer's ``(weight (out, in), bias (out,))``."""
@@ -343,11 +343,21 @@ def _forward(spec: _LoopSpec, feat_x: Tensor, noise: Tensor, h0: Tensor, cell0: 
     cell_x = linear(feat_x, w_ih[:, :X], b_ih + b_hh if spec.lstm else b_ih, lo)  # (B, T, G)
     b_h = None if spec.lstm else torch.cat([b_hh.new_zeros(E1), b_hh])  # GRU: b_hn inside r*()
     w_iz = w_ih[:, X:]  # (G, F)
+    # every matrix the steps multiply by, prepared once (cast to bf16, and packed, in bf16)
+    f_h, f_iz = Factor(w_h.t(), lo, N), Factor(w_iz.t(), lo, N)
+    f_enc = [Factor(w.t(), lo, N) for w, _ in enc_rest]
+    f_head = Factor(w_head.t(), lo, N)
+    f_z = [Factor(w.t(), lo, N) for w, _ in weights.phi_z]
 
     last_z = spec.n_phi_z - 1  # phi_z's output is returned: kept at every step
+    # in bf16 the encoder's ReLU outputs are kept in bf16: they are read only as the operands of
+    # products (which round them to bf16 anyway) and by the ReLU masks of the backward pass
+    # (rounding keeps the sign), so one cast per step is saved and nothing changes
+    a_dtype = feat_x.dtype if lo is None else lo
     s = _Saved(h_prev=new(N, T, H), h_last=new(N, H), enc_out=new(N, T, 2 * Z),
                scale=new(N, T, Z), z=new(N, T, Z), gates=new(N, kept, G),
-               a_enc=tuple(new(N, kept, w.shape[0]) for w, _ in weights.encoder),
+               a_enc=tuple(torch.empty(N, kept, w.shape[0], dtype=a_dtype, device=feat_x.device)
+                           for w, _ in weights.encoder),
                a_z=tuple(new(N, T if i == last_z else kept, w.shape[0])
                          for i, (w, _) in enumerate(weights.phi_z)),
                h_low=None if lo is None else torch.empty(N, kept, H, dtype=lo,
@@ -359,28 +369,32 @@ def _forward(spec: _LoopSpec, feat_x: Tensor, noise: Tensor, h0: Tensor, cell0: 
         k = t if keep else 0
         # in bf16, h_{t-1} is cast once, for this product and the weight gradient
         h_in = h if s.h_low is None else s.h_low[:, k].copy_(h)
-        hw = (mm(h_in, w_h.t(), lo) if b_h is None
-              else addmm(b_h, h_in, w_h.t(), lo))  # (N, E1 + G)
+        # (N, E1 + G); LSTM in bf16: left in bf16, the float32 sums below read it as it is
+        hw = f_h.mm(h_in, keep_low=True) if b_h is None else f_h.addmm(b_h, h_in)
         # Eq. 9: the encoder from phi_x(x_t) and h_{t-1}
         a = s.a_enc[0][:, k]
         torch.add(tiled(hw[:, :E1]), enc_x[:, t], out=tiled(a)).relu_()
-        for i, (w, b) in enumerate(enc_rest, 1):
-            a = addmm(b, a, w.t(), lo, out=s.a_enc[i][:, k]).relu_()
-        enc_out = addmm(b_head, a, w_head.t(), lo, out=s.enc_out[:, t])  # (N, 2Z)
+        for i, (_, b) in enumerate(enc_rest, 1):
+            a = f_enc[i - 1].addmm(b, a, out=s.a_enc[i][:, k]).relu_()
+        enc_out = f_head.addmm(b_head, a, out=s.enc_out[:, t])  # (N, 2Z)
         scale = torch.add(F.softplus(enc_out[:, Z:]), spec.min_scale, out=s.scale[:, t])
         fz = torch.addcmul(enc_out[:, :Z], scale, noise[:, t], out=s.z[:, t])  # z_t
-        for i, (w, b) in enumerate(weights.phi_z):
-            fz = addmm(b, fz, w.t(), lo, out=s.a_z[i][:, t if i == last_z else k]).relu_()
+        for i, (_, b) in enumerate(weights.phi_z):
+            fz = f_z[i].addmm(b, fz, out=s.a_z[i][:, t if i == last_z else k]).relu_()
         # Eq. 7: the cell
         h_out = s.h_prev[:, t + 1] if t + 1 < T else s.h_last
         if spec.lstm:
-            tiled(hw[:, E1:]).add_(cell_x[:, t])
-            pre = addmm(hw[:, E1:], fz, w_iz.t(), lo)  # (N, 4H)
+            if lo is None:
+                tiled(hw[:, E1:]).add_(cell_x[:, t])
+                pre = f_iz.addmm(hw[:, E1:], fz)  # (N, 4H)
+            else:  # float32 sums of the two bf16 products and the float32 input side
+                pre = torch.add(tiled(hw[:, E1:]), cell_x[:, t]).view(N, G)
+                pre.add_(f_iz.mm(fz, keep_low=True))
             cells, tanh_c = s.cell_extra
             h, cell = lstm_gates(pre, cell, act=s.gates[:, k], cell_out=cells[:, k],
                                  tanh_out=tanh_c[:, k], h_out=h_out)
         else:
-            gi = mm(fz, w_iz.t(), lo)  # (N, 3H) input side
+            gi = f_iz.mm(fz)  # (N, 3H) input side
             tiled(gi).add_(cell_x[:, t])
             gh = hw[:, E1:]  # (N, 3H) hidden side, with b_hh
             s.cell_extra[0][:, k] = gh[:, 2 * H:]
@@ -459,6 +473,9 @@ def _backward_through_time(spec: _LoopSpec, s: _Saved, noise: Tensor, cell0: Ten
     X = w_e1.shape[1] - H
     w_h = torch.cat([w_e1[:, X:], w_hh])  # (E1 + G, H)
     w_iz = w_ih[:, X:]
+    f_h, f_iz, f_head = Factor(w_h, lo, N), Factor(w_iz, lo, N), Factor(w_head, lo, N)
+    f_enc = [Factor(w, lo, N) for w, _ in enc_rest]
+    f_z = [Factor(w, lo, N) for w, _ in weights.phi_z]
 
     def or_zeros(g: Tensor | None, like: Tensor) -> Tensor:
         return torch.zeros_like(like) if g is None else g
@@ -477,7 +494,10 @@ def _backward_through_time(spec: _LoopSpec, s: _Saved, noise: Tensor, cell0: Ten
                   cell_in=g_hw[..., E1:] if spec.lstm else new(N, T, G))
     if lo is not None:  # the pre-activation gradients of the two big products, cast once
         hw_low = torch.empty(N, T, E1 + G, dtype=lo, device=noise.device)
-        g = g._replace(hw_low=hw_low, cell_in_low=hw_low[..., E1:] if spec.lstm
+        # the first encoder layer's gradient is a product's output (rounded to bf16 on CPU)
+        # masked by its ReLU: written straight into its bf16 slot, no float32 copy is needed
+        g = g._replace(hw_low=hw_low, enc=[hw_low[..., :E1], *g.enc[1:]],
+                       cell_in_low=hw_low[..., E1:] if spec.lstm
                        else torch.empty(N, T, G, dtype=lo, device=noise.device))
     d_softplus = torch.sigmoid(s.enc_out[..., Z:])  # softplus'(raw), (N, T, Z)
     for t in reversed(range(T)):
@@ -494,29 +514,29 @@ def _backward_through_time(spec: _LoopSpec, s: _Saved, noise: Tensor, cell0: Ten
             d_in_low = g.cell_in_low[:, t].copy_(d_in)
         # phi_z and the reparameterisation, backwards
         if weights.phi_z:
-            gz = addmm(d_fz[:, t], d_in_low, w_iz, lo, out=g.phi_z[-1][:, t])  # d phi_z(z_t)
+            gz = f_iz.addmm(d_fz[:, t], d_in_low, out=g.phi_z[-1][:, t])  # d phi_z(z_t)
             _relu_mask_(gz, s.a_z[-1][:, t])
             for i in reversed(range(spec.n_phi_z - 1)):
-                gz = mm(gz, weights.phi_z[i + 1][0], lo, out=g.phi_z[i][:, t])
+                gz = f_z[i + 1].mm(gz, out=g.phi_z[i][:, t])
                 _relu_mask_(gz, s.a_z[i][:, t])
-            dz = addmm(d_z[:, t], gz, weights.phi_z[0][0], lo)  # (N, Z)
+            dz = f_z[0].addmm(d_z[:, t], gz)  # (N, Z)
         else:
-            dz = addmm(d_z[:, t], d_in_low, w_iz, lo)
+            dz = f_iz.addmm(d_z[:, t], d_in_low)
         gh = g.head[:, t]
         torch.add(d_enc_out[:, t, :Z], dz, out=gh[:, :Z])
         torch.addcmul(d_scale[:, t], dz, noise[:, t], out=gh[:, Z:]).mul_(
             d_softplus[:, t]).add_(d_enc_out[:, t, Z:])
         # the encoder, backwards
-        ge = _relu_mask_(mm(gh, w_head, lo, out=g.enc[-1][:, t]), s.a_enc[-1][:, t])
+        ge = _relu_mask_(f_head.mm(gh, out=g.enc[-1][:, t]), s.a_enc[-1][:, t])
         for i in reversed(range(spec.n_enc - 1)):
-            ge = _relu_mask_(mm(ge, enc_rest[i][0], lo, out=g.enc[i][:, t]), s.a_enc[i][:, t])
+            ge = _relu_mask_(f_enc[i].mm(ge, out=g.enc[i][:, t]), s.a_enc[i][:, t])
         # d h_{t-1}: both products with h_{t-1} in one
         g_hw_t = g_hw[:, t]
-        if lo is not None:  # LSTM: the cell's part is in hw_low already (it is cell_in_low)
+        if lo is not None:  # the encoder's and (LSTM) the cell's parts are in hw_low already
             g_hw_t = g.hw_low[:, t]
-            done = E1 if spec.lstm else E1 + G
-            g_hw_t[:, :done].copy_(g_hw[:, t, :done])
-        dh = addmm(d_hprev[:, t], g_hw_t, w_h, lo)
+            if not spec.lstm:
+                g_hw_t[:, E1:].copy_(g_hw[:, t, E1:])
+        dh = f_h.addmm(d_hprev[:, t], g_hw_t)
         if not spec.lstm:
             dh.add_(dh_direct)
     return g, dh, dcell
@@ -546,7 +566,13 @@ def _weight_grads(spec: _LoopSpec, need_feat_x: bool, s: _Saved, feat_x: Tensor,
     def per_sequence(v: Tensor) -> Tensor:  # (R * B, T, n) -> (B * T, n): replicas summed
         if spec.replicas == 1:
             return flat(v)
-        return v.reshape(spec.replicas, B * T, v.shape[-1]).sum(0)
+        return float32_sum(v.reshape(spec.replicas, B * T, v.shape[-1]))
+
+    def float32_sum(v: Tensor) -> Tensor:  # over the first dimension; a bf16 v in float32
+        return v.sum(0, dtype=torch.float32) if v.dtype == torch.bfloat16 else v.sum(0)
+
+    def bias_sum(v: Tensor) -> Tensor:  # a bias gradient
+        return float32_sum(flat(v))
 
     def prod(a: Tensor, b: Tensor) -> Tensor:  # a @ b in the products' dtype, float32 out
         return mm(a, b, lo)
@@ -559,7 +585,7 @@ def _weight_grads(spec: _LoopSpec, need_feat_x: bool, s: _Saved, feat_x: Tensor,
     g_enc0_x = per_sequence(g.enc[0])  # the product with phi_x(x_t) was shared by the replicas
     if spec.replicas == 1 and g.hw_low is not None:
         g_enc0_x = flat(g.hw_low[..., :E1])  # (no sum over replicas to do in bfloat16)
-    d_params = [torch.cat([prod(g_enc0_x.t(), fx), gw_h[:E1]], 1), flat(g.enc[0]).sum(0)]
+    d_params = [torch.cat([prod(g_enc0_x.t(), fx), gw_h[:E1]], 1), bias_sum(g.enc[0])]
     for i in range(1, spec.n_enc):
         gi = flat(g.enc[i])
         d_params += [prod(gi.t(), flat(s.a_enc[i - 1])), gi.sum(0)]
