@@ -2,6 +2,7 @@
 the same weights, its FLOP counts are what the model really multiplies, its timer and memory probe
 measure what they say, and the command writes, reads and renders its JSON."""
 
+import contextlib
 import dataclasses
 import json
 import subprocess
@@ -14,7 +15,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
-from vrnn import bench
+from vrnn import bench, precision
 from vrnn.bench import (
     CONFIGS,
     TARGETS,
@@ -28,6 +29,7 @@ from vrnn.bench import (
     saved_bytes,
     srnn_matmul_macs,
 )
+from vrnn.bench.configs import BF16_AGREEMENT_RTOL, BF16_MIN_GRAD_DIFF, BF16_TARGET
 from vrnn.cli import main as cli_main
 from vrnn.config import ModelConfig
 from vrnn.model import VRNN
@@ -37,6 +39,9 @@ from vrnn.srnn import SRNN
 ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
 SRNN_CONFIGS = {n for n, c in CONFIGS.items() if c.family == "srnn"}
+BF16 = precision.bf16_supported(CPU)  # the default --precision: fp32,bf16 where it holds
+BF16_VARIANTS = {"per-step bf16", "ours bf16"} if BF16 else set()
+needs_bf16 = pytest.mark.skipif(not BF16, reason="this CPU has no native bfloat16 products")
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -302,6 +307,7 @@ def test_quick_run_writes_every_figure(quick):
         srnn = name in SRNN_CONFIGS
         assert t["sizes"] == dataclasses.asdict(quick_config(CONFIGS[name]))
         expected = {"per-step", "ours"} if srnn else {"per-step", "autograd-loop", "ours"}
+        expected |= BF16_VARIANTS  # --precision's default
         assert set(t["variants"]) == expected  # --quick: no compile
         assert "compile" not in t
         for v in t["variants"].values():
@@ -327,8 +333,14 @@ def test_quick_run_writes_every_figure(quick):
         speed, fraction = TARGETS[name]
         expected = {k for k, v in (("speedup_vs_per_step", speed), ("fraction_of_sgemm",
                                                                    fraction)) if v is not None}
+        if BF16 and name in BF16_TARGET:
+            expected.add("bf16_speedup_vs_fp32")
         assert set(t["targets"]) == expected
         for key, tg in t["targets"].items():
+            if key == "bf16_speedup_vs_fp32":
+                assert tg["value"] == t["variants"]["ours bf16"]["speedup_vs_fp32"]
+                assert tg["target"] == BF16_TARGET[name] == 1.8
+                continue
             assert tg["value"] == t["variants"]["ours"][key]
         e = r["evaluation"]
         assert e["samples"] == 40 and e["samples_per_pass"] == bench.is_chunk(quick_config(
@@ -375,6 +387,166 @@ def test_markdown_tables_come_from_a_saved_result(quick, tmp_path, capsys):
     bad.write_text("{}")
     assert bench.main(["--from-json", str(bad)]) == 2
     assert "bad.json" in capsys.readouterr().err
+
+
+@needs_bf16
+def test_quick_run_times_the_bf16_variants_in_the_same_rotation(quick):
+    """Where the CPU multiplies bfloat16 natively the default ``--precision`` is fp32,bf16:
+    ``per-step bf16`` and ``ours bf16`` in every configuration, timed in the rotation with the
+    float32 variants and a bf16 ``torch.mm`` (``sgemm_bf16_gflops``, their fraction's rate),
+    their speed-ups over the float32 variant they copy, their agreement within the bf16
+    tolerance (and far enough from float32 that bf16 ran), the bf16 bound for the VRNN rows."""
+    assert quick["precisions"] == ["fp32", "bf16"]
+    for name, r in quick["configs"].items():
+        t = r["training"]
+        assert t["sgemm_bf16_gflops"] > 0 and t["sgemm_gflops"] > 0
+        vs = t["variants"]
+        for vname in ("per-step", "ours"):
+            low, fp32 = vs[f"{vname} bf16"], vs[vname]
+            assert low["precision"] == "bf16"
+            assert len(low["ms_all"]) == 3  # the same rounds as the others
+            assert low["speedup_vs_fp32"] == pytest.approx(fp32["ms"] / low["ms"])
+            assert low["paired_speedup_vs_fp32"] == pytest.approx(paired_ratio(
+                fp32["ms_all"], low["ms_all"]))
+            # against the float32 per-step, and a fraction of the bf16 rate
+            assert low["speedup_vs_per_step"] == pytest.approx(vs["per-step"]["ms"] / low["ms"])
+            assert low["fraction_of_sgemm"] == pytest.approx(
+                low["gflops"] / t["sgemm_bf16_gflops"])
+            assert fp32["fraction_of_sgemm"] == pytest.approx(fp32["gflops"] / t["sgemm_gflops"])
+            ag = t["agreement"]["variants"][f"{vname} bf16"]
+            assert ag["rtol"] == BF16_AGREEMENT_RTOL == 2.0 ** -8
+            assert ag["loss_rel_diff"] <= BF16_AGREEMENT_RTOL
+            assert ag["grad_max_rel_diff"] >= BF16_MIN_GRAD_DIFF  # bf16 really ran
+        assert t["agreement"]["rtol"] == 1e-5 and t["agreement"]["bf16_rtol"] == 2.0 ** -8
+        assert {"per-step bf16", "ours bf16"} <= set(t["memory"])
+        if name in SRNN_CONFIGS:
+            assert "bound_bf16" not in t
+        else:
+            assert set(t["bound_bf16"]) == set(t["bound"])
+            assert t["bound_bf16"]["thin_fraction_of_sgemm"] == pytest.approx(
+                t["bound_bf16"]["thin_gflops"] / t["sgemm_bf16_gflops"])
+
+
+@needs_bf16
+def test_the_bf16_variants_run_their_products_in_bf16_on_their_own_weights():
+    """``per-step bf16`` and ``ours bf16`` (VRNN and SRNN): every matrix product of their forward
+    and backward in bfloat16 (the per-step baseline's too: autocast hooks the module that owns
+    the layers), float32 weights starting equal to ``ours``'s, each variant its own copy."""
+
+    class Products(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.dtypes: set = set()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func.overloadpacket.__name__ in ("mm", "addmm", "bmm", "mkldnn_rnn_layer"):
+                self.dtypes |= {a.dtype for a in args if isinstance(a, torch.Tensor)}
+            return func(*args, **(kwargs or {}))
+
+    for name in ("speech", "srnn-handwriting"):
+        variants, _, _, _ = build_variants(quick_config(CONFIGS[name]), CPU, False,
+                                           precisions=("fp32", "bf16"))
+        ours = dict(variants["ours"].net.named_parameters())
+        for vname in ("per-step bf16", "ours bf16"):
+            v = variants[vname]
+            assert v.precision == "bf16" and v.fp32_name == vname.removesuffix(" bf16")
+            for n, p in v.net.named_parameters():
+                assert p.dtype == torch.float32 and torch.equal(p, ours[n])
+                assert p is not ours[n]
+            mode = Products()
+            with mode:
+                loss = v.loss()
+                loss.backward()
+            assert mode.dtypes == {torch.bfloat16}, (name, vname, mode.dtypes)
+            assert loss.dtype == torch.float32
+
+
+@needs_bf16
+def test_a_wrong_bf16_loss_is_caught_before_timing(monkeypatch, tmp_path, capsys):
+    """The bf16 variants have their own agreement check: a loss 5% off under autocast (the fp32
+    variants untouched) stops the run, and so does a bf16 variant whose products stayed in
+    float32 (its gradients equal the fp32 ones: it would time float32 under the bf16 name)."""
+    loss = VRNN.loss
+
+    def off(self, *args, **kwargs):
+        value, terms = loss(self, *args, **kwargs)
+        return (value * 1.05 if torch.is_autocast_enabled("cpu") else value), terms
+
+    path = tmp_path / "b.json"
+    with monkeypatch.context() as m:
+        m.setattr(VRNN, "loss", off)
+        assert bench.main(["--quick", "--configs", "mnist", "--no-scaling", "--json",
+                           str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "disagree" in err and "ours bf16" in err and "> 0.00390625" in err
+    assert not path.exists()
+    with monkeypatch.context() as m:  # bf16 forgotten: autocast does nothing
+        m.setattr(precision, "autocast", lambda model, prec, device: contextlib.nullcontext())
+        assert bench.main(["--quick", "--configs", "srnn-speech", "--no-scaling"]) == 1
+    assert "did not run in bf16" in capsys.readouterr().err
+
+
+def test_precision_fp32_gives_no_bf16_rows(tmp_path, capsys):
+    """``--precision fp32``: the float32 variants alone, no bf16 rate, bound or target, and a
+    report without bf16 lines."""
+    path = tmp_path / "f.json"
+    assert bench.main(["--quick", "--configs", "handwriting", "--no-evaluation",
+                       "--no-generation", "--no-scaling", "--particle-configs", "none",
+                       "--precision", "fp32", "--json", str(path)]) == 0
+    result = json.loads(path.read_text())
+    assert result["precisions"] == ["fp32"]
+    t = result["configs"]["handwriting"]["training"]
+    assert set(t["variants"]) == {"per-step", "autograd-loop", "ours"}
+    assert "sgemm_bf16_gflops" not in t and "bound_bf16" not in t
+    assert "bf16_rtol" not in t["agreement"] and "bf16_speedup_vs_fp32" not in t["targets"]
+    out = capsys.readouterr().out
+    assert "bf16" not in out and "ms/step" in out
+
+
+def test_bad_or_unsupported_precision_exits_2_naming_the_flag(monkeypatch, capsys):
+    """A value other than fp32, bf16 is refused before anything is timed; so is bf16 on a CPU
+    without native bfloat16 products, whose default is then fp32 alone."""
+    assert bench.main(["--quick", "--configs", "mnist", "--precision", "fp32,fp16"]) == 2
+    assert "--precision" in capsys.readouterr().err
+    assert bench.main(["--precision", ","]) == 2
+    assert "--precision" in capsys.readouterr().err
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: False)
+    assert bench.main(["--quick", "--configs", "mnist", "--no-scaling", "--precision",
+                       "fp32,bf16"]) == 2
+    err = capsys.readouterr().err
+    assert "--precision bf16" in err and "AVX-512 BF16" in err
+    assert bench.cli.resolve_precisions(None, CPU) == ["fp32"]
+    assert bench.cli.resolve_precisions("fp32", CPU) == ["fp32"]
+    assert "fp32,bf16 where" in " ".join(bench.build_parser().format_help().split())
+
+
+@needs_bf16
+def test_reports_show_the_bf16_rows(quick, tmp_path, capsys):
+    """The text and Markdown reports of a result with bf16 variants: their rows in the same
+    tables, the bf16 rate, ours bf16 over ours, the bf16 bound (VRNN rows), the bf16 agreement
+    and the bf16 target."""
+    src = tmp_path / "r.json"
+    src.write_text(json.dumps(quick))
+    md = tmp_path / "perf.md"
+    assert bench.main(["--from-json", str(src), "--markdown", str(md)]) == 0
+    text, out = md.read_text(), capsys.readouterr().out
+    for name in ("speech", "srnn-speech"):
+        t = quick["configs"][name]["training"]
+        low = t["variants"]["ours bf16"]
+        assert f"| ours bf16 | {low['ms']:.1f} | {low['seq_steps_per_s']:,.0f} |" in text
+        assert f"| per-step bf16 | {t['variants']['per-step bf16']['ms']:.1f} |" in text
+        assert f"{t['sgemm_bf16_gflops']:.1f} GFLOP/s (256^3 bf16 `torch.mm`" in text
+        assert (f"Speed-up of `ours bf16` over `ours`: {low['speedup_vs_fp32']:.2f}x (median of "
+                f"the per-round ratios {low['paired_speedup_vs_fp32']:.2f}x)") in text
+        assert f"bf16: matmul rate {t['sgemm_bf16_gflops']:.1f} GFLOP/s" in out
+        assert f"speed-up of ours bf16 over ours {low['speedup_vs_fp32']:.2f}x" in out
+    b = quick["configs"]["speech"]["training"]["bound_bf16"]
+    assert f"Bound in bf16: the B-row products run at {b['thin_gflops']:.1f} GFLOP/s" in text
+    assert "ours bf16" in out and "per-step bf16" in out
+    assert "agreement of the bf16 variants with the fp32 per-step (loss rtol 0.0039)" in out
+    tg = quick["configs"]["speech"]["training"]["targets"]["bf16_speedup_vs_fp32"]
+    assert (f"  speech       bf16_speedup_vs_fp32  {tg['value']:>7.2f}x (target 1.80x) "
+            f"{'met' if tg['met'] else 'MISSED'}") in out
 
 
 def test_performance_doc_holds_the_tables_of_its_json(tmp_path):

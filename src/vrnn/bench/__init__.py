@@ -5,6 +5,7 @@ and the SRNN's against a per-step SRNN.
     vrnn benchmark --configs speech --repeats 20 --json bench.json
     vrnn benchmark --configs srnn-speech,srnn-handwriting --no-scaling
     vrnn benchmark --quick                           # microscopic sizes, numbers meaningless
+    vrnn benchmark --configs speech --precision fp32 # float32 variants only
     python -m vrnn.bench --device cuda
 
 A VRNN cannot hand its recurrence to a fused sequence kernel (z_t feeds h_t), so public ports call
@@ -36,9 +37,17 @@ variants and its training step only (no evaluation, generation or bound):
 and the VRNN's ``ours`` of the same sizes is timed in the same rotation, so that an SRNN step
 and a VRNN step compare within one run.
 
-Also measured: the float32 matrix-multiply rate of the machine (``torch.mm``, in the same
-rotation, so it sees the same load), achieved GFLOP/s counted analytically (2 m n k per product,
-times 3 for forward and backward), a bound from the rate of the thin (B-row) products the
+Precision (``--precision fp32,bf16``, both by default where the device multiplies bfloat16
+natively): each precision but fp32 adds ``per-step bf16`` and ``ours bf16`` (SRNN configs: its
+two variants likewise) to the same rotation, deep copies of the same float32 weights with their
+forward under :func:`vrnn.precision.autocast`, and a bfloat16 ``torch.mm`` for their matmul rate;
+their loss must agree with the float32 per-step loss to
+:data:`~vrnn.bench.configs.BF16_AGREEMENT_RTOL` (u = 2^-8), and their speed-up over the float32
+variant they copy is reported (``speedup_vs_fp32``).
+
+Also measured: the float32 (and bfloat16) matrix-multiply rate of the machine (``torch.mm``, in
+the same rotation, so it sees the same load), achieved GFLOP/s counted analytically (2 m n k per
+product, times 3 for forward and backward), a bound from the rate of the thin (B-row) products the
 recurrence cannot avoid, importance-sampled evaluation with S = 40 against single ELBO passes,
 generation speed, memory kept for the backward pass, and the cost per time step as T and B grow.
 
@@ -51,6 +60,8 @@ memory), :mod:`~vrnn.bench.suites` (training, evaluation, generation, scaling),
 
 from vrnn.bench.cli import build_parser, main, read_json, run, write_json
 from vrnn.bench.configs import (
+    BF16_AGREEMENT_RTOL,
+    BF16_TARGET,
     CONFIGS,
     IS_SAMPLES,
     TARGETS,
@@ -74,7 +85,8 @@ from vrnn.bench.suites import is_chunk, is_with_repeat
 from vrnn.bench.variants import Variant, build_variants, check_agreement
 
 __all__ = [
-    "CONFIGS", "IS_SAMPLES", "TARGETS", "BenchConfig", "BenchmarkError", "Variant",
+    "BF16_AGREEMENT_RTOL", "BF16_TARGET", "CONFIGS", "IS_SAMPLES", "TARGETS", "BenchConfig",
+    "BenchmarkError", "Variant",
     "build_parser", "build_variants", "check_agreement", "format_report", "interleaved",
     "is_chunk", "is_flop_ratio", "is_with_repeat", "main", "make_batch", "markdown_report",
     "matmul_macs", "paired_ratio", "quick_config", "read_json", "run", "saved_bytes",

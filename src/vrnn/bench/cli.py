@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from vrnn import precision as precision_mod
 from vrnn.bench.configs import CONFIGS, SCALING_CONFIG, BenchmarkError, quick_config
 from vrnn.bench.machine import (
     available_memory_bytes,
@@ -24,7 +25,9 @@ from vrnn.bench.suites import bench_evaluation, bench_generation, bench_scaling,
 
 DESCRIPTION = ("Speed benchmark: the library's VRNN training step against a straightforward "
                "per-step VRNN,\nand the SRNN's against a per-step SRNN (configs srnn-*: the "
-               "training step only,\nbeside the VRNN's of the same sizes).")
+               "training step only,\nbeside the VRNN's of the same sizes); with --precision "
+               "bf16 also each of their bfloat16\ncopies (ours bf16, per-step bf16), against "
+               "the float32 ones and the bf16 matmul rate.")
 
 
 def _int_list(text: str) -> list[int]:
@@ -59,6 +62,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="also time the per-step VRNN under torch.compile (default: on, "
                         "off with --quick; the SRNN rows have no compiled variant)")
+    p.add_argument("--precision", default=None, metavar="LIST",
+                   help="comma list of fp32, bf16: the precisions of the training-step variants "
+                        "(default fp32,bf16 where the device multiplies bfloat16 natively, "
+                        "else fp32; fp32 is always timed, the reference). bf16 adds 'per-step "
+                        "bf16' and 'ours bf16' (their forward under vrnn.precision.autocast: "
+                        "products in bfloat16, float32 weights), timed in the same rotation, "
+                        "with a bf16 torch.mm for their matmul rate; an error on a device "
+                        "without bfloat16 products")
     p.add_argument("--sgemm-size", type=int, default=None,
                    help="n of the n x n x n torch.mm that measures the matmul rate (default 2048)")
     p.add_argument("--profile", action="store_true",
@@ -107,6 +118,31 @@ def resolve(args: argparse.Namespace) -> None:
     args.scale_fixed_steps = 10 if q else 100
     if args.repeats < 1 or args.warmup < 0:
         raise ValueError("--repeats must be >= 1 and --warmup >= 0")
+    if args.precision is not None:
+        parse_precisions(args.precision)  # a bad value fails before anything is timed
+
+
+def parse_precisions(text: str) -> list[str]:
+    """``--precision``'s comma list: fp32 first (always timed: the reference), then the rest in
+    the order given, each once; ValueError naming the flag on anything else."""
+    values = [v.strip() for v in text.split(",") if v.strip()]
+    wrong = [v for v in values if v not in precision_mod.PRECISIONS]
+    if not values or wrong:
+        raise ValueError(f"--precision: expected a comma list of "
+                         f"{', '.join(precision_mod.PRECISIONS)}, got {text!r}")
+    return ["fp32", *dict.fromkeys(v for v in values if v != "fp32")]
+
+
+def resolve_precisions(text: str | None, device: torch.device) -> list[str]:
+    """The precisions to time on ``device``: ``--precision`` (ValueError naming the flag when
+    the device lacks native bfloat16 products, :func:`vrnn.precision.check_supported`), or by
+    default fp32 and bf16 where :func:`vrnn.precision.bf16_supported`, else fp32 alone."""
+    if text is None:
+        return ["fp32", "bf16"] if precision_mod.bf16_supported(device) else ["fp32"]
+    precisions = parse_precisions(text)
+    for p in precisions:
+        precision_mod.check_supported(p, device)
+    return precisions
 
 
 def _evaluation_args(name: str, args: argparse.Namespace) -> argparse.Namespace:
@@ -123,6 +159,8 @@ def run(args: argparse.Namespace) -> dict:
     """Every configuration of ``--configs`` (one that would not fit in memory is skipped), then
     the scaling run; with ``--json`` the result is written after each configuration."""
     device = torch.device(args.device)
+    args.precisions = resolve_precisions(getattr(args, "precision", None), device)
+    low = len(args.precisions) - 1  # each precision but fp32: two more variants
     names = [n.strip() for n in args.configs.split(",") if n.strip() and n.strip() != "none"]
     unknown = [n for n in names if n not in CONFIGS]
     if unknown:
@@ -136,18 +174,20 @@ def run(args: argparse.Namespace) -> dict:
                          f"from {', '.join(n for n, c in CONFIGS.items() if c.family == 'vrnn')}")
     result: dict = {"command": "vrnn benchmark " + " ".join(args.argv), "quick": args.quick,
                     "machine": machine_info(device), "repeats": args.repeats,
-                    "warmup": args.warmup, "configs": {}}
+                    "warmup": args.warmup, "precisions": args.precisions, "configs": {}}
     for name in names:
         cfg = quick_config(CONFIGS[name]) if args.quick else CONFIGS[name]
         srnn = cfg.family == "srnn"
         n_var = 4 if args.compile and not srnn else 3  # SRNN: 2 variants and the VRNN's
+        n_var += 2 * low  # per-step P and ours P for each precision P but fp32
         need, have = estimated_bytes(cfg, n_var), available_memory_bytes(device)
         if have is not None and need > have:
             result["configs"][name] = {"skipped": f"needs about {need / 2**30:.1f} GiB, "
                                                   f"{have / 2**30:.1f} GiB available"}
             print(f"[{name}] skipped: {result['configs'][name]['skipped']}", flush=True)
             continue
-        what = "2 variants and the VRNN's ours" if srnn else f"{n_var} variants"
+        what = (f"{2 + 2 * low} variants and the VRNN's ours" if srnn
+                else f"{n_var} variants")
         r = {"load_average_before": load_average()}
         if args.training:
             print(f"[{name}] training step: {what} x {args.repeats} rounds ...", flush=True)

@@ -77,9 +77,42 @@ TARGETS: dict[str, tuple[float | None, float | None]] = {
     "srnn-speech": (None, None),
     "srnn-handwriting": (None, None),
 }
+BF16_TARGET: dict[str, float] = {
+    # config: speed-up of `ours bf16` over `ours` (ratio of medians); absent: no target
+    "handwriting": 1.8,
+    "speech": 1.8,
+    "paper-speech": 1.8,
+}
 IS_SAMPLES = 40
 IS_TARGET = 20.0  # IS with S = 40 in at most this many single ELBO passes
 AGREEMENT_RTOL = 1e-5
+BF16_U = 2.0 ** -8
+"""bfloat16's unit roundoff: 8 significant bits, rounding to nearest."""
+# The bf16 variants' loss against the float32 per-step loss. Their products round both operands
+# to bfloat16 (relative error <= u each; on CPU the result too), accumulate in float32 and come
+# back as float32; everything after a product is float32. The loss is a sum over the B * T steps
+# of log-densities and KLs, each a function of such products, so each term carries a relative
+# error of a small multiple of u. Independent rounding errors average out in the sum: their share
+# of its relative error falls with the number of roundings, far below u. What does not average is
+# the systematic part, rounding's second-order effect through the nonlinearities (exp of the
+# log-scales, the squares of the Gaussians), amplified where the loss's terms cancel (the stroke
+# likelihood's positive Gaussian log-densities against the rest). Measured on CPU, 2026-12-02,
+# per-step bf16 and ours bf16 against fp32 per-step (quick sizes with seeds 0-3, full sizes with
+# seed 0): handwriting and srnn-handwriting 3e-4 to 7e-4 (0.08 to 0.17 u), quick and full alike,
+# the largest of every config; mnist, speech, paper-speech (full) and srnn-speech at most 5e-5
+# (0.013 u).
+# Tolerance: u itself, no further from float32 than one bfloat16 rounding of the loss: 6x the
+# largest measured difference, while a loss off by 1% (2.6 u), a NaN or inf, or a loss of other
+# weights or noise fails. Errors of order u themselves (a cast back to float32 forgotten, so that
+# the densities see bf16 outputs: 0.44 u at full handwriting) pass: tests/test_precision.py pins
+# those; this check keeps the benchmark from timing a different computation.
+BF16_AGREEMENT_RTOL = BF16_U
+BF16_MIN_GRAD_DIFF = BF16_U / 8
+"""A bf16 variant's gradients must differ from the float32 per-step ones by at least this (the
+largest over parameters of the normwise relative difference): every gradient is a chain of bf16
+products, each rounding at relative u, so at least one parameter's differs by a good fraction of
+u (measured 6e-3 to 0.14, 1.5 u to 37 u); below u / 8 its products did not run in bfloat16
+(float32 gives 1e-6)."""
 SCALING_CONFIG = "handwriting"  # the sizes of the scaling run
 
 

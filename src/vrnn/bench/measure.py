@@ -58,12 +58,15 @@ def paired_ratio(num: list[float], den: list[float]) -> float:
     return median([a / b for a, b in zip(num, den)])
 
 
-def sgemm_fn(n: int, device: torch.device) -> tuple[Callable[[], object], float]:
-    """A float32 ``n x n x n`` product and its FLOPs: the machine's matmul rate."""
+def sgemm_fn(n: int, device: torch.device,
+             dtype: torch.dtype = torch.float32) -> tuple[Callable[[], object], float]:
+    """An ``n x n x n`` product in ``dtype`` (float32: the machine's matmul rate; bfloat16: its
+    rate for the bf16 variants, operands and output in bfloat16, float32 accumulation inside the
+    kernel) and its FLOPs."""
     gen = torch.Generator(device="cpu").manual_seed(0)
-    a = torch.randn(n, n, generator=gen).to(device)
-    b = torch.randn(n, n, generator=gen).to(device)
-    out = torch.empty(n, n, device=device)
+    a = torch.randn(n, n, generator=gen).to(device=device, dtype=dtype)
+    b = torch.randn(n, n, generator=gen).to(device=device, dtype=dtype)
+    out = torch.empty(n, n, device=device, dtype=dtype)
     return (lambda: torch.mm(a, b, out=out)), 2.0 * n ** 3
 
 
@@ -140,22 +143,24 @@ def is_flop_ratio(model: VRNN, samples: int = IS_SAMPLES) -> dict[str, float]:
 
 
 def thin_product_bound(model: VRNN, cfg: BenchConfig, flops: dict, rate: float, repeats: int,
-                       device: torch.device) -> dict:
+                       device: torch.device, dtype: torch.dtype = torch.float32) -> dict:
     """What bounds the step: the recurrence needs, per time step, products with only B rows (the
     fused product with h_{t-1} and the cell's product with phi_z(z_t), forward and backward). Their
     rate, measured here on the model's own weights, and the machine's full matmul rate ``rate``
     (GFLOP/s) for the rest, give the fastest a training step can be and the fraction of the
-    matmul rate it allows. ``flops``: :func:`training_flops`."""
+    matmul rate it allows. ``flops``: :func:`training_flops`. ``dtype`` bfloat16: the B-row
+    products on bfloat16 copies of the weights and activations, ``rate`` the bf16 matmul rate
+    (the bound of the bf16 variants, every fraction of the bf16 rate)."""
     X = model.phi_x.out_dim
     B = cfg.batch
     e1 = model.encoder.mlp.layers[0]
     with torch.no_grad():
-        w_h = torch.cat([e1.weight[:, X:], model.cell.weight_hh])  # (E1 + nH, H)
-        w_iz = model.cell.weight_ih[:, X:].contiguous()  # (nH, F)
-        h = torch.randn(B, w_h.shape[1], device=device)
-        grad_h = torch.randn(B, w_h.shape[0], device=device)
-        fz = torch.randn(B, w_iz.shape[1], device=device)
-        grad_cell = torch.randn(B, w_iz.shape[0], device=device)
+        w_h = torch.cat([e1.weight[:, X:], model.cell.weight_hh]).to(dtype)  # (E1 + nH, H)
+        w_iz = model.cell.weight_ih[:, X:].to(dtype).contiguous()  # (nH, F)
+        h = torch.randn(B, w_h.shape[1], device=device).to(dtype)
+        grad_h = torch.randn(B, w_h.shape[0], device=device).to(dtype)
+        fz = torch.randn(B, w_iz.shape[1], device=device).to(dtype)
+        grad_cell = torch.randn(B, w_iz.shape[0], device=device).to(dtype)
 
         def thin() -> None:
             torch.mm(h, w_h.t())

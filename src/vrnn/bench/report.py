@@ -1,7 +1,70 @@
 """The benchmark's result (the ``--json`` dict) as a text report and as the Markdown tables of
-``docs/PERFORMANCE.md``. Both read the JSON alone: an earlier run renders with ``--from-json``."""
+``docs/PERFORMANCE.md``. Both read the JSON alone: an earlier run renders with ``--from-json``.
+
+A result with lower-precision variants (``--precision bf16``: ``per-step bf16``, ``ours bf16``)
+gets their rows in the same tables (their "of mm" is of the bf16 matmul rate, their speed-up
+against the float32 per-step), and a line on the bf16 rate, ``ours bf16`` over ``ours`` and the
+bf16 bound; a result without them renders exactly as before they existed."""
 
 from __future__ import annotations
+
+LOW_PRECISIONS = ("bf16",)
+"""The precisions whose figures (``sgemm_P_gflops``, ``bound_P``) a result may hold."""
+
+
+def _precision(v: dict) -> str:
+    """A variant's (or agreement record's) precision: fp32 for a result without the field."""
+    return v.get("precision", "fp32")
+
+
+def _low_text(t: dict, w: int) -> list[str]:
+    """For each lower precision in ``t``: its matmul rate, ``ours P`` over ``ours``, its bound."""
+    lines = []
+    for p in LOW_PRECISIONS:
+        rate = t.get(f"sgemm_{p}_gflops")
+        if rate is None:
+            continue
+        line = (f"{'':<{w}}{p}: matmul rate {rate:.1f} GFLOP/s ({t['sgemm_size']}^3 {p} "
+                f"torch.mm; the {p} rows' 'of mm' is of it)")
+        ours = t["variants"].get(f"ours {p}")
+        if ours is not None:
+            line += (f"; speed-up of ours {p} over ours {ours['speedup_vs_fp32']:.2f}x (paired "
+                     f"{ours['paired_speedup_vs_fp32']:.2f}x)")
+        b = t.get(f"bound_{p}")
+        if b is not None:
+            line += (f"; B-row products {b['thin_gflops']:.1f} GFLOP/s; bound "
+                     f"{b['best_ms']:.1f} ms = {b['best_fraction_of_sgemm']:.0%} of {p} mm")
+        lines.append(line)
+    return lines
+
+
+def _low_markdown(t: dict) -> list[str]:
+    """The Markdown of :func:`_low_text`: one paragraph per lower precision present."""
+    out = []
+    for p in LOW_PRECISIONS:
+        rate = t.get(f"sgemm_{p}_gflops")
+        if rate is None:
+            continue
+        text = (f"{p} (`--precision {p}`): the {p} rows run their products in {p} on float32 "
+                f"weights; their share of the matmul rate is of the {p} rate, "
+                f"{rate:.1f} GFLOP/s ({t['sgemm_size']}^3 {p} `torch.mm`, same rotation), "
+                f"their speed-up against the float32 per-step.")
+        ours = t["variants"].get(f"ours {p}")
+        if ours is not None:
+            text += (f" Speed-up of `ours {p}` over `ours`: {ours['speedup_vs_fp32']:.2f}x "
+                     f"(median of the per-round ratios {ours['paired_speedup_vs_fp32']:.2f}x).")
+        per_step = t["variants"].get(f"per-step {p}")
+        if per_step is not None:
+            text += (f" Of `per-step {p}` over `per-step`: {per_step['speedup_vs_fp32']:.2f}x "
+                     f"(paired {per_step['paired_speedup_vs_fp32']:.2f}x).")
+        b = t.get(f"bound_{p}")
+        if b is not None:
+            text += (f" Bound in {p}: the B-row products run at {b['thin_gflops']:.1f} GFLOP/s "
+                     f"({b['thin_fraction_of_sgemm']:.0%} of the {p} rate); a step takes at "
+                     f"least {b['best_ms']:.1f} ms ({b['best_fraction_of_sgemm']:.0%} of the "
+                     f"{p} rate).")
+        out += ["", text]
+    return out
 
 # -- text --------------------------------------------------------------------------------------
 
@@ -28,6 +91,7 @@ def _text_training(name: str, t: dict, w: int = 13) -> list[str]:
         line += (f"; B-row products {b['thin_gflops']:.1f} GFLOP/s; bound {b['best_ms']:.1f} "
                  f"ms = {b['best_fraction_of_sgemm']:.0%} of mm")
     lines.append(line)
+    lines += _low_text(t, w)
     ref = t.get("vrnn_reference")
     if ref is not None:
         lines.append(f"{'':<{w}}VRNN ours at these sizes, in the same rotation: "
@@ -46,9 +110,16 @@ def _text_training(name: str, t: dict, w: int = 13) -> list[str]:
         lines.append(f"{'':<{w}}profile {vname}: " + ", ".join(
             f"{k} {v:.0f} ms" for k, v in pr["categories_ms"].items()))
     ag = t["agreement"]["variants"]
+    fp32 = {k: v for k, v in ag.items() if _precision(v) == "fp32"}
     lines.append(f"{'':<{w}}agreement with per-step: " + ", ".join(
         f"{k} loss {v['loss_rel_diff']:.1e} grad {v['grad_max_rel_diff']:.1e}"
-        for k, v in ag.items()))
+        for k, v in fp32.items()))
+    low = {k: v for k, v in ag.items() if _precision(v) != "fp32"}
+    if low:
+        lines.append(f"{'':<{w}}agreement of the bf16 variants with the fp32 per-step (loss "
+                     f"rtol {t['agreement'].get('bf16_rtol', 0.0):.2g}): " + ", ".join(
+                         f"{k} loss {v['loss_rel_diff']:.1e} grad {v['grad_max_rel_diff']:.1e}"
+                         for k, v in low.items()))
     return lines
 
 
@@ -58,7 +129,7 @@ def _text_targets(configs: dict) -> list[str]:
         if "skipped" in r:
             continue
         for key, tg in r.get("training", {}).get("targets", {}).items():
-            fmt = "{:.2f}x" if key.startswith("speedup") else "{:.0%}"
+            fmt = "{:.2f}x" if "speedup" in key else "{:.0%}"
             lines.append(f"  {name:<13}{key:<22}{fmt.format(tg['value']):>8} (target "
                          f"{fmt.format(tg['target'])}) {'met' if tg['met'] else 'MISSED'}")
         if "evaluation" in r:
@@ -180,6 +251,7 @@ def _md_training(name: str, t: dict) -> list[str]:
                 f"rates and with nothing else a step takes {b['best_ms']:.1f} ms "
                 f"({b['best_fraction_of_sgemm']:.0%} of the matmul rate, "
                 f"{t['variants']['per-step']['ms'] / b['best_ms']:.2f}x the per-step time)."]
+    out += _low_markdown(t)
     ref = t.get("vrnn_reference")
     if ref is not None:
         out += ["", f"The VRNN's `ours` at these sizes "

@@ -10,7 +10,14 @@ from dataclasses import asdict, replace
 import torch
 from torch import Tensor
 
-from vrnn.bench.configs import IS_SAMPLES, IS_TARGET, TARGETS, BenchConfig, make_batch
+from vrnn.bench.configs import (
+    BF16_TARGET,
+    IS_SAMPLES,
+    IS_TARGET,
+    TARGETS,
+    BenchConfig,
+    make_batch,
+)
 from vrnn.bench.measure import (
     interleaved,
     is_flop_ratio,
@@ -44,13 +51,26 @@ from vrnn.model import VRNN, masked_sum
 # -- training ----------------------------------------------------------------------------------
 
 
+LOW_DTYPES = {"bf16": torch.bfloat16}
+"""The dtype of each precision's matmul rate (``sgemm_bf16``) and bound (``bound_bf16``)."""
+
+
 def bench_training(cfg: BenchConfig, args: argparse.Namespace, device: torch.device) -> dict:
     """One training step (forward, backward, Adam) of every variant, interleaved with the
     machine's matmul rate, after the agreement check; memory, the bound, the targets and (with
     ``--profile``) the operator profile. An SRNN configuration times its two variants and, in the
-    same rotation, the VRNN's ``ours`` of the same sizes (``vrnn_reference``); it has no bound."""
+    same rotation, the VRNN's ``ours`` of the same sizes (``vrnn_reference``); it has no bound.
+
+    Each precision P of ``args.precisions`` but fp32 (``--precision``) adds ``per-step P`` and
+    ``ours P`` to the rotation, and an ``n x n x n`` product in P (``sgemm_P``): the JSON's
+    ``sgemm_P_gflops``; a P variant's ``fraction_of_sgemm`` is of that rate, its
+    ``speedup_vs_per_step`` against the float32 per-step, its ``speedup_vs_fp32`` (and
+    ``paired_speedup_vs_fp32``) against the float32 variant it copies; ``bound_P`` is the thin-
+    product bound in P (VRNN configurations)."""
     srnn = cfg.family == "srnn"
-    variants, x, noise, info = build_variants(cfg, device, args.compile)
+    precisions = [p for p in getattr(args, "precisions", ["fp32"]) if p != "fp32"]
+    variants, x, noise, info = build_variants(cfg, device, args.compile,
+                                              precisions=["fp32", *precisions])
     agreement = check_agreement(variants)
     if srnn:
         flops = srnn_training_flops(variants["ours"].net, cfg.batch, cfg.steps)
@@ -60,25 +80,37 @@ def bench_training(cfg: BenchConfig, args: argparse.Namespace, device: torch.dev
            for name, v in variants.items()}
     mm, mm_flops = sgemm_fn(args.sgemm_size, device)
     fns["sgemm"] = mm
+    for p in precisions:  # the same n, in P, in the same rotation
+        fns[f"sgemm_{p}"] = sgemm_fn(args.sgemm_size, device, LOW_DTYPES[p])[0]
     ref = vrnn_reference(cfg, device) if srnn else None
     if ref is not None:  # the VRNN's ours of the same sizes, in the same rotation
         fns[ref.name] = train_step(ref.loss, make_optimizer(ref.module.parameters()))
     times = interleaved(fns, args.repeats, args.warmup, sync_for(device))
     rate = mm_flops / median(times.pop("sgemm")) / 1e9
+    rates = {"fp32": rate} | {p: mm_flops / median(times.pop(f"sgemm_{p}")) / 1e9
+                              for p in precisions}
     ref_times = times.pop(ref.name) if ref is not None else None
     rows = cfg.batch * cfg.steps
     out: dict = {"sizes": asdict(cfg), "flops_per_step": flops, "agreement": agreement,
-                 "sgemm_gflops": rate, "sgemm_size": args.sgemm_size, **info, "variants": {}}
+                 "sgemm_gflops": rate, "sgemm_size": args.sgemm_size}
+    out |= {f"sgemm_{p}_gflops": rates[p] for p in precisions}
+    out |= {**info, "variants": {}}
     base = times[BASELINE]
     for name, ts in times.items():
+        v = variants[name]
         ms = median(ts) * 1e3
         gflops = flops["total"] / (ms / 1e3) / 1e9
-        out["variants"][name] = {
+        record = {
             "ms": ms, "ms_all": [t * 1e3 for t in ts], "seq_steps_per_s": rows / (ms / 1e3),
-            "gflops": gflops, "fraction_of_sgemm": gflops / rate,
+            "gflops": gflops, "fraction_of_sgemm": gflops / rates[v.precision],
             "speedup_vs_per_step": median(base) / median(ts),
             "paired_speedup_vs_per_step": paired_ratio(base, ts),
         }
+        if v.precision != "fp32":  # against the float32 variant it copies
+            fp32 = times[v.fp32_name]
+            record |= {"precision": v.precision, "speedup_vs_fp32": median(fp32) / median(ts),
+                       "paired_speedup_vs_fp32": paired_ratio(fp32, ts)}
+        out["variants"][name] = record
     out["memory"] = {name: {"saved_for_backward_bytes": saved_bytes(v.loss)}
                      for name, v in variants.items()}
     if device.type == "cuda":
@@ -92,10 +124,15 @@ def bench_training(cfg: BenchConfig, args: argparse.Namespace, device: torch.dev
     else:
         out["bound"] = thin_product_bound(variants["ours"].net, cfg, flops, rate, args.repeats,
                                           device)
+        for p in precisions:
+            out[f"bound_{p}"] = thin_product_bound(variants["ours"].net, cfg, flops, rates[p],
+                                                   args.repeats, device, LOW_DTYPES[p])
     if args.profile and device.type == "cpu":
+        profiled = (BASELINE, "autograd-loop", "ours", *(f"ours {p}" for p in precisions))
         out["profile"] = {name: profile_step(fns[name], cfg.batch, rows, library_rnn=srnn)
-                          for name in (BASELINE, "autograd-loop", "ours") if name in variants}
-    out["targets"] = targets(cfg.name, out["variants"]["ours"])
+                          for name in profiled if name in variants}
+    out["targets"] = targets(cfg.name, out["variants"]["ours"],
+                             out["variants"].get("ours bf16"))
     return out
 
 
@@ -116,14 +153,21 @@ def vrnn_reference_record(ref: Variant, ref_times: list[float], ours_times: list
             "paired_srnn_over_vrnn": paired_ratio(ours_times, ref_times)}
 
 
-def targets(name: str, ours: dict) -> dict:
-    """``ours``'s figures against the config's :data:`TARGETS`: value, target, met."""
+def targets(name: str, ours: dict, ours_bf16: dict | None = None) -> dict:
+    """``ours``'s figures against the config's :data:`TARGETS`: value, target, met; with
+    ``ours_bf16`` (the ``ours bf16`` record) also its ``speedup_vs_fp32`` (over ``ours``, the
+    ratio of medians) against :data:`BF16_TARGET`, as ``bf16_speedup_vs_fp32``."""
     speed_target, frac_target = TARGETS.get(name, (None, None))
     out = {}
     for key, target in (("speedup_vs_per_step", speed_target),
                         ("fraction_of_sgemm", frac_target)):
         if target is not None:
             out[key] = {"value": ours[key], "target": target, "met": ours[key] >= target}
+    bf16_target = BF16_TARGET.get(name)
+    if ours_bf16 is not None and bf16_target is not None:
+        value = ours_bf16["speedup_vs_fp32"]
+        out["bf16_speedup_vs_fp32"] = {"value": value, "target": bf16_target,
+                                       "met": value >= bf16_target}
     return out
 
 

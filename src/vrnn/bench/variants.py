@@ -5,13 +5,22 @@ that they compute the same loss and gradients before any of them is timed.
     per-step+compile  the same, its ``step`` under ``torch.compile``
     autograd-loop     ``VRNN`` with ``custom_loop = False`` (autograd through the batched loop)
     ours              ``VRNN`` as shipped (the hand-written backward of the loop)
+    per-step bf16     ``per-step`` with its forward under ``vrnn.precision.autocast(.., "bf16")``
+                      (every product in bfloat16, float32 accumulation, float32 weights)
+    ours bf16         ``ours`` likewise (its hand-written loop reads the autocast state)
+
+The bf16 pair exists for each precision of ``precisions`` other than fp32 (``--precision``),
+each on its own deep copy of the same initial weights; it is checked against the float32
+per-step loss with :data:`~vrnn.bench.configs.BF16_AGREEMENT_RTOL` instead of
+:data:`~vrnn.bench.configs.AGREEMENT_RTOL`.
 
 An SRNN configuration (``family = 'srnn'``) has two: ``per-step``
 (:class:`vrnn.reference.LiteralSRNN`: d_t stepped one frame at a time through the library RNN,
 every network of the z-chain per step) and ``ours`` (:class:`vrnn.srnn.SRNN` as shipped: d_t and
 the smoothing backward RNN as fused library RNNs over the whole sequence, only the z-chain step
 by step with its first-layer products hoisted). Its row also times the VRNN's ``ours`` of the
-same sizes (:func:`vrnn_reference`), for the ratio of an SRNN step to a VRNN step.
+same sizes (:func:`vrnn_reference`), for the ratio of an SRNN step to a VRNN step. With bf16 it
+too gets ``per-step bf16`` and ``ours bf16``.
 """
 
 from __future__ import annotations
@@ -24,7 +33,15 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from vrnn.bench.configs import AGREEMENT_RTOL, BenchConfig, BenchmarkError, make_batch
+from vrnn import precision as precision_mod
+from vrnn.bench.configs import (
+    AGREEMENT_RTOL,
+    BF16_AGREEMENT_RTOL,
+    BF16_MIN_GRAD_DIFF,
+    BenchConfig,
+    BenchmarkError,
+    make_batch,
+)
 from vrnn.model import VRNN, SequenceModel
 from vrnn.reference import LiteralSRNN, LiteralVRNN
 from vrnn.srnn import SRNN
@@ -44,6 +61,14 @@ class Variant:
     """The model holding ``module``'s weights (the same parameter names in every variant)."""
     loss: Callable[[], Tensor]
     """The negative ELBO of the benchmark's batch with its fixed noise."""
+    precision: str = "fp32"
+    """The dtype policy of its products (:mod:`vrnn.precision`): the forward of ``loss`` runs
+    under ``autocast(module, precision, device)``."""
+
+    @property
+    def fp32_name(self) -> str:
+        """The float32 variant this one is a lower-precision copy of (itself for fp32)."""
+        return self.name.removesuffix(f" {self.precision}")
 
 
 def make_optimizer(params) -> torch.optim.Optimizer:
@@ -108,14 +133,43 @@ def compile_step(ref: LiteralVRNN, x: Tensor, noise: Tensor) -> dict:
     raise AssertionError("unreachable")
 
 
+def low_precision_variants(per_step: nn.Module, ours: nn.Module, run_per_step: Callable,
+                           run_ours: Callable, precisions, device: torch.device
+                           ) -> dict[str, Variant]:
+    """``per-step P`` and ``ours P`` for each precision P of ``precisions`` but fp32: deep copies
+    of the float32 ``per_step`` and ``ours`` modules (so the same initial weights, float32, each
+    its own), their losses (``run_per_step(module)``, ``run_ours(module)``) computed under
+    ``vrnn.precision.autocast(module, P, device)``: the forward's products in P, and so the
+    backward's. ``module`` owns every layer, so that autocast hooks them all."""
+    out: dict[str, Variant] = {}
+    for p in precisions:
+        if p == "fp32":
+            continue
+        if p not in precision_mod.PRECISIONS:
+            raise ValueError(f"--precision: unknown {p!r}")
+        for base, fp32, run in ((BASELINE, per_step, run_per_step), ("ours", ours, run_ours)):
+            module = copy.deepcopy(fp32)
+            net = module.net if isinstance(module, (LiteralVRNN, LiteralSRNN)) else module
+
+            def loss(module=module, run=run, p=p) -> Tensor:
+                with precision_mod.autocast(module, p, device):
+                    return run(module)
+
+            out[f"{base} {p}"] = Variant(f"{base} {p}", module, net, loss, p)
+    return out
+
+
 def build_variants(cfg: BenchConfig, device: torch.device, compile_baseline: bool,
-                   seed: int = 0) -> tuple[dict[str, Variant], Tensor, Tensor, dict]:
+                   seed: int = 0, precisions=("fp32",)
+                   ) -> tuple[dict[str, Variant], Tensor, Tensor, dict]:
     """The training-step variants, all from one set of initial weights, and the batch ``x (B, T,
     D)`` with its noise ``(B, T, Z)``. ``info`` holds the ``compile`` record when
     ``compile_baseline``; a compiler that fails is reported there and its variant left out.
-    An SRNN configuration gives ``per-step`` and ``ours`` (no compiled variant)."""
+    An SRNN configuration gives ``per-step`` and ``ours`` (no compiled variant). Each precision
+    of ``precisions`` but fp32 adds ``per-step P`` and ``ours P`` (:func:`low_precision_variants`),
+    after the float32 ones."""
     if cfg.family == "srnn":
-        return (*build_srnn_variants(cfg, device, seed), {})
+        return (*build_srnn_variants(cfg, device, seed, precisions), {})
     torch.manual_seed(seed)
     ours = VRNN(cfg.model_config()).to(device)
     x, noise = make_batch(cfg, device, seed)
@@ -136,19 +190,26 @@ def build_variants(cfg: BenchConfig, device: torch.device, compile_baseline: boo
     variants["autograd-loop"] = Variant("autograd-loop", autograd_loop, autograd_loop,
                                         lambda: autograd_loop.loss(x, noise=noise)[0])
     variants["ours"] = Variant("ours", ours, ours, lambda: ours.loss(x, noise=noise)[0])
+    variants |= low_precision_variants(per_step, ours, lambda m: m.loss(x, noise),
+                                       lambda m: m.loss(x, noise=noise)[0], precisions, device)
     return variants, x, noise, info
 
 
-def build_srnn_variants(cfg: BenchConfig, device: torch.device,
-                        seed: int = 0) -> tuple[dict[str, Variant], Tensor, Tensor]:
-    """The SRNN's variants (``per-step`` = :class:`LiteralSRNN`, ``ours`` = :class:`SRNN`) from
-    one set of initial weights, and the batch with its noise."""
+def build_srnn_variants(cfg: BenchConfig, device: torch.device, seed: int = 0,
+                        precisions=("fp32",)) -> tuple[dict[str, Variant], Tensor, Tensor]:
+    """The SRNN's variants (``per-step`` = :class:`LiteralSRNN`, ``ours`` = :class:`SRNN`, and
+    their copies at each precision of ``precisions`` but fp32) from one set of initial weights,
+    and the batch with its noise."""
     torch.manual_seed(seed)
     ours = SRNN(cfg.model_config()).to(device)
     x, noise = make_batch(cfg, device, seed)
     per_step = LiteralSRNN(ours, copy=True)
-    return {BASELINE: Variant(BASELINE, per_step, per_step.net, lambda: per_step.loss(x, noise)),
-            "ours": Variant("ours", ours, ours, lambda: ours.loss(x, noise=noise)[0])}, x, noise
+    variants = {BASELINE: Variant(BASELINE, per_step, per_step.net,
+                                  lambda: per_step.loss(x, noise)),
+                "ours": Variant("ours", ours, ours, lambda: ours.loss(x, noise=noise)[0])}
+    variants |= low_precision_variants(per_step, ours, lambda m: m.loss(x, noise),
+                                       lambda m: m.loss(x, noise=noise)[0], precisions, device)
+    return variants, x, noise
 
 
 def vrnn_reference(cfg: BenchConfig, device: torch.device, seed: int = 0) -> Variant:
@@ -167,15 +228,24 @@ def _grads(loss: Tensor, params: dict[str, Tensor]) -> list[Tensor]:
     return [torch.zeros_like(p) if g is None else g for g, p in zip(grads, params.values())]
 
 
-def check_agreement(variants: dict[str, Variant], rtol: float = AGREEMENT_RTOL) -> dict:
+def check_agreement(variants: dict[str, Variant], rtol: float = AGREEMENT_RTOL,
+                    bf16_rtol: float = BF16_AGREEMENT_RTOL) -> dict:
     """Loss and gradients of every variant against the per-step version, from the same weights
     and noise. Raises :class:`BenchmarkError` when a loss differs by more than ``rtol``; the
-    gradients' largest relative difference (in norm, over parameters) is recorded."""
+    gradients' largest relative difference (in norm, over parameters) is recorded.
+
+    A bf16 variant (``per-step bf16``, ``ours bf16``) is held to ``bf16_rtol`` against the same
+    float32 per-step loss (:data:`~vrnn.bench.configs.BF16_AGREEMENT_RTOL` says why), and its
+    gradients must differ from the float32 ones by at least
+    :data:`~vrnn.bench.configs.BF16_MIN_GRAD_DIFF` somewhere: closer than that, its products did
+    not run in bfloat16, and timing it would time float32 under another name."""
     ref = variants[BASELINE]
     ref_loss = ref.loss()
     ref_params = dict(ref.net.named_parameters())
     ref_grads = dict(zip(ref_params, _grads(ref_loss, ref_params)))
     out = {"per_step_loss": ref_loss.item(), "rtol": rtol, "variants": {}}
+    if any(v.precision != "fp32" for v in variants.values()):
+        out["bf16_rtol"] = bf16_rtol
     for name, v in variants.items():
         if name == BASELINE:
             continue
@@ -185,10 +255,18 @@ def check_agreement(variants: dict[str, Variant], rtol: float = AGREEMENT_RTOL) 
         rel = abs(loss.item() - ref_loss.item()) / max(abs(ref_loss.item()), 1e-30)
         grad_rel = max(((g - ref_grads[n]).norm() / ref_grads[n].norm().clamp_min(1e-30)).item()
                        for n, g in zip(params, grads) if ref_grads[n].abs().sum() > 0)
-        out["variants"][name] = {"loss": loss.item(), "loss_rel_diff": rel,
-                                 "grad_max_rel_diff": grad_rel}
-        if not rel <= rtol:
+        record = {"loss": loss.item(), "loss_rel_diff": rel, "grad_max_rel_diff": grad_rel}
+        tol = rtol
+        if v.precision != "fp32":
+            tol = bf16_rtol
+            record |= {"precision": v.precision, "rtol": tol}
+        out["variants"][name] = record
+        if not rel <= tol:
             raise BenchmarkError(f"{name} loss {loss.item():.8g} differs from the per-step "
-                                 f"loss {ref_loss.item():.8g} (relative {rel:.2e} > {rtol:g})")
+                                 f"loss {ref_loss.item():.8g} (relative {rel:.2e} > {tol:g})")
+        if v.precision != "fp32" and not grad_rel >= BF16_MIN_GRAD_DIFF:
+            raise BenchmarkError(f"{name}: its gradients equal the float32 per-step ones to "
+                                 f"{grad_rel:.1e} (< {BF16_MIN_GRAD_DIFF:.1e}): its products "
+                                 f"did not run in {v.precision}")
     out["passed"] = True
     return out
