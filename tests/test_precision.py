@@ -347,6 +347,28 @@ def test_a_bf16_run_writes_float32_checkpoints_that_evaluate_in_float32(data, tm
     assert np.isfinite(res["elbo"])
 
 
+def test_evaluate_in_bf16_when_asked_close_to_fp32_and_refused_without_support(
+        data, tmp_path, monkeypatch):
+    """``vrnn evaluate --precision bf16``: the same checkpoint's bound and estimate within a few
+    u of fp32's (relative; not equal: the products did run in bf16), the precision in the
+    result; without native bf16 the flag is refused by name."""
+    train(tiny_train_config(data, tmp_path / "run"))
+    ckpt = tmp_path / "run" / "best.pt"
+    fp32 = evaluate_checkpoint(ckpt, samples=3, device="cpu")
+    assert fp32["precision"] == "fp32"
+    if precision.bf16_supported(CPU):
+        bf16 = evaluate_checkpoint(ckpt, samples=3, device="cpu", precision="bf16")
+        assert bf16["precision"] == "bf16"
+        for key in ("elbo", "log_likelihood"):
+            rel = abs(bf16[key] - fp32[key]) / abs(fp32[key])
+            assert 0 < rel < 4 * U, (key, rel)
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: False)
+    with pytest.raises(ValueError, match=r"--precision bf16"):
+        evaluate_checkpoint(ckpt, samples=3, device="cpu", precision="bf16")
+    with pytest.raises(ValueError, match=r"--precision must be one of"):
+        evaluate_checkpoint(ckpt, samples=3, device="cpu", precision="fp16")
+
+
 def test_bf16_without_hardware_support_is_refused_naming_the_flag(data, tmp_path, monkeypatch):
     monkeypatch.setattr(precision, "cpu_has_bf16", lambda: False)
     with pytest.raises(ValueError, match=r"--precision bf16: this CPU has neither AVX-512 BF16"):

@@ -13,6 +13,7 @@ from pathlib import Path
 from vrnn.checkpoint_data import checkpoint_sequences, load_for_use
 from vrnn.evaluate import DEFAULT_SMC_REPEATS, ESTIMATORS, evaluate_sequences
 from vrnn.model import count_parameters
+from vrnn.precision import PRECISIONS, check_supported
 from vrnn.report import format_se
 
 ESS_WARN_FRACTION = 0.1
@@ -32,7 +33,8 @@ def ess_too_low(ess_mean: float, samples: int) -> bool:
 def evaluate_checkpoint(path: str | Path, *, data: str | None = None, split: str = "test",
                         samples: int = 40, batch_size: int = 32, max_sequences: int = 0,
                         seed: int = 0, device: str = "auto", skip_bad: bool = False,
-                        estimator: str = "is", repeats: int = DEFAULT_SMC_REPEATS) -> dict:
+                        estimator: str = "is", repeats: int = DEFAULT_SMC_REPEATS,
+                        precision: str = "fp32") -> dict:
     """The paper's numbers for one checkpoint on one split (``vrnn evaluate``).
 
     Args:
@@ -45,6 +47,8 @@ def evaluate_checkpoint(path: str | Path, *, data: str | None = None, split: str
         estimator: "is" (importance sampling) or "smc" (a particle filter, :mod:`vrnn.smc`).
         repeats: SMC: independent filters per sequence, for its standard error (R * S
             trajectories in all).
+        precision: ``--precision``: "fp32" (the reference, default) or "bf16" (the products
+            in bfloat16; refused, naming the flag, where the device lacks native bf16).
 
     Returns:
         plain values: what was evaluated (model, data, split, checkpoint, step, parameters),
@@ -61,11 +65,15 @@ def evaluate_checkpoint(path: str | Path, *, data: str | None = None, split: str
             raise ValueError(f"{flag} must be >= {least}, got {value}")
     if estimator not in ESTIMATORS:
         raise ValueError(f"--estimator must be one of {', '.join(ESTIMATORS)}, got {estimator!r}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     ckpt, model, info = load_for_use(path, device)
+    check_supported(precision, model.initial_state.device)
     name, seqs = checkpoint_sequences(ckpt, info, data, split, max_sequences, skip_bad=skip_bad)
     res = evaluate_sequences(model, seqs, batch_size=batch_size, num_samples=samples,
                              frame_size=info.frame_size if info.kind == "audio" else None,
-                             seed=seed, estimator=estimator, repeats=repeats)
+                             seed=seed, estimator=estimator, repeats=repeats,
+                             precision=precision)
     per_sequence = {"elbo": res.elbo.tolist(), "log_likelihood": res.log_likelihood.tolist(),
                     "stderr": res.is_stderr.tolist(), "ess_mean": res.ess_mean.tolist(),
                     "ess_min": res.ess_min.tolist()}
@@ -78,7 +86,7 @@ def evaluate_checkpoint(path: str | Path, *, data: str | None = None, split: str
     return {"model": (ckpt.get("train_config") or {}).get("model") or model.config.name,
             "name": model.config.name, "latent": model.is_latent, "data": name, "split": split,
             "checkpoint": str(path), "step": ckpt.get("step"),
-            "n_parameters": count_parameters(model), **summary,
+            "n_parameters": count_parameters(model), "precision": precision, **summary,
             "per_sequence": per_sequence}
 
 
@@ -132,4 +140,7 @@ def format_evaluation(result: dict) -> str:
     if "log_likelihood_per_sample" in r:
         lines.append(f"  per audio sample: {r['log_likelihood_per_sample']:.4f} nats, "
                      f"negative log-likelihood {r['nll_bits_per_sample']:.4f} bits")
+    if r.get("precision", "fp32") != "fp32":
+        lines.append(f"  products in {r['precision']} (--precision {r['precision']}): fp32, the "
+                     f"default, is the reference")
     return "\n".join(lines)

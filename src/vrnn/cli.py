@@ -122,6 +122,10 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
                    help="report and skip unreadable or invalid data files instead of stopping")
     p.add_argument("--seed", type=int, default=0, help="seed of the samples or particles")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                   help="the dtype of the matrix products: fp32 (default, the reference) or "
+                        "bf16 (bfloat16 products, densities and sums in float32; faster where "
+                        "the hardware multiplies bf16, refused where it does not)")
     p.add_argument("--json", action="store_true",
                    help="print one JSON object (with ess_mean, ess_min; smc: resamples_mean)")
     p.add_argument("--out", default=None, metavar="FILE", help="also write the JSON here")
@@ -137,7 +141,8 @@ def _evaluate(args: argparse.Namespace) -> int:
                                  samples=args.samples, batch_size=args.batch_size,
                                  max_sequences=args.max_sequences, seed=args.seed,
                                  device=args.device, skip_bad=args.skip_bad,
-                                 estimator=args.estimator, repeats=args.repeats)
+                                 estimator=args.estimator, repeats=args.repeats,
+                                 precision=args.precision)
     print(json.dumps(result) if args.json else format_evaluation(result))
     if args.out:
         try:

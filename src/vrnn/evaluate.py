@@ -43,6 +43,7 @@ import torch
 from torch import Tensor
 
 from vrnn.model import SequenceModel, masked_sum
+from vrnn.precision import autocast
 from vrnn.report import mean_se
 from vrnn.smc import smc_log_likelihood
 
@@ -253,13 +254,26 @@ class EvaluationResult:
 
 
 @torch.no_grad()
+def _estimate(model: SequenceModel, x: Tensor, mask: Tensor, smc: bool, num_samples: int,
+              repeats: int, threshold: float, gen: torch.Generator):
+    """One batch's estimate (SMC, or IS) and its ELBO per sequence: SMC's is averaged over
+    ``repeats`` posterior draws, IS's is the estimate's own."""
+    if not smc:
+        est = estimate_log_likelihood(model, x, mask, num_samples=num_samples, generator=gen)
+        return est, est.elbo
+    est = estimate_log_likelihood_smc(model, x, mask, particles=num_samples, repeats=repeats,
+                                      threshold=threshold, generator=gen)
+    return est, estimate_log_likelihood(model, x, mask, num_samples=repeats,
+                                        generator=gen).elbo
+
+
 def evaluate_sequences(model: SequenceModel, sequences: Sequence[np.ndarray], *,
                        batch_size: int = 32, num_samples: int = 40,
                        frame_size: int | None = None, seed: int = 0,
                        device: torch.device | str | None = None,
                        progress=None, estimator: str = "is",
                        repeats: int = DEFAULT_SMC_REPEATS,
-                       threshold: float = 0.5) -> EvaluationResult:
+                       threshold: float = 0.5, precision: str = "fp32") -> EvaluationResult:
     """Evaluate ``model`` on a list of ``(T_i, D)`` arrays, batched by similar length.
 
     Args:
@@ -269,6 +283,8 @@ def evaluate_sequences(model: SequenceModel, sequences: Sequence[np.ndarray], *,
             resample below ESS ``threshold * S``; its ELBO is averaged over ``repeats`` posterior
             draws). An RNN's likelihood is exact under either.
         progress: an optional callable taking the number of sequences just finished.
+        precision: "fp32" (the reference), or "bf16": the matrix products in bfloat16 under
+            :func:`vrnn.precision.autocast`, every density, weight and log-sum-exp in float32.
     """
     from vrnn.data import pad_batch
 
@@ -292,22 +308,17 @@ def evaluate_sequences(model: SequenceModel, sequences: Sequence[np.ndarray], *,
             idx = order[start:start + batch_size]
             x, mask = pad_batch([sequences[i] for i in idx])
             x, mask = x.to(device), mask.to(device)
+            with autocast(model, precision, device):
+                est, batch = _estimate(model, x, mask, smc, num_samples, repeats, threshold, gen)
             if smc:
-                est = estimate_log_likelihood_smc(model, x, mask, particles=num_samples,
-                                                  repeats=repeats, threshold=threshold,
-                                                  generator=gen)
-                elbo_est = estimate_log_likelihood(model, x, mask, num_samples=repeats,
-                                                   generator=gen)
-                elbo[idx] = elbo_est.elbo.double().cpu().numpy()
+                elbo[idx] = batch.double().cpu().numpy()
                 ess_mean[idx] = est.ess_mean.double().cpu().numpy()
                 ess_min[idx] = est.ess_min.double().cpu().numpy()
                 resamples[idx] = est.resamples.double().cpu().numpy()
                 if repeats > 1:
                     spread[idx] = est.log_estimates.double().std(0).cpu().numpy()
             else:
-                est = estimate_log_likelihood(model, x, mask, num_samples=num_samples,
-                                              generator=gen)
-                elbo[idx] = est.elbo.double().cpu().numpy()
+                elbo[idx] = batch.double().cpu().numpy()
                 ess_mean[idx] = ess_min[idx] = (
                     effective_sample_size(est.log_weights).double().cpu().numpy())
             ll[idx] = est.log_likelihood.double().cpu().numpy()
