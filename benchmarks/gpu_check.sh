@@ -44,9 +44,10 @@ log "CUDA tests"
 timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py 2>&1 \
   | tee "$OUT/tests.txt" | tail -5
 
-log "benchmark: training rows at the speech and paper-speech sizes (fp32), bf16 matmul rate"
+log "benchmark: training rows at the speech and paper-speech sizes in fp32 and bf16, both rates"
 timeout 200 python3 -m vrnn.bench --device cuda --configs speech,paper-speech --no-evaluation \
   --no-generation --no-scaling --no-compile --repeats 10 --particle-configs none \
+  --precision fp32,bf16 \
   --json "$OUT/benchmark-cuda.json" --markdown "$OUT/benchmark-cuda.md" 2>&1 | tail -25
 python3 - <<'PY' | tee "$OUT/bf16_rate.txt"
 import time, torch

@@ -582,6 +582,16 @@ def test_performance_doc_holds_the_tables_of_the_particles_json(tmp_path, capsys
     assert md.read_text() in (ROOT / "docs" / "PERFORMANCE.md").read_text()
 
 
+def test_performance_doc_holds_the_tables_of_the_precision_json(tmp_path, capsys):
+    """The bf16 section of docs/PERFORMANCE.md quotes the tables of
+    docs/benchmark-cpu-precision.json verbatim."""
+    md = tmp_path / "precision.md"
+    assert bench.main(["--from-json", str(ROOT / "docs" / "benchmark-cpu-precision.json"),
+                       "--markdown", str(md)]) == 0
+    doc = (ROOT / "docs" / "PERFORMANCE.md").read_text()
+    assert md.read_text().strip() in doc
+
+
 def test_cli_runs_it_and_rejects_bad_flags(tmp_path, capsys):
     path = tmp_path / "c.json"
     args = ["benchmark", "--quick", "--configs", "handwriting", "--no-scaling",
