@@ -562,34 +562,18 @@ def test_performance_doc_holds_the_tables_of_its_json(tmp_path):
     assert md.read_text() in (ROOT / "docs" / "PERFORMANCE.md").read_text()
 
 
-def test_performance_doc_holds_the_tables_of_the_srnn_json(tmp_path, capsys):
-    """The SRNN section of docs/PERFORMANCE.md quotes the tables of docs/benchmark-cpu-srnn.json
-    verbatim (rendered in this process: no timing, no second interpreter)."""
-    md = tmp_path / "srnn.md"
-    assert bench.main(["--from-json", str(ROOT / "docs" / "benchmark-cpu-srnn.json"),
+@pytest.mark.parametrize("name,printed", [("srnn", "SRNN ours / VRNN ours"),
+                                          ("particles", "K particles"),
+                                          ("precision", "speed-up of ours bf16 over ours")])
+def test_performance_doc_holds_the_tables_of_each_section_json(name, printed, tmp_path, capsys):
+    """The SRNN, K-particle and bf16 sections of docs/PERFORMANCE.md quote the tables of
+    docs/benchmark-cpu-<name>.json verbatim (rendered in this process: no timing, no second
+    interpreter), and the text report of each shows what the section is about."""
+    md = tmp_path / f"{name}.md"
+    assert bench.main(["--from-json", str(ROOT / "docs" / f"benchmark-cpu-{name}.json"),
                        "--markdown", str(md)]) == 0
-    assert "SRNN ours / VRNN ours" in capsys.readouterr().out
+    assert printed in capsys.readouterr().out
     assert md.read_text() in (ROOT / "docs" / "PERFORMANCE.md").read_text()
-
-
-def test_performance_doc_holds_the_tables_of_the_particles_json(tmp_path, capsys):
-    """The K-particle section of docs/PERFORMANCE.md quotes the tables of
-    docs/benchmark-cpu-particles.json verbatim."""
-    md = tmp_path / "particles.md"
-    assert bench.main(["--from-json", str(ROOT / "docs" / "benchmark-cpu-particles.json"),
-                       "--markdown", str(md)]) == 0
-    assert "K particles" in capsys.readouterr().out
-    assert md.read_text() in (ROOT / "docs" / "PERFORMANCE.md").read_text()
-
-
-def test_performance_doc_holds_the_tables_of_the_precision_json(tmp_path, capsys):
-    """The bf16 section of docs/PERFORMANCE.md quotes the tables of
-    docs/benchmark-cpu-precision.json verbatim."""
-    md = tmp_path / "precision.md"
-    assert bench.main(["--from-json", str(ROOT / "docs" / "benchmark-cpu-precision.json"),
-                       "--markdown", str(md)]) == 0
-    doc = (ROOT / "docs" / "PERFORMANCE.md").read_text()
-    assert md.read_text().strip() in doc
 
 
 def test_cli_runs_it_and_rejects_bad_flags(tmp_path, capsys):
