@@ -29,6 +29,7 @@ float32.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator
 
 import torch
@@ -183,11 +184,21 @@ def linear(x: Tensor, w: Tensor, b: Tensor | None = None,
 
 # -- a right factor read by every step of a loop, prepared once -----------------------------------
 
+@functools.cache
 def _can_pack() -> bool:
-    """Whether this PyTorch has oneDNN's prepacked linear (the kernels inductor uses on CPU)."""
+    """Whether this PyTorch and this CPU have oneDNN's prepacked bf16 linear (the kernels
+    inductor uses on CPU). Tried once on a small matrix: a PyTorch without the ops, or a CPU
+    without AVX-512 (BW, VL, DQ) or AVX-NE-CONVERT, whose oneDNN refuses the bf16 reorder,
+    gets the plain products."""
     ops = torch.ops.mkldnn
-    return (torch.backends.mkldnn.is_available() and hasattr(ops, "_reorder_linear_weight")
-            and hasattr(ops, "_linear_pointwise"))
+    if not (torch.backends.mkldnn.is_available() and hasattr(ops, "_reorder_linear_weight")
+            and hasattr(ops, "_linear_pointwise")):
+        return False
+    try:
+        ops._reorder_linear_weight(torch.zeros(8, 8, dtype=torch.bfloat16), 4)
+    except RuntimeError:  # "bf16 path needs the cpu support avx_ne_convert or avx512bw, ..."
+        return False
+    return True
 
 
 PACK = True
@@ -215,7 +226,7 @@ class Factor:
             try:
                 self.packed = torch.ops.mkldnn._reorder_linear_weight(self.b.t().contiguous(),
                                                                       rows)
-            except RuntimeError:  # a build without bf16 oneDNN kernels: plain products
+            except RuntimeError:  # a shape this oneDNN refuses: plain products
                 self.packed = None
 
     def _low_product(self, a: Tensor) -> Tensor:
