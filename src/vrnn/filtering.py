@@ -13,7 +13,8 @@ product) and stores the per-step gradients of every pre-activation; each weight 
 one product over all B * T rows, written once, at the machine's full matmul rate. The input-side
 halves of the encoder's first layer and of the cell (the products with phi_x(x_t)) are computed
 before the loop, and the two products with h_{t-1} share one matrix. Every per-step result is
-written into a preallocated ``(N, T, .)`` buffer, so the loop allocates little.
+written into a preallocated ``(N, T, .)`` buffer, laid out step-major (each step's slice one
+contiguous block), so the loop allocates little and reads and writes memory in order.
 
 The same loop differentiated by autograd (``hand_written=False``) is kept as the benchmark's
 ablation and for double backward; both use the one statement of the gates,
@@ -186,8 +187,9 @@ def _autograd_loop(spec: _LoopSpec, feat_x: Tensor, noise: Tensor, h0: Tensor,
     def tiled_add(rows: Tensor, per_seq: Tensor) -> Tensor:  # (R * B, n) + (B, n)
         return (rows.view(spec.replicas, B, -1) + per_seq).view(rows.shape)
 
-    enc_x = linear(feat_x, w_e1[:, :X], b_e1, lo)  # (B, T, E1)
-    cell_x = linear(feat_x, w_ih[:, :X], b_ih + b_hh if spec.lstm else b_ih, lo)  # (B, T, G)
+    fx = low(feat_x, lo).transpose(0, 1).contiguous()  # (T, B, X), as the hand-written pass
+    enc_x = linear(fx, w_e1[:, :X], b_e1, lo)  # (T, B, E1)
+    cell_x = linear(fx, w_ih[:, :X], b_ih + b_hh if spec.lstm else b_ih, lo)  # (T, B, G)
     w_h = torch.cat([w_e1[:, X:], w_hh])  # (E1 + G, H)
     b_h = None if spec.lstm else torch.cat([b_hh.new_zeros(E1), b_hh])  # GRU: b_hn inside r*()
     w_iz = w_ih[:, X:]  # (G, F)
@@ -196,7 +198,7 @@ def _autograd_loop(spec: _LoopSpec, feat_x: Tensor, noise: Tensor, h0: Tensor,
     # step and makes the cost quadratic in T
     h, cell = h0, cell0
     hs, zs, fzs, outs, scales = [], [], [], [], []
-    for enc_x_t, cell_x_t, eps_t in zip(enc_x.unbind(1), cell_x.unbind(1), noise.unbind(1)):
+    for enc_x_t, cell_x_t, eps_t in zip(enc_x.unbind(0), cell_x.unbind(0), noise.unbind(1)):
         hs.append(h)
         enc_h, cell_h = linear(h, w_h, b_h, lo).split([E1, w_hh.shape[0]], 1)  # one product
         a = F.relu(tiled_add(enc_h, enc_x_t))  # Eq. 9: the encoder
@@ -218,7 +220,9 @@ def _autograd_loop(spec: _LoopSpec, feat_x: Tensor, noise: Tensor, h0: Tensor,
         fzs.append(fz)
         outs.append(enc_out)
         scales.append(scale)
-    stacked = [torch.stack(v, 1) for v in (hs, zs, fzs, outs, scales)]  # each (N, T, .)
+    # each (N, T, .), step-major in memory as the hand-written pass returns them (a different
+    # layout would change which kernels the model's batched products after the loop run)
+    stacked = [torch.stack(v, 0).transpose(0, 1) for v in (hs, zs, fzs, outs, scales)]
     if not weights.phi_z:
         stacked[2] = None
     return (*stacked, h, cell)
@@ -252,6 +256,16 @@ def _product_weights(weights: LoopWeights, dtype: torch.dtype | None) -> LoopWei
     return LoopWeights(encoder=pairs(weights.encoder), head=pairs((weights.head,))[0],
                        phi_z=pairs(weights.phi_z),
                        cell=(w_ih.to(dtype), w_hh.to(dtype), b_ih, b_hh))
+
+
+def _step_major(n: int, t: int, width: int, like: Tensor, dtype: torch.dtype | None) -> Tensor:
+    """An empty ``(n, t, width)`` buffer laid out step-major, as ``(t, n, width)`` in memory
+    (``like``'s device; its dtype unless ``dtype``): the ``[:, t]`` slice each step reads and
+    writes is one contiguous block, not n rows a whole sequence apart, which made the loop's
+    small elementwise operations wait on memory; the weight gradients read the buffers as
+    ``(t * n, width)`` views."""
+    return torch.empty(t, n, width, dtype=dtype or like.dtype,
+                       device=like.device).transpose(0, 1)
 
 
 class _Saved(NamedTuple):
@@ -332,6 +346,9 @@ def _forward(spec: _LoopSpec, feat_x: Tensor, noise: Tensor, h0: Tensor, cell0: 
     E1 = w_e1.shape[0]
     new = feat_x.new_empty
 
+    def steps(n: int, t: int, width: int, dtype: torch.dtype | None = None) -> Tensor:
+        return _step_major(n, t, width, feat_x, dtype)
+
     def tiled(v: Tensor) -> Tensor:  # (R * B, n) -> (R, B, n), to add a per-sequence term
         return v.view(spec.replicas, B, v.shape[-1])
     kept = T if keep else 1  # steps of backward-only buffers: one, overwritten, if none is kept
@@ -339,8 +356,10 @@ def _forward(spec: _LoopSpec, feat_x: Tensor, noise: Tensor, h0: Tensor, cell0: 
     # Before the loop: the input-side products with phi_x(x_t), and one matrix for both products
     # with h_{t-1} (the encoder's first layer and the cell's hidden-to-hidden weights).
     w_h = torch.cat([w_e1[:, X:], w_hh])  # (E1 + G, H)
-    enc_x = linear(feat_x, w_e1[:, :X], b_e1, lo)  # (B, T, E1)
-    cell_x = linear(feat_x, w_ih[:, :X], b_ih + b_hh if spec.lstm else b_ih, lo)  # (B, T, G)
+    # step-major (T, B, .), so that each step reads one contiguous block
+    fx = low(feat_x, lo).transpose(0, 1).contiguous()  # (T, B, X)
+    enc_x = linear(fx, w_e1[:, :X], b_e1, lo)  # (T, B, E1)
+    cell_x = linear(fx, w_ih[:, :X], b_ih + b_hh if spec.lstm else b_ih, lo)  # (T, B, G)
     b_h = None if spec.lstm else torch.cat([b_hh.new_zeros(E1), b_hh])  # GRU: b_hn inside r*()
     w_iz = w_ih[:, X:]  # (G, F)
     # every matrix the steps multiply by, prepared once (cast to bf16, and packed, in bf16)
@@ -354,15 +373,14 @@ def _forward(spec: _LoopSpec, feat_x: Tensor, noise: Tensor, h0: Tensor, cell0: 
     # products (which round them to bf16 anyway) and by the ReLU masks of the backward pass
     # (rounding keeps the sign), so one cast per step is saved and nothing changes
     a_dtype = feat_x.dtype if lo is None else lo
-    s = _Saved(h_prev=new(N, T, H), h_last=new(N, H), enc_out=new(N, T, 2 * Z),
-               scale=new(N, T, Z), z=new(N, T, Z), gates=new(N, kept, G),
-               a_enc=tuple(torch.empty(N, kept, w.shape[0], dtype=a_dtype, device=feat_x.device)
+    s = _Saved(h_prev=steps(N, T, H), h_last=new(N, H), enc_out=steps(N, T, 2 * Z),
+               scale=steps(N, T, Z), z=steps(N, T, Z), gates=steps(N, kept, G),
+               a_enc=tuple(steps(N, kept, w.shape[0], a_dtype)
                            for w, _ in weights.encoder),
-               a_z=tuple(new(N, T if i == last_z else kept, w.shape[0])
+               a_z=tuple(steps(N, T if i == last_z else kept, w.shape[0])
                          for i, (w, _) in enumerate(weights.phi_z)),
-               h_low=None if lo is None else torch.empty(N, kept, H, dtype=lo,
-                                                         device=feat_x.device),
-               cell_extra=tuple(new(N, kept, H) for _ in range(2 if spec.lstm else 1)))
+               h_low=None if lo is None else steps(N, kept, H, lo),
+               cell_extra=tuple(steps(N, kept, H) for _ in range(2 if spec.lstm else 1)))
     s.h_prev[:, 0] = h0
     h, cell = s.h_prev[:, 0], cell0
     for t in range(T):
@@ -373,7 +391,7 @@ def _forward(spec: _LoopSpec, feat_x: Tensor, noise: Tensor, h0: Tensor, cell0: 
         hw = f_h.mm(h_in, keep_low=True) if b_h is None else f_h.addmm(b_h, h_in)
         # Eq. 9: the encoder from phi_x(x_t) and h_{t-1}
         a = s.a_enc[0][:, k]
-        torch.add(tiled(hw[:, :E1]), enc_x[:, t], out=tiled(a)).relu_()
+        torch.add(tiled(hw[:, :E1]), enc_x[t], out=tiled(a)).relu_()
         for i, (_, b) in enumerate(enc_rest, 1):
             a = f_enc[i - 1].addmm(b, a, out=s.a_enc[i][:, k]).relu_()
         enc_out = f_head.addmm(b_head, a, out=s.enc_out[:, t])  # (N, 2Z)
@@ -385,17 +403,17 @@ def _forward(spec: _LoopSpec, feat_x: Tensor, noise: Tensor, h0: Tensor, cell0: 
         h_out = s.h_prev[:, t + 1] if t + 1 < T else s.h_last
         if spec.lstm:
             if lo is None:
-                tiled(hw[:, E1:]).add_(cell_x[:, t])
+                tiled(hw[:, E1:]).add_(cell_x[t])
                 pre = f_iz.addmm(hw[:, E1:], fz)  # (N, 4H)
             else:  # float32 sums of the two bf16 products and the float32 input side
-                pre = torch.add(tiled(hw[:, E1:]), cell_x[:, t]).view(N, G)
+                pre = torch.add(tiled(hw[:, E1:]), cell_x[t]).view(N, G)
                 pre.add_(f_iz.mm(fz, keep_low=True))
             cells, tanh_c = s.cell_extra
             h, cell = lstm_gates(pre, cell, act=s.gates[:, k], cell_out=cells[:, k],
                                  tanh_out=tanh_c[:, k], h_out=h_out)
         else:
             gi = f_iz.mm(fz)  # (N, 3H) input side
-            tiled(gi).add_(cell_x[:, t])
+            tiled(gi).add_(cell_x[t])
             gh = hw[:, E1:]  # (N, 3H) hidden side, with b_hh
             s.cell_extra[0][:, k] = gh[:, 2 * H:]
             h = gru_gates(gi, gh, h, act=s.gates[:, k], h_out=h_out)
@@ -487,18 +505,21 @@ def _backward_through_time(spec: _LoopSpec, s: _Saved, noise: Tensor, cell0: Ten
         d_fz = or_zeros(d_fz, s.a_z[-1])
     dh = or_zeros(d_h, s.h_last).clone()
     dcell = or_zeros(d_cell, s.h_last).clone() if spec.lstm else None
-    new = noise.new_empty
-    g_hw = new(N, T, E1 + G)
-    g = _PreGrads(hw=g_hw, enc=[g_hw[..., :E1]] + [new(N, T, w.shape[0]) for w, _ in enc_rest],
-                  head=new(N, T, 2 * Z), phi_z=[new(N, T, w.shape[0]) for w, _ in weights.phi_z],
-                  cell_in=g_hw[..., E1:] if spec.lstm else new(N, T, G))
+
+    def steps(n: int, t: int, width: int, dtype: torch.dtype | None = None) -> Tensor:
+        return _step_major(n, t, width, noise, dtype)
+    g_hw = steps(N, T, E1 + G)
+    g = _PreGrads(hw=g_hw, enc=[g_hw[..., :E1]] + [steps(N, T, w.shape[0]) for w, _ in enc_rest],
+                  head=steps(N, T, 2 * Z),
+                  phi_z=[steps(N, T, w.shape[0]) for w, _ in weights.phi_z],
+                  cell_in=g_hw[..., E1:] if spec.lstm else steps(N, T, G))
     if lo is not None:  # the pre-activation gradients of the two big products, cast once
-        hw_low = torch.empty(N, T, E1 + G, dtype=lo, device=noise.device)
+        hw_low = steps(N, T, E1 + G, lo)
         # the first encoder layer's gradient is a product's output (rounded to bf16 on CPU)
         # masked by its ReLU: written straight into its bf16 slot, no float32 copy is needed
         g = g._replace(hw_low=hw_low, enc=[hw_low[..., :E1], *g.enc[1:]],
                        cell_in_low=hw_low[..., E1:] if spec.lstm
-                       else torch.empty(N, T, G, dtype=lo, device=noise.device))
+                       else steps(N, T, G, lo))
     d_softplus = torch.sigmoid(s.enc_out[..., Z:])  # softplus'(raw), (N, T, Z)
     for t in reversed(range(T)):
         d_in = g.cell_in[:, t]
@@ -560,13 +581,14 @@ def _weight_grads(spec: _LoopSpec, need_feat_x: bool, s: _Saved, feat_x: Tensor,
     B, T, X = feat_x.shape
     E1 = w_e1.shape[0]
 
-    def flat(v: Tensor) -> Tensor:  # (rows, T, n) -> (rows * T, n)
-        return v.reshape(-1, v.shape[-1])
+    def flat(v: Tensor) -> Tensor:  # (rows, T, n) -> (T * rows, n), step-major (a view)
+        return v.transpose(0, 1).reshape(-1, v.shape[-1])
 
-    def per_sequence(v: Tensor) -> Tensor:  # (R * B, T, n) -> (B * T, n): replicas summed
+    def per_sequence(v: Tensor) -> Tensor:  # (R * B, T, n) -> (T * B, n): replicas summed
         if spec.replicas == 1:
             return flat(v)
-        return float32_sum(v.reshape(spec.replicas, B * T, v.shape[-1]))
+        steps = v.transpose(0, 1).reshape(T, spec.replicas, B, v.shape[-1])
+        return float32_sum(steps.transpose(0, 1)).reshape(T * B, -1)
 
     def float32_sum(v: Tensor) -> Tensor:  # over the first dimension; a bf16 v in float32
         return v.sum(0, dtype=torch.float32) if v.dtype == torch.bfloat16 else v.sum(0)
@@ -607,5 +629,6 @@ def _weight_grads(spec: _LoopSpec, need_feat_x: bool, s: _Saved, feat_x: Tensor,
     d_params += [d_w_ih, gw_h[E1:], d_b_ih, d_b_hh]
     d_feat_x = None
     if need_feat_x:  # through the input-side products computed before the loop
-        d_feat_x = addmm(prod(g_enc0_x, w_e1[:, :X]), g_cell_x, w_ih[:, :X], lo).view(B, T, X)
+        d_steps = addmm(prod(g_enc0_x, w_e1[:, :X]), g_cell_x, w_ih[:, :X], lo)  # (T * B, X)
+        d_feat_x = d_steps.view(T, B, X).transpose(0, 1)
     return d_feat_x, d_params
