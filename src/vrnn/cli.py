@@ -403,6 +403,9 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``vrnn`` and ``python -m vrnn``; returns the exit status."""
     if argv is None:  # the console script: a person reads the warnings, not a test harness
         warnings.showwarning = _show_warning
+        from vrnn.allocator import keep_freed_memory
+
+        keep_freed_memory()  # a process of its own: freed buffers stay mapped (vrnn.allocator)
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in COMMANDS and COMMANDS[argv[0]].passthrough:
         module, func = COMMANDS[argv[0]].passthrough.split(":")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from vrnn.allocator import keeps_freed_memory
 from vrnn.bench.configs import BenchConfig
 from vrnn.machine import cpu_name
 from vrnn.models import build_model
@@ -18,7 +19,8 @@ def machine_info(device: torch.device) -> dict:
     info = {"cpu": cpu_name(), "cpu_count": os.cpu_count(),
             "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
             "python": platform.python_version(),
-            "device": str(device), "load_average": load_average()}
+            "device": str(device), "load_average": load_average(),
+            "keeps_freed_memory": keeps_freed_memory()}
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info

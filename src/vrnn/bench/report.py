@@ -345,7 +345,9 @@ def markdown_report(result: dict) -> str:
     m = result["machine"]
     out = [f"Machine: {m['cpu']}, {m['cpu_count']} cores, {m['torch_threads']} torch threads, "
            f"torch {m['torch']}, device {m['device']}; load average at the start "
-           f"{m['load_average'][0] if m.get('load_average') else 'n/a'}.", ""]
+           f"{m['load_average'][0] if m.get('load_average') else 'n/a'}"
+           f"{'; freed memory kept mapped (vrnn.allocator)' if m.get('keeps_freed_memory') else ''}"
+           ".", ""]
     for name, r in result["configs"].items():
         if "skipped" in r:
             out += [f"**{name}**: skipped ({r['skipped']}).", ""]
