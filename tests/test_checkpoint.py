@@ -93,6 +93,9 @@ def test_export_safetensors_writes_weights_and_config(tmp_path):
     assert set(loaded) == set(ckpt["model"])
     for k, v in ckpt["model"].items():
         assert torch.equal(loaded[k], v)
+    with pytest.raises(ValueError, match="model.safetensors exists: --overwrite"):
+        ckio.export_safetensors(ckpt, tmp_path / "model")
+    assert ckio.export_safetensors(ckpt, tmp_path / "model", overwrite=True) == (weights, config)
 
 
 def test_declared_sizes_are_checked_against_the_tensors_before_anything_is_built(tmp_path):

@@ -69,6 +69,27 @@ def test_sample_writes_arrays_and_pictures_with_and_without_a_prime(run):
     np.testing.assert_array_equal(whole[:, 4:], np.load(out / "primed" / "samples.npy"))
 
 
+def test_sample_refuses_a_folder_of_earlier_samples_unless_overwrite(tmp_path, run):
+    out = tmp_path / "s"
+    vrnn("sample", run["ckpt"], "--num", "3", "--steps", "4", "--out", out)
+    first = (out / "samples.npy").read_bytes()
+    names = sorted(p.name for p in out.iterdir())
+    proc = vrnn("sample", run["ckpt"], "--num", "1", "--steps", "4", "--seed", "5", "--out", out,
+                check=False)
+    assert proc.returncode == 2 and "--overwrite" in proc.stderr and str(out) in proc.stderr
+    assert (out / "samples.npy").read_bytes() == first  # nothing touched
+    # a bad input is reported before anything is replaced, even with --overwrite
+    proc = vrnn("sample", run["ckpt"], "--temperature", "0", "--out", out, "--overwrite",
+                check=False)
+    assert proc.returncode == 2 and sorted(p.name for p in out.iterdir()) == names
+    (out / "sample_7.wav").write_bytes(b"RIFF")  # as an earlier run with more sequences left
+    (out / "notes.txt").write_text("mine")  # not a sample: never touched
+    vrnn("sample", run["ckpt"], "--num", "1", "--steps", "4", "--seed", "5", "--out", out,
+         "--overwrite")
+    assert np.load(out / "samples.npy").shape == (1, 4, 4)
+    assert sorted(p.name for p in out.iterdir()) == sorted([*names, "notes.txt"])
+
+
 def test_sample_draws_at_most_16_pictures_but_keeps_every_array(tmp_path, run):
     out = tmp_path / "many"
     proc = vrnn("sample", run["ckpt"], "--num", "40", "--steps", "2", "--out", out)
@@ -88,6 +109,22 @@ def test_analyse_info_export_and_data_list(run):
     assert target.stat().st_size > 0
     assert json.loads(target.with_suffix(".json").read_text())["model_config"]["x_dim"] == 4
     assert "handwriting" in vrnn("data", "list").stdout
+    # a second run into the same files is refused, untouched, unless --overwrite
+    for argv, path in ((("analyse", run["ckpt"], "--data", run["data"], "--out", png), png),
+                       (("export", run["ckpt"], "--out", target), target),
+                       (("export", run["ckpt"], "--out", target.with_suffix(".json")), target)):
+        before = path.read_bytes()
+        proc = vrnn(*argv, check=False)
+        assert proc.returncode == 2 and f"--out {path} exists: --overwrite" in proc.stderr
+        assert path.read_bytes() == before
+    vrnn("export", run["ckpt"], "--out", target, "--overwrite")
+    res = run["root"] / "eval.json"
+    vrnn("evaluate", run["ckpt"], "--samples", "2", "--split", "valid", "--out", res)
+    proc = vrnn("evaluate", run["ckpt"], "--samples", "2", "--split", "valid", "--out", res,
+                check=False)
+    assert proc.returncode == 2 and "--overwrite" in proc.stderr and "ELBO" not in proc.stdout
+    vrnn("evaluate", run["ckpt"], "--samples", "2", "--split", "valid", "--out", res,
+         "--overwrite")
 
 
 def test_demo_quick_writes_a_report(tmp_path):

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from vrnn.config import ModelConfig
-from vrnn.files import atomic_write, write_bytes, write_text
+from vrnn.files import atomic_write, refuse_existing, write_bytes, write_text
 from vrnn.model import SequenceModel
 from vrnn.models import build_model
 
@@ -207,10 +207,12 @@ def versions() -> dict:
             "python": platform.python_version()}
 
 
-def export_safetensors(ckpt: dict, out: str | Path) -> tuple[Path, Path]:
+def export_safetensors(ckpt: dict, out: str | Path, *, overwrite: bool = False
+                       ) -> tuple[Path, Path]:
     """Write the model weights as ``out`` (.safetensors) and the configs as ``out`` .json beside.
 
-    Returns the two paths.
+    Returns the two paths. Either existing is refused (a ``ValueError`` naming it) unless
+    ``overwrite``.
     """
     import json
 
@@ -222,6 +224,7 @@ def export_safetensors(ckpt: dict, out: str | Path) -> tuple[Path, Path]:
     out = Path(out)
     if out.suffix != ".safetensors":
         out = out.with_suffix(".safetensors")
+    refuse_existing([out, out.with_suffix(".json")], "--out", overwrite)
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in ckpt["model"].items()}
     meta = {"format": "vrnn-weights", "model": ckpt.get("train_config", {}).get("model", "")}
     write_bytes(out, save(tensors, metadata=meta))

@@ -129,14 +129,17 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true",
                    help="print one JSON object (with ess_mean, ess_min; smc: resamples_mean)")
     p.add_argument("--out", default=None, metavar="FILE", help="also write the JSON here")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --out (refused without)")
 
 
 def _evaluate(args: argparse.Namespace) -> int:
     from vrnn.checkpoint_eval import evaluate_checkpoint, format_evaluation
-    from vrnn.files import WriteError, check_folder, write_text
+    from vrnn.files import WriteError, check_folder, refuse_existing, write_text
 
-    if args.out:
-        check_folder(Path(args.out).parent, "--out")  # before the work, not after it
+    if args.out:  # before the work, not after it
+        check_folder(Path(args.out).parent, "--out")
+        refuse_existing([args.out], "--out", args.overwrite)
     result = evaluate_checkpoint(_checkpoint(args), data=args.data, split=args.split,
                                  samples=args.samples, batch_size=args.batch_size,
                                  max_sequences=args.max_sequences, seed=args.seed,
@@ -173,6 +176,8 @@ def _sample_args(p: argparse.ArgumentParser) -> None:
                         " (default 1; < 1 gives tidier, less varied samples)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random stream (default 0)")
     p.add_argument("--out", default=None, metavar="DIR", help="default: CKPT's folder/samples")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the samples an earlier run wrote into --out (refused without)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
 
 
@@ -181,7 +186,8 @@ def _sample(args: argparse.Namespace) -> int:
 
     result = sample_checkpoint(_checkpoint(args), num=args.num, steps=args.steps,
                                prime=args.prime, temperature=args.temperature, seed=args.seed,
-                               out=_default_out(args, "samples"), device=args.device)
+                               out=_default_out(args, "samples"), device=args.device,
+                               overwrite=args.overwrite)
     print(result.line())
     for path in result.files:
         print(f"  {path}")
@@ -194,6 +200,8 @@ def _analyse_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--skip-bad", action="store_true",
                    help="report and skip unreadable or invalid data files instead of stopping")
     p.add_argument("--out", default=None, metavar="PNG", help="default: CKPT's folder/kl.png")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --out (refused without)")
     p.add_argument("--seed", type=int, default=0, help="seed of the posterior samples")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
 
@@ -203,7 +211,8 @@ def _analyse(args: argparse.Namespace) -> int:
 
     png = analyse_checkpoint(_checkpoint(args), data=args.data, split=args.split,
                              index=args.index, out=_default_out(args, "kl.png"), seed=args.seed,
-                             device=args.device, skip_bad=args.skip_bad)
+                             device=args.device, skip_bad=args.skip_bad,
+                             overwrite=args.overwrite)
     print(f"KL per time step of {args.split} sequence {args.index}: {png}")
     return 0
 
@@ -238,13 +247,16 @@ def _export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", default="safetensors", choices=("safetensors",))
     p.add_argument("--out", default=None, metavar="FILE",
                    help="default: CKPT with a .safetensors suffix (a .json of the config beside)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --out and its .json (refused without)")
 
 
 def _export(args: argparse.Namespace) -> int:
     from vrnn.checkpoint import export_safetensors, load_checkpoint
 
     out = Path(args.out) if args.out else Path(args.checkpoint).with_suffix(".safetensors")
-    weights, config = export_safetensors(load_checkpoint(args.checkpoint), out)
+    weights, config = export_safetensors(load_checkpoint(args.checkpoint), out,
+                                         overwrite=args.overwrite)
     print(f"weights: {weights}\nconfig:  {config}")
     return 0
 

@@ -117,6 +117,17 @@ def write_bytes(path: str | Path, data: bytes) -> Path:
     return atomic_write(path, lambda f: f.write(data))
 
 
+def refuse_existing(paths, flag: str, overwrite: bool) -> None:
+    """Results are never replaced without ``--overwrite``: a ``ValueError`` naming ``flag``
+    and the first of ``paths`` that exists as a file, unless ``overwrite``. Call it before the
+    work. (A folder in the way is left to the write, whose error names it.)"""
+    if overwrite:
+        return
+    for p in map(Path, paths):
+        if p.exists() and not p.is_dir():
+            raise ValueError(f"{flag} {p} exists: --overwrite to replace it, or another {flag}")
+
+
 def remove_stale_temporaries(folder: str | Path, name: str | None = None) -> list[Path]:
     """Delete the temporary files that :func:`atomic_write` left in ``folder`` when its process
     was killed mid-write (all of them, or only those of the file ``name``). Returns what it

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vrnn.files import WriteError, check_folder
+from vrnn.files import WriteError, check_folder, refuse_existing
 
 
 def analyse_checkpoint(path: str | Path, *, data: str | None = None, split: str = "test",
                        index: int = 0, out: str | Path | None = None, seed: int = 0,
-                       device: str = "auto", skip_bad: bool = False) -> Path:
+                       device: str = "auto", skip_bad: bool = False,
+                       overwrite: bool = False) -> Path:
     """Draw the KL per time step of sequence ``index`` of ``split`` beside the sequence.
 
     Args:
@@ -22,6 +23,7 @@ def analyse_checkpoint(path: str | Path, *, data: str | None = None, split: str 
         index: which sequence of the split (0: the first).
         out: the PNG to write; default ``kl.png`` beside the checkpoint.
         seed: seed of the posterior samples.
+        overwrite: replace an existing ``out`` (refused without, before any work).
 
     Returns:
         the PNG's path. Raises ValueError naming the flag or the file, ``files.WriteError`` naming
@@ -40,6 +42,7 @@ def analyse_checkpoint(path: str | Path, *, data: str | None = None, split: str 
     if png.is_dir():
         raise WriteError(f"--out {png} is a folder, not a file")
     check_folder(png.parent, "--out")
+    refuse_existing([png], "--out", overwrite)
     _, seqs = checkpoint_sequences(ckpt, info, data, split, index + 1, skip_bad=skip_bad)
     if index >= len(seqs):
         raise ValueError(f"--index {index}: the {split} split has {len(seqs)} sequences")

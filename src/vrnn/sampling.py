@@ -3,7 +3,9 @@
 Writes into its folder ``samples.npy`` ``(N, T, D)`` (the generated frames, in data units); with a
 prefix (``--prime``) also ``primed.npy`` ``(N, P + T, D)``, prefix then continuation; and the
 pictures / sound files of the first :data:`MAX_PICTURES` sequences, prefix included
-(:func:`vrnn.render.write_samples`).
+(:func:`vrnn.render.write_samples`). A folder that holds samples already is refused unless
+``overwrite`` (``--overwrite``): then the earlier ones are replaced, and only once the new ones
+are written (an error before that leaves them as they were).
 """
 
 from __future__ import annotations
@@ -20,6 +22,13 @@ MAX_PICTURES = 16
 """At most this many sequences are drawn as pictures / written as sound files."""
 DEFAULT_STEPS = 100
 """Frames per sequence when the checkpoint does not know its median training length."""
+RESULTS = ("samples.npy", "primed.npy", "sample_*", "samples*")
+"""The names (glob patterns) of what a sampling run writes into its folder."""
+
+
+def earlier_samples(folder: Path) -> list[Path]:
+    """The files of an earlier sampling run in ``folder``, sorted."""
+    return sorted({p for pattern in RESULTS for p in folder.glob(pattern) if p.is_file()})
 
 
 @dataclass
@@ -55,7 +64,8 @@ def save_npy(path: Path, arr: np.ndarray) -> Path:
 
 def sample_checkpoint(path: str | Path, *, num: int = 4, steps: int | None = None,
                       prime: str | Path | None = None, temperature: float = 1.0, seed: int = 0,
-                      out: str | Path | None = None, device: str = "auto") -> SampleResult:
+                      out: str | Path | None = None, device: str = "auto",
+                      overwrite: bool = False) -> SampleResult:
     """Draw ``num`` sequences from the checkpoint at ``path`` and write them into ``out``.
 
     Args:
@@ -65,10 +75,13 @@ def sample_checkpoint(path: str | Path, *, num: int = 4, steps: int | None = Non
         temperature: tau > 0: mixture and Bernoulli logits / tau, scales * sqrt(tau).
         seed: seed of the random stream.
         out: the folder (created); default ``samples/`` beside the checkpoint.
+        overwrite: replace the samples of an earlier run in ``out`` (removed after the new
+            ones are written); without it such a folder is refused.
 
     Raises:
-        ValueError naming the flag or file; ``files.WriteError`` naming ``out``, before any
-        sampling, when it is a file or cannot be written.
+        ValueError naming the flag or file, or ``out`` when it holds earlier samples and not
+        ``overwrite``; ``files.WriteError`` naming ``out``, before any sampling, when it is a
+        file or cannot be written.
     """
     import torch
 
@@ -83,9 +96,14 @@ def sample_checkpoint(path: str | Path, *, num: int = 4, steps: int | None = Non
     if not (temperature > 0 and math.isfinite(temperature)):
         raise ValueError(f"--temperature must be a finite number > 0, got {temperature}")
     ckpt, model, info = load_for_use(path, device)
-    folder = check_folder(Path(out) if out else Path(path).parent / "samples", "--out")
     steps = steps or int(ckpt.get("median_train_length") or 0) or DEFAULT_STEPS
     prefix = torch.from_numpy(read_prime(prime, info)) if prime else None  # (P, D)
+    folder = check_folder(Path(out) if out else Path(path).parent / "samples", "--out")
+    earlier = earlier_samples(folder)
+    if earlier and not overwrite:
+        names = ", ".join(p.name for p in earlier[:3]) + (", ..." if len(earlier) > 3 else "")
+        raise ValueError(f"--out {folder} holds the samples of an earlier run ({names}): "
+                         f"--overwrite to replace them, or another --out")
     gen = torch.Generator(device=model.initial_state.device).manual_seed(seed)
     x = model.sample(num, steps, prime=prefix, temperature=temperature, generator=gen,
                      include_prime=prefix is not None)  # (N, P + T, D)
@@ -97,4 +115,8 @@ def sample_checkpoint(path: str | Path, *, num: int = 4, steps: int | None = Non
     if prefix is not None:
         result.files.append(save_npy(folder / "primed.npy", whole))
     result.files += list(write_samples(whole[:MAX_PICTURES], info, folder, prefix="sample"))
+    written = set(result.files)
+    for p in earlier:  # --overwrite: what the new run did not write again (more --num before)
+        if p not in written:
+            p.unlink(missing_ok=True)
     return result
