@@ -564,7 +564,8 @@ def test_performance_doc_holds_the_tables_of_its_json(tmp_path):
 
 @pytest.mark.parametrize("name,printed", [("srnn", "SRNN ours / VRNN ours"),
                                           ("particles", "K particles"),
-                                          ("precision", "speed-up of ours bf16 over ours")])
+                                          ("precision", "speed-up of ours bf16 over ours"),
+                                          ("precision-amx", "speed-up of ours bf16 over ours")])
 def test_performance_doc_holds_the_tables_of_each_section_json(name, printed, tmp_path, capsys):
     """The SRNN, K-particle and bf16 sections of docs/PERFORMANCE.md quote the tables of
     docs/benchmark-cpu-<name>.json verbatim (rendered in this process: no timing, no second
