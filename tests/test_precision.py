@@ -37,6 +37,7 @@ from toydata import tiny_train_config, write_npz
 
 from vrnn import build_model, model_config, precision
 from vrnn import filtering as filtering_mod
+from vrnn import filtering_backward as backward_mod
 from vrnn import model as model_mod
 from vrnn.checkpoint import load_checkpoint
 from vrnn.checkpoint_eval import evaluate_checkpoint
@@ -164,10 +165,11 @@ def test_the_two_loops_agree_in_bf16_and_a_planted_bug_would_not(cell, monkeypat
 
     # planted bug 2: the hand-written loop's products in float32 (bf16 forgotten there)
     with monkeypatch.context() as m:
-        m.setattr(filtering_mod, "mm", _mm_in_float32)
-        m.setattr(filtering_mod, "addmm", lambda c, a, b, dtype=None, *, out=None:
+        m.setattr(backward_mod, "mm", _mm_in_float32)
+        m.setattr(backward_mod, "addmm", lambda c, a, b, dtype=None, *, out=None:
                   precision.addmm(c, a.float(), b.float(), None, out=out))
-        m.setattr(filtering_mod, "Factor", _Float32Factor)
+        for module in (filtering_mod, backward_mod):
+            m.setattr(module, "Factor", _Float32Factor)
         forgot = _gradient(_vrnn(cell, True), x, noise, "bf16")
     assert "cell.bias_hh" in _loops_disagree(model, forgot, autograd)
 
@@ -179,7 +181,7 @@ def test_the_two_loops_agree_in_bf16_and_a_planted_bug_would_not(cell, monkeypat
             return _Float32Factor(b, dtype, rows)
         return precision.Factor(b, dtype, rows)
 
-    monkeypatch.setattr(filtering_mod, "Factor", factor)
+    monkeypatch.setattr(backward_mod, "Factor", factor)  # the backward pass's products only
     one_forgot = _gradient(_vrnn(cell, True), x, noise, "bf16")
     assert "cell.bias_hh" in _loops_disagree(model, one_forgot, autograd)
 
@@ -308,8 +310,9 @@ def test_the_audit_catches_a_sum_over_time_in_bf16_and_a_float32_product(monkeyp
                   lambda values, mask: real_sum(values.bfloat16(), mask).float())
         with pytest.raises(AssertionError):
             _no_bf16_reductions(_audit(model, x, noise, backward=False))
-    monkeypatch.setattr(filtering_mod, "mm", _mm_in_float32)
-    monkeypatch.setattr(filtering_mod, "Factor", _Float32Factor)
+    monkeypatch.setattr(backward_mod, "mm", _mm_in_float32)
+    for module in (filtering_mod, backward_mod):
+        monkeypatch.setattr(module, "Factor", _Float32Factor)
     with pytest.raises(AssertionError):
         _bf16_products_only(_audit(model, x, noise, backward=True))
 
