@@ -202,7 +202,9 @@ class _FilteringLoop(torch.autograd.Function):
         tensors = ctx.saved_tensors
         saved = Saved.unpack(spec, tensors[:n])
         feat_x, noise, cell0 = tensors[n:n + 3]
-        weights = LoopWeights.from_flat(tensors[n + 3:], spec.n_enc, spec.n_phi_z)
+        # the weights in the products' dtype, cast once for both halves of the backward pass
+        weights = product_weights(LoopWeights.from_flat(tensors[n + 3:], spec.n_enc,
+                                                        spec.n_phi_z), spec.product)
         pre, d_h0, d_cell0 = back.backward_through_time(spec, saved, noise, cell0, weights, grads)
         d_feat_x, d_params = back.weight_grads(spec, ctx.needs_input_grad[1], saved, feat_x,
                                                weights, pre)

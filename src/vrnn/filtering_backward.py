@@ -1,6 +1,7 @@
 """The hand-written backward pass of the filtering loop (:mod:`vrnn.filtering`): the loop
 backwards over time for the activations (B rows per product), then every weight gradient as one
-product over all N * T rows.
+product over all N * T rows. Both take the loop's weights already in the products' dtype
+(:func:`vrnn.filtering_parts.product_weights`, cast once per backward pass by the caller).
 
 Notation as in :mod:`vrnn.filtering`.
 """
@@ -12,7 +13,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from vrnn.filtering_parts import LoopSpec, LoopWeights, Saved, product_weights, step_major
+from vrnn.filtering_parts import LoopSpec, LoopWeights, Saved, step_major
 from vrnn.precision import Factor, addmm, low, mm
 
 
@@ -74,7 +75,6 @@ def backward_through_time(spec: LoopSpec, s: Saved, noise: Tensor, cell0: Tensor
     """The loop backwards over time for the activations: returns the pre-activation gradients
     of every step (:class:`PreGrads`) and d h_0, d c_0."""
     lo = spec.product
-    weights = product_weights(weights, lo)
     (w_e1, _), *enc_rest = weights.encoder
     w_head, _ = weights.head
     w_ih, w_hh, _, _ = weights.cell
@@ -168,7 +168,6 @@ def weight_grads(spec: LoopSpec, need_feat_x: bool, s: Saved, feat_x: Tensor,
     product accumulates over the N * T rows in float32 (in the products' dtype, inside the
     kernel); each bias gradient is a float32 sum."""
     lo = spec.product
-    weights = product_weights(weights, lo)
     (w_e1, _), *_ = weights.encoder
     w_ih = weights.cell[0]
     B, T, X = feat_x.shape
