@@ -334,11 +334,12 @@ def test_quick_run_writes_every_figure(quick):
         expected = {k for k, v in (("speedup_vs_per_step", speed), ("fraction_of_sgemm",
                                                                    fraction)) if v is not None}
         if BF16 and name in BF16_TARGET:
-            expected.add("bf16_speedup_vs_fp32")
+            expected |= {"bf16_speedup_vs_fp32", "bf16_speedup_isolated"}
         assert set(t["targets"]) == expected
         for key, tg in t["targets"].items():
-            if key == "bf16_speedup_vs_fp32":
-                assert tg["value"] == t["variants"]["ours bf16"]["speedup_vs_fp32"]
+            if key.startswith("bf16_"):
+                assert tg["value"] == (t["variants"]["ours bf16"] if key.endswith("fp32")
+                                       else t["isolated"]["bf16"])["speedup_vs_fp32"]
                 assert tg["target"] == BF16_TARGET[name] == 1.8
                 continue
             assert tg["value"] == t["variants"]["ours"][key]
@@ -425,6 +426,47 @@ def test_quick_run_times_the_bf16_variants_in_the_same_rotation(quick):
             assert set(t["bound_bf16"]) == set(t["bound"])
             assert t["bound_bf16"]["thin_fraction_of_sgemm"] == pytest.approx(
                 t["bound_bf16"]["thin_gflops"] / t["sgemm_bf16_gflops"])
+
+
+@needs_bf16
+def test_quick_run_times_the_bf16_pair_again_in_a_process_of_its_own(quick):
+    """``--isolated`` (the default): ``ours`` and ``ours bf16`` timed once more in a child
+    process, in as many rounds as the rotation; the child built the same model from the same
+    seed (its first losses are this process's, exactly: one thread, the same kernels), and the
+    ratios are of its own rounds."""
+    for name, r in quick["configs"].items():
+        iso = r["training"]["isolated"]["bf16"]
+        assert "error" not in iso, iso
+        assert iso["threads"] == 1 and iso["repeats"] == 3  # --quick: one thread, 3 rounds
+        fp32, low = iso["ours_ms_all"], iso["ours_bf16_ms_all"]
+        assert len(fp32) == len(low) == 3 and min(fp32 + low) > 0
+        assert iso["ours_ms"] == pytest.approx(sorted(fp32)[1])
+        assert iso["speedup_vs_fp32"] == pytest.approx(iso["ours_ms"] / iso["ours_bf16_ms"])
+        assert iso["paired_speedup_vs_fp32"] == pytest.approx(paired_ratio(fp32, low))
+        assert iso["first_loss_rel_diff"] == {"ours": 0.0, "ours bf16": 0.0}, name
+
+
+def test_a_failing_isolated_child_is_reported_not_fatal():
+    """A child that cannot run (here: an output distribution that does not exist) comes back as
+    ``{"error": <its last line of stderr>}``, and the report says so instead of failing."""
+    bad = dataclasses.replace(quick_config(CONFIGS["speech"]), output="no-such-output")
+    rec = bench.isolated.pair_in_fresh_process(bad, "bf16", 1, 0, 1, torch.device("cpu"))
+    assert set(rec) == {"error"} and "no-such-output" in rec["error"]
+    line = bench.report._isolated_text(rec, "bf16", "; ")
+    assert line.startswith("; ours and ours bf16 in a process of their own: failed (")
+
+
+def test_no_isolated_times_no_child(monkeypatch, tmp_path):
+    """``--no-isolated``: no child process, no ``isolated`` record, no isolated target."""
+    def refuse(*a, **k):
+        raise AssertionError("a child was started")
+    monkeypatch.setattr(bench.suites, "pair_in_fresh_process", refuse)
+    path = tmp_path / "b.json"
+    assert bench.main(["--quick", "--configs", "speech", "--no-isolated", "--no-evaluation",
+                       "--no-generation", "--no-scaling", "--particle-configs", "none",
+                       "--json", str(path)]) == 0
+    t = json.loads(path.read_text())["configs"]["speech"]["training"]
+    assert "isolated" not in t and "bf16_speedup_isolated" not in t["targets"]
 
 
 @needs_bf16
@@ -540,6 +582,11 @@ def test_reports_show_the_bf16_rows(quick, tmp_path, capsys):
                 f"the per-round ratios {low['paired_speedup_vs_fp32']:.2f}x)") in text
         assert f"bf16: matmul rate {t['sgemm_bf16_gflops']:.1f} GFLOP/s" in out
         assert f"speed-up of ours bf16 over ours {low['speedup_vs_fp32']:.2f}x" in out
+        iso = t["isolated"]["bf16"]
+        assert (f"in a process of their own `ours` {iso['ours_ms']:.1f} ms, `ours bf16` "
+                f"{iso['ours_bf16_ms']:.1f} ms: {iso['speedup_vs_fp32']:.2f}x") in text
+        assert (f"in a process of their own ours {iso['ours_ms']:.1f} ms, ours bf16 "
+                f"{iso['ours_bf16_ms']:.1f} ms") in out
     b = quick["configs"]["speech"]["training"]["bound_bf16"]
     assert f"Bound in bf16: the B-row products run at {b['thin_gflops']:.1f} GFLOP/s" in text
     assert "ours bf16" in out and "per-step bf16" in out

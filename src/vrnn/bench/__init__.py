@@ -43,7 +43,10 @@ two variants likewise) to the same rotation, deep copies of the same float32 wei
 forward under :func:`vrnn.precision.autocast`, and a bfloat16 ``torch.mm`` for their matmul rate;
 their loss must agree with the float32 per-step loss to
 :data:`~vrnn.bench.configs.BF16_AGREEMENT_RTOL` (u = 2^-8), and their speed-up over the float32
-variant they copy is reported (``speedup_vs_fp32``).
+variant they copy is reported (``speedup_vs_fp32``). With ``--isolated`` (the default) ``ours``
+and ``ours bf16`` are also timed once more in a fresh process of their own, as a training
+process runs one model (:mod:`~vrnn.bench.isolated`: the other variants' steps leave the shared
+process slower, ``ours bf16`` most), reported beside the rotation's figures.
 
 Also measured: the float32 (and bfloat16) matrix-multiply rate of the machine (``torch.mm``, in
 the same rotation, so it sees the same load), achieved GFLOP/s counted analytically (2 m n k per
@@ -54,6 +57,7 @@ generation speed, memory kept for the backward pass, and the cost per time step 
 Modules: :mod:`~vrnn.bench.configs` (sizes, targets, data), :mod:`~vrnn.bench.variants` (the
 variants and their agreement check), :mod:`~vrnn.bench.measure` (timing, FLOP counts, profile,
 memory), :mod:`~vrnn.bench.suites` (training, evaluation, generation, scaling),
+:mod:`~vrnn.bench.isolated` (the precision pair in a process of its own),
 :mod:`~vrnn.bench.machine`, :mod:`~vrnn.bench.report` (text and Markdown) and
 :mod:`~vrnn.bench.cli` (flags, the run, JSON).
 """

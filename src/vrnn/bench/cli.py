@@ -70,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "products in bfloat16, float32 weights), timed in the same rotation, "
                         "with a bf16 torch.mm for their matmul rate; an error on a device "
                         "without bfloat16 products")
+    p.add_argument("--isolated", action=argparse.BooleanOptionalAction, default=True,
+                   help="with a precision other than fp32, also time 'ours' against 'ours P' in "
+                        "a fresh process of their own, as a training process runs one model "
+                        "(default: on; the main rotation's figures are unchanged)")
     p.add_argument("--sgemm-size", type=int, default=None,
                    help="n of the n x n x n torch.mm that measures the matmul rate (default 2048)")
     p.add_argument("--profile", action="store_true",

@@ -17,6 +17,20 @@ def _precision(v: dict) -> str:
     return v.get("precision", "fp32")
 
 
+def _isolated_text(rec: dict | None, p: str, sep: str, markdown: bool = False) -> str:
+    """The pair timed in a process of its own (:mod:`vrnn.bench.isolated`), after ``sep``;
+    '' for a result without it."""
+    if rec is None:
+        return ""
+    q = "`" if markdown else ""
+    if "error" in rec:
+        return (f"{sep}{q}ours{q} and {q}ours {p}{q} in a process of their own: failed "
+                f"({rec['error']})")
+    return (f"{sep}in a process of their own {q}ours{q} {rec['ours_ms']:.1f} ms, {q}ours {p}{q} "
+            f"{rec[f'ours_{p}_ms']:.1f} ms: {rec['speedup_vs_fp32']:.2f}x (paired "
+            f"{rec['paired_speedup_vs_fp32']:.2f}x)" + ("." if markdown else ""))
+
+
 def _low_text(t: dict, w: int) -> list[str]:
     """For each lower precision in ``t``: its matmul rate, ``ours P`` over ``ours``, its bound."""
     lines = []
@@ -30,6 +44,7 @@ def _low_text(t: dict, w: int) -> list[str]:
         if ours is not None:
             line += (f"; speed-up of ours {p} over ours {ours['speedup_vs_fp32']:.2f}x (paired "
                      f"{ours['paired_speedup_vs_fp32']:.2f}x)")
+        line += _isolated_text(t.get("isolated", {}).get(p), p, "; ")
         b = t.get(f"bound_{p}")
         if b is not None:
             line += (f"; B-row products {b['thin_gflops']:.1f} GFLOP/s; bound "
@@ -57,6 +72,7 @@ def _low_markdown(t: dict) -> list[str]:
         if per_step is not None:
             text += (f" Of `per-step {p}` over `per-step`: {per_step['speedup_vs_fp32']:.2f}x "
                      f"(paired {per_step['paired_speedup_vs_fp32']:.2f}x).")
+        text += _isolated_text(t.get("isolated", {}).get(p), p, " ", markdown=True)
         b = t.get(f"bound_{p}")
         if b is not None:
             text += (f" Bound in {p}: the B-row products run at {b['thin_gflops']:.1f} GFLOP/s "
