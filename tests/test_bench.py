@@ -453,7 +453,9 @@ def test_a_failing_isolated_child_is_reported_not_fatal():
     rec = bench.isolated.pair_in_fresh_process(bad, "bf16", 1, 0, 1, torch.device("cpu"))
     assert set(rec) == {"error"} and "no-such-output" in rec["error"]
     line = bench.report._isolated_text(rec, "bf16", "; ")
-    assert line.startswith("; ours and ours bf16 in a process of their own: failed (")
+    assert line.startswith("; in a process of their own, ours and ours bf16 failed: ")
+    assert bench.report._isolated_text(rec, "bf16", " ", markdown=True).startswith(
+        " In a process of their own, `ours` and `ours bf16` failed: ")
 
 
 def test_no_isolated_times_no_child(monkeypatch, tmp_path):
@@ -583,7 +585,7 @@ def test_reports_show_the_bf16_rows(quick, tmp_path, capsys):
         assert f"bf16: matmul rate {t['sgemm_bf16_gflops']:.1f} GFLOP/s" in out
         assert f"speed-up of ours bf16 over ours {low['speedup_vs_fp32']:.2f}x" in out
         iso = t["isolated"]["bf16"]
-        assert (f"in a process of their own `ours` {iso['ours_ms']:.1f} ms, `ours bf16` "
+        assert (f"In a process of their own `ours` {iso['ours_ms']:.1f} ms, `ours bf16` "
                 f"{iso['ours_bf16_ms']:.1f} ms: {iso['speedup_vs_fp32']:.2f}x") in text
         assert (f"in a process of their own ours {iso['ours_ms']:.1f} ms, ours bf16 "
                 f"{iso['ours_bf16_ms']:.1f} ms") in out
@@ -612,7 +614,8 @@ def test_performance_doc_holds_the_tables_of_its_json(tmp_path):
 @pytest.mark.parametrize("name,printed", [("srnn", "SRNN ours / VRNN ours"),
                                           ("particles", "K particles"),
                                           ("precision", "speed-up of ours bf16 over ours"),
-                                          ("precision-amx", "speed-up of ours bf16 over ours")])
+                                          ("precision-amx", "speed-up of ours bf16 over ours"),
+                                          ("precision-isolated", "in a process of their own")])
 def test_performance_doc_holds_the_tables_of_each_section_json(name, printed, tmp_path, capsys):
     """The SRNN, K-particle and bf16 sections of docs/PERFORMANCE.md quote the tables of
     docs/benchmark-cpu-<name>.json verbatim (rendered in this process: no timing, no second

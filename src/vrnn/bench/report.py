@@ -18,17 +18,19 @@ def _precision(v: dict) -> str:
 
 
 def _isolated_text(rec: dict | None, p: str, sep: str, markdown: bool = False) -> str:
-    """The pair timed in a process of its own (:mod:`vrnn.bench.isolated`), after ``sep``;
-    '' for a result without it."""
+    """The pair timed in a process of its own (:mod:`vrnn.bench.isolated`), after ``sep``: a
+    clause of the text report's line, or (``markdown``) a sentence; '' for a result without
+    it."""
     if rec is None:
         return ""
     q = "`" if markdown else ""
+    start = "In" if markdown else "in"
     if "error" in rec:
-        return (f"{sep}{q}ours{q} and {q}ours {p}{q} in a process of their own: failed "
-                f"({rec['error']})")
-    return (f"{sep}in a process of their own {q}ours{q} {rec['ours_ms']:.1f} ms, {q}ours {p}{q} "
-            f"{rec[f'ours_{p}_ms']:.1f} ms: {rec['speedup_vs_fp32']:.2f}x (paired "
-            f"{rec['paired_speedup_vs_fp32']:.2f}x)" + ("." if markdown else ""))
+        return (f"{sep}{start} a process of their own, {q}ours{q} and {q}ours {p}{q} failed: "
+                f"{rec['error']}" + ("." if markdown else ""))
+    return (f"{sep}{start} a process of their own {q}ours{q} {rec['ours_ms']:.1f} ms, "
+            f"{q}ours {p}{q} {rec[f'ours_{p}_ms']:.1f} ms: {rec['speedup_vs_fp32']:.2f}x "
+            f"(paired {rec['paired_speedup_vs_fp32']:.2f}x)" + ("." if markdown else ""))
 
 
 def _low_text(t: dict, w: int) -> list[str]:
