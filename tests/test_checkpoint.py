@@ -69,6 +69,21 @@ def test_missing_corrupt_truncated_and_foreign_files_raise_clear_errors(tmp_path
         ckio.load_checkpoint(foreign)
 
 
+def test_a_folder_passed_as_a_checkpoint_names_the_checkpoints_in_it(tmp_path):
+    """A run folder where a checkpoint is expected (``vrnn evaluate runs/x``): the error says it
+    is a folder and names the ``.pt`` files to pass, or that it holds none."""
+    run = tmp_path / "run"
+    run.mkdir()
+    with pytest.raises(FileNotFoundError, match="is a folder; it holds no .pt checkpoint"):
+        ckio.load_checkpoint(run)
+    for name in ("last.pt", "best.pt"):
+        ckio.save_atomic(_ckpt(), run / name)
+    with pytest.raises(FileNotFoundError) as e:
+        ckio.load_checkpoint(run)
+    assert str(e.value) == (f"checkpoint not found: {run} is a folder; pass one of its "
+                            f"checkpoints: {run / 'best.pt'}, {run / 'last.pt'}")
+
+
 def test_random_states_round_trip_through_a_weights_only_file(tmp_path):
     gen = torch.Generator().manual_seed(3)
     torch.manual_seed(1)

@@ -84,6 +84,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         CheckpointError: the file is not a vrnn checkpoint (names the path).
     """
     path = Path(path)
+    if path.is_dir():  # a run folder, most likely: say which files in it are checkpoints
+        found = sorted(p.name for p in path.glob("*.pt") if p.is_file())
+        hint = (f"pass one of its checkpoints: {', '.join(str(path / n) for n in found)}"
+                if found else "it holds no .pt checkpoint")
+        raise FileNotFoundError(f"checkpoint not found: {path} is a folder; {hint}")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
