@@ -192,7 +192,7 @@ def targets(name: str, ours: dict, ours_bf16: dict | None = None,
         if isolated_bf16 is not None and "error" not in isolated_bf16:
             value = isolated_bf16["speedup_vs_fp32"]
             out["bf16_speedup_isolated"] = {"value": value, "target": bf16_target,
-                                                    "met": value >= bf16_target}
+                                            "met": value >= bf16_target}
     return out
 
 
