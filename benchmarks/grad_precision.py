@@ -2,7 +2,7 @@
 
 The benchmark checks every variant against the per-step version in float32; at large sizes both
 sides carry rounding error, and this script says how much, against a float64 copy of the per-step
-model (``vrnn.reference.LiteralVRNN``) from the same weights and noise.
+model (``vrnn.models.reference.LiteralVRNN``) from the same weights and noise.
 
     python benchmarks/grad_precision.py --batch 128 --hidden 2000 --seed 0
 
@@ -19,7 +19,7 @@ import dataclasses
 import torch
 
 from vrnn import bench
-from vrnn.reference import LiteralVRNN
+from vrnn.models.reference import LiteralVRNN
 
 
 def grads(loss: torch.Tensor, module: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -1,4 +1,5 @@
-"""vrnn.allocator: freed buffers stay mapped, so the next step of the same size faults no pages."""
+"""vrnn.host.allocator: freed buffers stay mapped, so the next step of the same size faults no
+pages."""
 
 import platform
 import subprocess
@@ -13,7 +14,7 @@ GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 # its 16,384 pages in again; kept mapped, the buffer reuses pages the ones before it touched.
 _FAULTS = """
 import resource, sys, torch
-from vrnn.allocator import keep_freed_memory, keeps_freed_memory
+from vrnn.host.allocator import keep_freed_memory, keeps_freed_memory
 before = keeps_freed_memory()
 applied = keep_freed_memory() if sys.argv[1] == "keep" else False
 def touch():
@@ -47,7 +48,8 @@ def test_kept_memory_is_not_faulted_in_again():
 
 
 def test_console_script_applies_it(monkeypatch):
-    from vrnn import allocator, cli
+    from vrnn import cli
+    from vrnn.host import allocator
 
     calls = []
     monkeypatch.setattr(allocator, "keep_freed_memory", lambda: calls.append(1) or True)

@@ -3,10 +3,10 @@ import pytest
 import torch
 from torch.distributions import Independent, Normal, kl_divergence
 
-from vrnn.analysis import figure_kl, kl_profile
+from vrnn.commands.analysis import figure_kl, kl_profile
 from vrnn.data import DataInfo
-from vrnn.models import build_model
-from vrnn.presets import model_config
+from vrnn.models.build import build_model
+from vrnn.models.presets import model_config
 
 X_DIM = {"audio": 6, "strokes": 3, "binary": 5}
 OUTPUT = {"audio": "gauss", "strokes": "gauss", "binary": "bernoulli"}

@@ -15,7 +15,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
-from vrnn import bench, precision
+from vrnn import bench
 from vrnn.bench import (
     CONFIGS,
     TARGETS,
@@ -31,10 +31,11 @@ from vrnn.bench import (
 )
 from vrnn.bench.configs import BF16_AGREEMENT_RTOL, BF16_MIN_GRAD_DIFF, BF16_TARGET
 from vrnn.cli import main as cli_main
-from vrnn.config import ModelConfig
-from vrnn.model import VRNN
-from vrnn.reference import LiteralSRNN, LiteralVRNN
-from vrnn.srnn import SRNN
+from vrnn.kernels import precision
+from vrnn.models.config import ModelConfig
+from vrnn.models.reference import LiteralSRNN, LiteralVRNN
+from vrnn.models.srnn import SRNN
+from vrnn.models.vrnn import VRNN
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
@@ -667,7 +668,7 @@ def test_library_is_equals_is_over_repeated_sequences(chunk):
     """``estimate_log_likelihood`` (phi_x shared by the replicas) gives the estimate of IS over
     ``x.repeat`` with the same noise stream, whatever the chunking: the two IS timings compare
     the same computation."""
-    from vrnn.evaluate import estimate_log_likelihood
+    from vrnn.evaluation.sequences import estimate_log_likelihood
 
     model = make_model()
     x, _ = make_data(model, 3, 5)

@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from vrnn import checkpoint as ckio
+from vrnn.store import checkpoint as ckio
 
 
 def _ckpt(**extra):
-    from vrnn.presets import model_config
+    from vrnn.models.presets import model_config
 
     cfg = model_config("vrnn-gauss", x_dim=3, preset="tiny")
-    from vrnn.models import build_model
+    from vrnn.models.build import build_model
 
     model = build_model(cfg)
     return {"format": ckio.FORMAT, "version": ckio.VERSION, "model": model.state_dict(),

@@ -355,9 +355,9 @@ def test_audio_at_another_rate_is_resampled_to_the_models(tmp_path):
 
 
 def test_presets_prints_the_matched_parameter_counts(capsys):
-    from vrnn.model import count_parameters
-    from vrnn.models import build_model
-    from vrnn.presets import model_config
+    from vrnn.models.build import build_model
+    from vrnn.models.presets import model_config
+    from vrnn.models.vrnn import count_parameters
 
     assert main(["presets", "--kind", "strokes"]) == 0
     out = capsys.readouterr().out
@@ -386,9 +386,9 @@ def test_an_audio_prime_is_read_and_resampled_as_the_data_sets_read_audio(tmp_pa
     ``data.audio.read_audio`` does for the data sets, cut into frames, normalised."""
     import soundfile as sf
 
+    from vrnn.commands.prime import read_prime
     from vrnn.data import DataInfo
     from vrnn.data.audio import read_audio
-    from vrnn.prime import read_prime
 
     rng = np.random.default_rng(0)
     wav = tmp_path / "prime.wav"

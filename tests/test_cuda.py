@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from vrnn import build_model, model_config
-from vrnn.reference import LiteralSRNN, LiteralVRNN
+from vrnn.models.reference import LiteralSRNN, LiteralVRNN
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 
@@ -73,8 +73,8 @@ def test_bf16_on_the_gpu_follows_float32(name):
     """bf16 (unit roundoff u = 2^-8) against float32 on the same GPU: the loss within 2%, the
     whole gradient within 10% in norm (tests/test_precision.py derives 3u sqrt(L) = 0.091 for
     its chain of L = 60 products; these tiny models have fewer)."""
-    from vrnn.precision import bf16_supported
-    from vrnn.train_objective import Objective
+    from vrnn.kernels.precision import bf16_supported
+    from vrnn.train.objective import Objective
 
     if not bf16_supported(torch.device("cuda")):
         pytest.skip("this GPU has no native bfloat16")
@@ -94,7 +94,7 @@ def test_bf16_on_the_gpu_follows_float32(name):
 
 
 def test_the_particle_filter_runs_on_the_gpu():
-    from vrnn.smc import smc_log_likelihood
+    from vrnn.inference.smc import smc_log_likelihood
 
     torch.manual_seed(0)
     model = build_model(model_config("vrnn-gauss", x_dim=5, preset="tiny")).cuda().eval()
@@ -112,7 +112,7 @@ def test_the_particle_filter_runs_on_the_gpu():
 def test_training_from_the_command_line_on_the_gpu(tmp_path, precision):
     from toydata import vrnn, write_npz
 
-    from vrnn.checkpoint import load_checkpoint
+    from vrnn.store.checkpoint import load_checkpoint
 
     data = write_npz(tmp_path / "d.npz", x_dim=4)
     out = tmp_path / "run"

@@ -21,7 +21,7 @@ from vrnn.data import (
     text,
 )
 from vrnn.data.core import split_indices, subset
-from vrnn.presets import DEFAULT_X_DIM
+from vrnn.models.presets import DEFAULT_X_DIM
 
 NO_SPEECH = bool(audio.missing_voices(False))
 NO_MULTI = bool(audio.missing_voices(True))

@@ -9,8 +9,8 @@ import re
 import numpy as np
 import pytest
 
-from vrnn import demo
-from vrnn.report import paired_gap
+from vrnn.study import demo
+from vrnn.study.tables import paired_gap
 
 
 @pytest.fixture(scope="module")

@@ -57,7 +57,7 @@ def test_two_gloo_processes_match_one_process(tmp_path, extra):
 def test_a_rank_that_joined_a_group_leaves_with_its_status_and_flushed_output():
     """exit_now skips interpreter shutdown (where gloo ranks were seen to abort) but must still
     deliver what was printed and the command's exit status; outside a group it does nothing."""
-    code = ("import sys, vrnn.distributed as d\n"
+    code = ("import sys, vrnn.train.distributed as d\n"
             "d.exit_now(5)\n"  # never joined: returns
             "print('result line', end=''); print('warning', file=sys.stderr, end='')\n"
             "d._joined = True\n"

@@ -10,7 +10,7 @@ from scipy import stats
 from scipy.special import logsumexp
 
 from vrnn import build_model, model_config
-from vrnn.distributions import (
+from vrnn.models.distributions import (
     BivariateNormal,
     GMMHead,
     StrokeHead,

@@ -1,11 +1,12 @@
-"""vrnn.files: atomic writes keep the old file on failure, name the path, and leave no temporary."""
+"""vrnn.host.files: atomic writes keep the old file on failure, name the path, and leave no
+temporary."""
 
 import errno
 import os
 
 import pytest
 
-from vrnn import files
+from vrnn.host import files
 
 
 def test_atomic_write_replaces_and_leaves_no_temporary(tmp_path):

@@ -1,4 +1,4 @@
-"""The filtering loop (:mod:`vrnn.filtering`): its gates against the library cells, its
+"""The filtering loop (:mod:`vrnn.kernels.filtering`): its gates against the library cells, its
 hand-written backward pass against finite differences."""
 
 import pytest
@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from vrnn import build_model, model_config
-from vrnn.filtering import LoopWeights, filtering_loop, gru_gates, lstm_gates
+from vrnn.kernels.filtering import LoopWeights, filtering_loop, gru_gates, lstm_gates
 
 
 @pytest.mark.parametrize("B", [1, 3])

@@ -1,4 +1,4 @@
-"""The Markdown report -> self-contained HTML page (vrnn.html_report), and the page in a real
+"""The Markdown report -> self-contained HTML page (vrnn.study.html), and the page in a real
 browser (headless Chromium; slow)."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vrnn.html_report import markdown_to_html, write_html
+from vrnn.study.html import markdown_to_html, write_html
 
 RED = (220, 30, 40)
 

@@ -61,8 +61,8 @@ import pytest
 import torch
 
 from vrnn import ModelConfig, build_model
-from vrnn.evaluate import estimate_log_likelihood
-from vrnn.presets import model_config
+from vrnn.evaluation.sequences import estimate_log_likelihood
+from vrnn.models.presets import model_config
 
 D, Z, H = 3, 2, 2  # frame size, latent size, units of the (irrelevant) deterministic layer
 MIN_SCALE = 1e-4  # the config's default floor, subtracted before the softplus inverse

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from vrnn.checkpoint_eval import evaluate_checkpoint
+from vrnn.commands.evaluate import evaluate_checkpoint
 
 FIXTURES = Path(__file__).parent / "fixtures" / "landed"
 EXPECTED = json.loads((FIXTURES / "expected.json").read_text())

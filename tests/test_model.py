@@ -1,4 +1,4 @@
-"""The models: the fast path against the literal reference (:mod:`vrnn.reference`), masks,
+"""The models: the fast path against the literal reference (:mod:`vrnn.models.reference`), masks,
 gradients, sampling."""
 
 import dataclasses
@@ -8,10 +8,10 @@ import torch
 from torch import nn
 
 from vrnn import ModelConfig, build_model, masked_sum, model_config
-from vrnn.config import parse_model_name
-from vrnn.model import RNN, VRNN
-from vrnn.presets import DATA_KINDS, DEFAULT_X_DIM, PRESETS
-from vrnn.reference import LiteralVRNN, literal_primed_sample
+from vrnn.models.config import parse_model_name
+from vrnn.models.presets import DATA_KINDS, DEFAULT_X_DIM, PRESETS
+from vrnn.models.reference import LiteralVRNN, literal_primed_sample
+from vrnn.models.vrnn import RNN, VRNN
 
 KINDS = {"audio": 5, "strokes": 3, "binary": 6}
 
@@ -303,7 +303,7 @@ def test_rnn_baselines_match_parameter_counts(kind, preset):
     """As in the paper, the RNN gets wider MLPs so its size matches the VRNN's (within 1%), at
     every preset and for every data kind at its real frame size (200-sample audio frames, pen
     strokes, 88-key rolls), where one unit of a GMM output layer alone costs K (1 + 2D) weights."""
-    from vrnn.presets import _count
+    from vrnn.models.presets import _count
 
     x_dim = DEFAULT_X_DIM[kind]
     suffix = {"binary": ["bernoulli"], "text": ["categorical"]}.get(kind, ["gauss", "gmm"])

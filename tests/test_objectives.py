@@ -1,4 +1,5 @@
-"""The training objectives (:mod:`vrnn.objectives`, ``vrnn train --objective``): the IWAE against
+"""The training objectives (:mod:`vrnn.inference.objectives`, ``vrnn train --objective``): the IWAE
+against
 its literal formula and the ELBO, its rise with K up to the IS estimate, free bits, FIVO wired to
 the particle filter, and the training loop's runs, metrics, resume and refusals."""
 
@@ -13,15 +14,15 @@ import torch
 from toydata import tiny_train_config, write_npz
 
 from vrnn import build_model, model_config
-from vrnn.checkpoint import load_checkpoint
-from vrnn.evaluate import estimate_log_likelihood
-from vrnn.metrics_log import METRIC_FIELDS
-from vrnn.model import masked_sum
-from vrnn.objectives import elbo_bound, fivo_bound, free_bits_kl, iwae_bound
-from vrnn.reference import LiteralSRNN, LiteralVRNN
-from vrnn.run_folder import repair_metrics
-from vrnn.train import TrainConfig, train
-from vrnn.train_config import add_train_flags
+from vrnn.evaluation.sequences import estimate_log_likelihood
+from vrnn.inference.objectives import elbo_bound, fivo_bound, free_bits_kl, iwae_bound
+from vrnn.models.reference import LiteralSRNN, LiteralVRNN
+from vrnn.models.vrnn import masked_sum
+from vrnn.store.checkpoint import load_checkpoint
+from vrnn.train.config import add_train_flags
+from vrnn.train.loop import TrainConfig, train
+from vrnn.train.metrics import METRIC_FIELDS
+from vrnn.train.run_folder import repair_metrics
 
 D = 3
 
@@ -145,7 +146,7 @@ def test_free_bits_clamp_each_steps_kl_and_leave_the_reported_elbo_alone():
 # -- FIVO -----------------------------------------------------------------------------------------
 
 def test_fivo_is_the_differentiable_particle_filter_beside_the_elbo():
-    from vrnn.smc import smc_log_likelihood
+    from vrnn.inference.smc import smc_log_likelihood
 
     model = tiny("vrnn-gauss", seed=2)
     x = torch.randn(2, 5, D)

@@ -1,4 +1,4 @@
-"""``--precision bf16`` (:mod:`vrnn.precision`): gradients against float64 with a derived
+"""``--precision bf16`` (:mod:`vrnn.kernels.precision`): gradients against float64 with a derived
 tolerance, the two loops against each other, what runs in which dtype, checkpoints, the missing
 hardware, resume.
 
@@ -35,14 +35,15 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from toydata import tiny_train_config, write_npz
 
-from vrnn import build_model, model_config, precision
-from vrnn import filtering as filtering_mod
-from vrnn import filtering_backward as backward_mod
-from vrnn import model as model_mod
-from vrnn.checkpoint import load_checkpoint
-from vrnn.checkpoint_eval import evaluate_checkpoint
-from vrnn.train import TrainConfig, config_from_args, train
-from vrnn.train_objective import Objective
+from vrnn import build_model, model_config
+from vrnn.commands.evaluate import evaluate_checkpoint
+from vrnn.kernels import filtering as filtering_mod
+from vrnn.kernels import filtering_backward as backward_mod
+from vrnn.kernels import precision
+from vrnn.models import vrnn as model_mod
+from vrnn.store.checkpoint import load_checkpoint
+from vrnn.train.loop import TrainConfig, config_from_args, train
+from vrnn.train.objective import Objective
 
 U = 2.0 ** -8
 CPU = torch.device("cpu")
@@ -217,7 +218,7 @@ def test_prepacked_products_are_the_plain_products_bit_for_bit(monkeypatch):
 
 _PRODUCTS = {torch.ops.aten.mm, torch.ops.aten.addmm, torch.ops.aten.bmm,
              torch.ops.aten.baddbmm, torch.ops.mkldnn._linear_pointwise}
-"""(the last: oneDNN's prepacked product, :class:`vrnn.precision.Factor` in bf16 on CPU)"""
+"""(the last: oneDNN's prepacked product, :class:`vrnn.kernels.precision.Factor` in bf16 on CPU)"""
 _FLOAT32_ONLY = {torch.ops.aten.sum, torch.ops.aten.mean, torch.ops.aten.logsumexp,
                  torch.ops.aten.log, torch.ops.aten.exp, torch.ops.aten.softplus,
                  torch.ops.aten._log_softmax, torch.ops.aten.log_softmax,

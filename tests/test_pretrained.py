@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from vrnn.checkpoint import load_checkpoint, model_from_checkpoint
 from vrnn.cli import main
-from vrnn.model import count_parameters
-from vrnn.pretrained import (
+from vrnn.models.vrnn import count_parameters
+from vrnn.store.checkpoint import load_checkpoint, model_from_checkpoint
+from vrnn.store.pretrained import (
     WEIGHTS,
     PretrainedError,
     add_pretrained,

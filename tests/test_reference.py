@@ -1,11 +1,11 @@
-"""The literal reference (:mod:`vrnn.reference`) as the benchmark uses it: its own weights or
+"""The literal reference (:mod:`vrnn.models.reference`) as the benchmark uses it: its own weights or
 the model's, one step at a time, under ``torch.compile``."""
 
 import pytest
 import torch
 
 from vrnn import build_model, model_config
-from vrnn.reference import LiteralVRNN
+from vrnn.models.reference import LiteralVRNN
 
 
 def tiny_vrnn(cell: str = "lstm"):

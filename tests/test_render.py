@@ -5,15 +5,15 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from vrnn.data import DataInfo
-from vrnn.data.music import LOWEST_KEY
-from vrnn.render import (
+from vrnn.commands.render import (
     plot_learning_curves,
     stroke_segments,
     to_pcm16,
     write_midi,
     write_samples,
 )
+from vrnn.data import DataInfo
+from vrnn.data.music import LOWEST_KEY
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -130,7 +130,7 @@ def test_bad_shapes_raise(tmp_path, shape):
 def write_csv(path, rows):
     """A metrics.csv with the columns training writes (a column the plots read that training no
     longer writes makes DictWriter fail here)."""
-    from vrnn.metrics_log import METRIC_FIELDS
+    from vrnn.train.metrics import METRIC_FIELDS
 
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, METRIC_FIELDS)

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from vrnn.report import ModelResult, assess_claims, format_table, paired_gap
+from vrnn.study.tables import ModelResult, assess_claims, format_table, paired_gap
 
 
 def result(name, ll, elbo=None, latent=None):
@@ -53,9 +53,9 @@ def test_claims_hold_and_fail_by_sign():
 def test_one_sequence_has_no_standard_error_anywhere():
     """One rule for n = 1 (the report's table, its claims and ``vrnn evaluate``'s summary): no
     standard error (None, printed n/a), never a spurious 0 that reads as certainty."""
-    from vrnn.checkpoint_eval import format_evaluation
-    from vrnn.evaluate import EvaluationResult
-    from vrnn.report import format_cell, mean_se
+    from vrnn.commands.evaluate import format_evaluation
+    from vrnn.evaluation.sequences import EvaluationResult
+    from vrnn.study.tables import format_cell, mean_se
 
     assert mean_se(np.array([3.0])) == (3.0, None)
     assert mean_se(np.array([3.0, 5.0])) == pytest.approx((4.0, 1.0))

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from vrnn.cli import main
-from vrnn.config import parse_model_name
-from vrnn.reproduce import build_parser, command_line
-from vrnn.studies import REAL_MODELS
+from vrnn.models.config import parse_model_name
+from vrnn.study.reproduce import build_parser, command_line
+from vrnn.study.studies import REAL_MODELS
 
 
 def display_name(model: str) -> str:
@@ -141,10 +141,10 @@ def test_the_srnn_study_trains_what_vrnn_train_would():
     import argparse
     import dataclasses
 
-    from vrnn.presets import model_config
-    from vrnn.reproduce import train_configs
-    from vrnn.studies import study_entries
-    from vrnn.train_config import TrainConfig, add_train_flags
+    from vrnn.models.presets import model_config
+    from vrnn.study.reproduce import train_configs
+    from vrnn.study.studies import study_entries
+    from vrnn.train.config import TrainConfig, add_train_flags
 
     args = build_parser().parse_args(["--data", "speech", "--study", "srnn"])
     configs = train_configs(args, "audio")
@@ -176,8 +176,8 @@ def test_the_srnn_study_trains_what_vrnn_train_would():
 
 
 def test_srnn_claims_judge_the_paired_gaps():
-    from vrnn.report import ModelResult
-    from vrnn.studies import srnn_claims
+    from vrnn.study.studies import srnn_claims
+    from vrnn.study.tables import ModelResult
 
     rng = np.random.default_rng(0)
     base = rng.normal(-100.0, 10.0, size=50)  # the sequences' own spread: far above the gaps
@@ -250,8 +250,8 @@ def test_the_objectives_study_trains_what_vrnn_train_would():
     the RNN baselines train with the ELBO (their exact likelihood)."""
     import argparse
 
-    from vrnn.reproduce import train_configs
-    from vrnn.train_config import TrainConfig, add_train_flags
+    from vrnn.study.reproduce import train_configs
+    from vrnn.train.config import TrainConfig, add_train_flags
 
     args = build_parser().parse_args(["--data", "handwriting", "--study", "objectives"])
     configs = train_configs(args, "strokes")
@@ -277,8 +277,8 @@ def test_the_objectives_study_trains_what_vrnn_train_would():
 
 
 def test_objective_claims_judge_each_objective_against_its_elbo_twin_and_the_rnns():
-    from vrnn.report import ModelResult
-    from vrnn.studies import objective_claims
+    from vrnn.study.studies import objective_claims
+    from vrnn.study.tables import ModelResult
 
     rng = np.random.default_rng(1)
     base = rng.normal(500.0, 50.0, size=40)
@@ -345,7 +345,7 @@ def test_a_tiny_objectives_study_reports_is_and_smc(tmp_path, capsys):
 
 
 def test_an_is_error_is_printed_only_where_the_ess_supports_it():
-    from vrnn.reproduce import _mc_cell
+    from vrnn.study.reproduce import _mc_cell
 
     ok = {"estimator": "is", "ess_mean": 12.0, "num_samples": 40, "is_stderr_mean": 0.25}
     assert _mc_cell(100.0, ok) == "100.0 (MC se 0.2)"

@@ -1,4 +1,5 @@
-"""The run folder (vrnn.run_folder): one process per --out, stale locks taken over, --overwrite
+"""The run folder (vrnn.train.run_folder): one process per --out, stale locks taken over,
+--overwrite
 leaves no old file, kill leftovers cleaned, a damaged metrics.csv repaired or named."""
 
 import json
@@ -11,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from vrnn import run_folder
-from vrnn.files import WriteError
-from vrnn.run_folder import RunFolder, RunFolderError, repair_metrics
+from vrnn.host.files import WriteError
+from vrnn.train import run_folder
+from vrnn.train.run_folder import RunFolder, RunFolderError, repair_metrics
 
 FIELDS = ("step", "epoch", "train_bound", "valid_bound")
 HAS_FLOCK = run_folder.fcntl is not None
@@ -193,8 +194,8 @@ def test_an_out_that_is_a_file_is_one_line_naming_it(tmp_path):
 
 READ_ONLY = """
 import sys
-from vrnn.files import WriteError
-from vrnn.run_folder import RunFolder
+from vrnn.host.files import WriteError
+from vrnn.train.run_folder import RunFolder
 try:
     RunFolder(sys.argv[1]).acquire()
 except WriteError as e:
@@ -390,7 +391,7 @@ def test_repair_metrics_reads_another_versions_columns_by_name(tmp_path):
 
 HOLD = """
 import sys
-from vrnn.run_folder import RunFolder
+from vrnn.train.run_folder import RunFolder
 run = RunFolder(sys.argv[1])
 run.acquire()
 print("locked", flush=True)
@@ -400,7 +401,7 @@ run.release()
 
 TRY = """
 import sys
-from vrnn.run_folder import RunFolder, RunFolderError
+from vrnn.train.run_folder import RunFolder, RunFolderError
 try:
     RunFolder(sys.argv[1]).acquire()
 except RunFolderError as e:

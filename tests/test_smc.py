@@ -1,4 +1,5 @@
-"""The particle filter (:mod:`vrnn.smc`): unbiased in p(x) against the Kalman filter, tighter than
+"""The particle filter (:mod:`vrnn.inference.smc`): unbiased in p(x) against the Kalman filter,
+tighter than
 importance sampling over long sequences, a trajectory-level reference for the resampling (whole
 states follow their ancestors), the limits (no resampling is IS, one particle is one weight),
 padding, FIVO's gradients, and ``vrnn evaluate --estimator smc``."""
@@ -12,9 +13,9 @@ import torch
 from test_kalman import as_tensor, kalman_log_likelihood, sample_ssm, ssm, ssm_model
 
 from vrnn import build_model, model_config
-from vrnn.evaluate import estimate_log_likelihood, evaluate_sequences
-from vrnn.model import reparameterise
-from vrnn.smc import SMCEstimate, _SRNNSteps, _VRNNSteps, smc_log_likelihood
+from vrnn.evaluation.sequences import estimate_log_likelihood, evaluate_sequences
+from vrnn.inference.smc import SMCEstimate, _SRNNSteps, _VRNNSteps, smc_log_likelihood
+from vrnn.models.vrnn import reparameterise
 
 # -- against the exact log p(x) of a linear-Gaussian state-space model ----------------------------
 
@@ -358,7 +359,7 @@ def test_evaluate_sequences_with_smc_reports_ess_and_resampling():
     assert s["resamples_mean"] == pytest.approx(res.resamples.mean())
     assert (res.is_stderr > 0).all()  # the spread of the 3 repeats
     # a row budget smaller than one filter still runs (one filter per pass), same numbers
-    import vrnn.evaluate as ev
+    import vrnn.evaluation.sequences as ev
 
     small = ev.estimate_log_likelihood_smc(model, torch.zeros(2, 3, 4), particles=8, repeats=2,
                                            row_budget=4,
@@ -402,7 +403,7 @@ def test_vrnn_evaluate_estimator_smc_in_process(tmp_path, capsys):
 
 
 def test_ess_warning_rule():
-    from vrnn.checkpoint_eval import ess_too_low, format_evaluation
+    from vrnn.commands.evaluate import ess_too_low, format_evaluation
 
     assert ess_too_low(4.9, 40) and not ess_too_low(5.0, 40)  # 5 samples at small S
     assert ess_too_low(99.0, 1000) and not ess_too_low(100.0, 1000)  # S / 10 at large S

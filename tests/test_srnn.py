@@ -1,5 +1,6 @@
-"""The SRNN (:mod:`vrnn.srnn`) and the smoothing posterior of the VRNN: the fast paths against the
-literal references (:mod:`vrnn.reference`), masks and padding, truncated BPTT, replicas,
+"""The SRNN (:mod:`vrnn.models.srnn`) and the smoothing posterior of the VRNN: the fast paths
+against the
+literal references (:mod:`vrnn.models.reference`), masks and padding, truncated BPTT, replicas,
 sampling, importance sampling, config and command-line errors, exact resume."""
 
 import dataclasses
@@ -14,10 +15,10 @@ from torch import nn
 from toydata import tiny_train_config, write_npz
 
 from vrnn import ModelConfig, build_model, model_config
-from vrnn.evaluate import estimate_log_likelihood
-from vrnn.model import MLP, VRNN, BackwardRNN, masked_sum, reverse_in_time
-from vrnn.reference import LiteralSRNN, LiteralVRNN
-from vrnn.srnn import SRNN
+from vrnn.evaluation.sequences import estimate_log_likelihood
+from vrnn.models.reference import LiteralSRNN, LiteralVRNN
+from vrnn.models.srnn import SRNN
+from vrnn.models.vrnn import MLP, VRNN, BackwardRNN, masked_sum, reverse_in_time
 
 OUTPUTS = {"gauss": ("audio", 4), "gmm": ("strokes", 3), "bernoulli": ("binary", 5)}
 """Each output head with the data kind it goes with and a tiny frame size."""
@@ -371,7 +372,7 @@ def literal_primed_srnn_sample(model: SRNN, prime: torch.Tensor, steps: int, tem
     """The SRNN's primed sample written out from the equations: d over the prime one frame at a
     time, a_t, z_t ~ q with one (num, P, Z) draw of noise; then per step d_t from x_{t-1},
     z_t ~ p(z_t | z_{t-1}, d_t), x_t ~ p(x_t | z_t, d_t), every draw from ``gen`` in order."""
-    from vrnn.distributions import draw
+    from vrnn.models.distributions import draw
 
     num, P, _ = prime.shape
     *d_state, z_prev, x_prev = model.init_state(num)
@@ -566,9 +567,9 @@ def test_command_line_refuses_flags_the_model_does_not_have(tmp_path, capsys, ar
 def test_srnn_stopped_and_resumed_run_matches_one_that_never_stopped(tmp_path):
     """A tiny SRNN trained 4 steps then resumed to 6 ends with the parameters of a straight 6-step
     run. The resume may repeat the run's own --posterior / --res-q, but not change them."""
-    from vrnn.checkpoint import load_checkpoint
     from vrnn.data import load_dataset
-    from vrnn.train import train
+    from vrnn.store.checkpoint import load_checkpoint
+    from vrnn.train.loop import train
 
     data = str(write_npz(tmp_path / "toy.npz"))
     ds = load_dataset(data)
@@ -599,9 +600,9 @@ def test_srnn_truncated_bptt_resume_carries_its_whole_state(tmp_path):
     """TBPTT over audio streams: the carried SRNN state (d's h and c, z_{t-1} and x_{t-1}) goes
     into the checkpoint and back, so a run stopped after 5 updates and resumed to 7 ends where a
     straight 7-update run does."""
-    from vrnn.checkpoint import load_checkpoint
     from vrnn.data import load_dataset
-    from vrnn.train import train
+    from vrnn.store.checkpoint import load_checkpoint
+    from vrnn.train.loop import train
 
     ds = load_dataset(str(write_npz(tmp_path / "toy.npz")))
     rng = np.random.default_rng(1)

@@ -11,8 +11,6 @@ import torch
 from conftest import REQUIRE_DATA
 from toydata import vrnn
 
-from vrnn import presets
-from vrnn.config import MODEL_NAMES, ModelConfig, models_for_kind, parse_model_name
 from vrnn.data import DataError, DataInfo, check_same_kind
 from vrnn.data.core import split_indices
 from vrnn.data.text import (
@@ -25,9 +23,11 @@ from vrnn.data.text import (
     text_dataset,
 )
 from vrnn.data.text import text_path as builtin_text_path
-from vrnn.distributions import CategoricalFrames, CategoricalHead, draw, make_head
-from vrnn.models import build_model
-from vrnn.presets import PRESETS, model_config, parameter_counts
+from vrnn.models import presets
+from vrnn.models.build import build_model
+from vrnn.models.config import MODEL_NAMES, ModelConfig, models_for_kind, parse_model_name
+from vrnn.models.distributions import CategoricalFrames, CategoricalHead, draw, make_head
+from vrnn.models.presets import PRESETS, model_config, parameter_counts
 
 TEXT_MODELS = ("rnn-categorical", "vrnn-categorical", "vrnn-i-categorical", "srnn-categorical")
 
@@ -294,7 +294,7 @@ def test_model_config_on_text_builds():
 
 
 def test_prime_files_for_a_text_model(tmp_path):
-    from vrnn.prime import read_prime
+    from vrnn.commands.prime import read_prime
 
     info = DataInfo(name="t", kind="text", x_dim=4, vocabulary=" abd")
     txt = tmp_path / "p.txt"

@@ -13,9 +13,9 @@ import pytest
 import torch
 from toydata import tiny_train_config, write_npz
 
-from vrnn import train as train_mod
-from vrnn.checkpoint import load_checkpoint
-from vrnn.train import TrainConfig, TrainingError, kl_weight_at, train
+from vrnn.store.checkpoint import load_checkpoint
+from vrnn.train import loop as train_mod
+from vrnn.train.loop import TrainConfig, TrainingError, kl_weight_at, train
 
 
 @pytest.fixture

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from vrnn.config import MODEL_NAMES
-from vrnn.train import TrainConfig, TrainResult
-from vrnn.train_config import (
+from vrnn.models.config import MODEL_NAMES
+from vrnn.train.config import (
     DATA_FIELDS,
     RESUME_OWN,
     add_train_flags,
@@ -18,6 +17,7 @@ from vrnn.train_config import (
     data_stem,
     train_flags,
 )
+from vrnn.train.loop import TrainConfig, TrainResult
 
 FIELDS = dataclasses.fields(TrainConfig)
 
@@ -103,7 +103,7 @@ def test_every_field_docstring_names_its_own_flag():
 def test_resume_keeps_the_runs_settings_unless_a_flag_is_typed(tmp_path, capsys):
     from toydata import write_npz
 
-    from vrnn.train import train
+    from vrnn.train.loop import train
 
     data, out = str(write_npz(tmp_path / "toy.npz")), tmp_path / "run"
     train(TrainConfig(data=data, model="vrnn-gauss", preset="tiny", lr=1e-3, batch_size=8,
@@ -138,7 +138,7 @@ def test_one_rule_for_the_stem_of_a_data_argument(data, stem):
 
 
 def _result(stopped, sig=None, main=True):
-    from vrnn.presets import model_config
+    from vrnn.models.presets import model_config
 
     return TrainResult(out_dir=Path("runs/x"), step=12, epoch=1, best_bound=-3.14159,
                        last_checkpoint=Path("runs/x/last.pt") if main else None,

@@ -12,10 +12,10 @@ import pytest
 import torch
 from toydata import tiny_train_config, write_npz
 
-from vrnn.checkpoint import load_checkpoint
-from vrnn.files import WriteError
-from vrnn.run_folder import RunFolderError
-from vrnn.train import TrainingError, train
+from vrnn.host.files import WriteError
+from vrnn.store.checkpoint import load_checkpoint
+from vrnn.train.loop import TrainingError, train
+from vrnn.train.run_folder import RunFolderError
 
 
 @pytest.fixture
@@ -240,10 +240,10 @@ def test_a_read_only_out_is_one_line_naming_it(data, tmp_path, monkeypatch):
     folder.mkdir()
     folder.chmod(0o555)
     if os.name == "posix" and os.geteuid() == 0:  # root writes anyway: the check still must say
-        import vrnn.files
+        import vrnn.host.files
 
         real = os.access
-        monkeypatch.setattr(vrnn.files.os, "access",
+        monkeypatch.setattr(vrnn.host.files.os, "access",
                             lambda p, mode: False if str(p) == str(folder) else real(p, mode))
     try:
         with pytest.raises(WriteError, match=f"--out {folder}: cannot write"):

@@ -35,7 +35,7 @@ def write_npz(path, x_dim=4, n_train=24, seed=0):
 
 def tiny_train_config(data, out, **kw):
     """The tiny VRNN-Gauss on ``data``: 8 steps, validating every 4, written into ``out``."""
-    from vrnn.train import TrainConfig
+    from vrnn.train.loop import TrainConfig
 
     base = dict(data=data, model="vrnn-gauss", preset="tiny", max_steps=8, out_dir=str(out),
                 batch_size=8, val_interval=4, log_interval=2, progress=False,

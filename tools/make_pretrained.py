@@ -4,8 +4,8 @@
         --licence "..." [--samples 40]
 
 It evaluates the checkpoint on its data's test split (importance sampling with S samples, as
-``vrnn evaluate``), writes the slim checkpoint to ``src/vrnn/weights/NAME.pt`` and its entry
-(with those test figures, the command and the licence) to ``src/vrnn/weights/index.json``.
+``vrnn evaluate``), writes the slim checkpoint to ``src/vrnn/store/weights/NAME.pt`` and its entry
+(with those test figures, the command and the licence) to ``src/vrnn/store/weights/index.json``.
 A maintainer's tool: the package never trains or downloads anything at run time.
 """
 
@@ -14,8 +14,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from vrnn.checkpoint_eval import evaluate_checkpoint
-from vrnn.pretrained import add_pretrained
+from vrnn.commands.evaluate import evaluate_checkpoint
+from vrnn.store.pretrained import add_pretrained
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,16 +8,16 @@ the paper's evaluation and experiments.
     >>> samples = model.sample(4, 100, temperature=0.8)
 """
 
-from vrnn.config import MODEL_NAMES, ModelConfig, parse_model_name
-from vrnn.evaluate import (
+from vrnn.evaluation.sequences import (
     EvaluationResult,
     LikelihoodEstimate,
     estimate_log_likelihood,
     evaluate_sequences,
 )
-from vrnn.model import RNN, VRNN, SequenceModel, StepTerms, count_parameters, masked_sum
-from vrnn.models import build_model
-from vrnn.presets import PRESETS, model_config
+from vrnn.models.build import build_model
+from vrnn.models.config import MODEL_NAMES, ModelConfig, parse_model_name
+from vrnn.models.presets import PRESETS, model_config
+from vrnn.models.vrnn import RNN, VRNN, SequenceModel, StepTerms, count_parameters, masked_sum
 
 __version__ = "0.1.0"
 

@@ -54,14 +54,14 @@ class Command:
 # -- train ----------------------------------------------------------------------------------------
 
 def _train_args(p: argparse.ArgumentParser) -> None:
-    from vrnn.train_config import add_train_flags
+    from vrnn.train.config import add_train_flags
 
     add_train_flags(p, required=("data", "model"))
 
 
 def _train(args: argparse.Namespace) -> int:
-    from vrnn.train import train
-    from vrnn.train_config import TrainConfig, config_from_args
+    from vrnn.train.config import TrainConfig, config_from_args
+    from vrnn.train.loop import train
 
     fields = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
     result = train(config_from_args(fields, args.argv[1:]))
@@ -82,7 +82,7 @@ def _checkpoint_arg(p: argparse.ArgumentParser) -> None:
 
 def _checkpoint(args: argparse.Namespace) -> str:
     """The checkpoint file of CKPT or --pretrained (exactly one of them)."""
-    from vrnn.pretrained import pretrained_path
+    from vrnn.store.pretrained import pretrained_path
 
     if (args.checkpoint is None) == (args.pretrained is None):
         raise ValueError("give a checkpoint file CKPT or --pretrained NAME, one of them")
@@ -91,7 +91,7 @@ def _checkpoint(args: argparse.Namespace) -> str:
 
 def _default_out(args: argparse.Namespace, name: str) -> str | None:
     """--out as given, or for --pretrained runs/pretrained/NAME/<name> (never the package)."""
-    from vrnn.pretrained import output_folder
+    from vrnn.store.pretrained import output_folder
 
     if args.out or not args.pretrained:
         return args.out
@@ -134,8 +134,8 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from vrnn.checkpoint_eval import evaluate_checkpoint, format_evaluation
-    from vrnn.files import WriteError, check_folder, refuse_existing, write_text
+    from vrnn.commands.evaluate import evaluate_checkpoint, format_evaluation
+    from vrnn.host.files import WriteError, check_folder, refuse_existing, write_text
 
     if args.out:  # before the work, not after it
         check_folder(Path(args.out).parent, "--out")
@@ -158,7 +158,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _sample_args(p: argparse.ArgumentParser) -> None:
-    from vrnn.sampling import MAX_PICTURES
+    from vrnn.commands.sample import MAX_PICTURES
 
     _checkpoint_arg(p)
     p.add_argument("--num", type=int, default=4,
@@ -182,7 +182,7 @@ def _sample_args(p: argparse.ArgumentParser) -> None:
 
 
 def _sample(args: argparse.Namespace) -> int:
-    from vrnn.sampling import sample_checkpoint
+    from vrnn.commands.sample import sample_checkpoint
 
     result = sample_checkpoint(_checkpoint(args), num=args.num, steps=args.steps,
                                prime=args.prime, temperature=args.temperature, seed=args.seed,
@@ -207,7 +207,7 @@ def _analyse_args(p: argparse.ArgumentParser) -> None:
 
 
 def _analyse(args: argparse.Namespace) -> int:
-    from vrnn.kl_figure import analyse_checkpoint
+    from vrnn.commands.analyse import analyse_checkpoint
 
     png = analyse_checkpoint(_checkpoint(args), data=args.data, split=args.split,
                              index=args.index, out=_default_out(args, "kl.png"), seed=args.seed,
@@ -223,7 +223,7 @@ def _info_args(p: argparse.ArgumentParser) -> None:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from vrnn.describe import checkpoint_info, format_checkpoint_info
+    from vrnn.commands.info import checkpoint_info, format_checkpoint_info
 
     info = checkpoint_info(_checkpoint(args))
     print(json.dumps(info, default=str) if args.json else format_checkpoint_info(info))
@@ -235,7 +235,7 @@ def _pretrained_args(p: argparse.ArgumentParser) -> None:
 
 
 def _pretrained(args: argparse.Namespace) -> int:
-    from vrnn.pretrained import format_pretrained, read_index
+    from vrnn.store.pretrained import format_pretrained, read_index
 
     index = read_index()
     print(json.dumps(index) if args.json else format_pretrained(index))
@@ -252,7 +252,7 @@ def _export_args(p: argparse.ArgumentParser) -> None:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from vrnn.checkpoint import export_safetensors, load_checkpoint
+    from vrnn.store.checkpoint import export_safetensors, load_checkpoint
 
     out = Path(args.out) if args.out else Path(args.checkpoint).with_suffix(".safetensors")
     weights, config = export_safetensors(load_checkpoint(args.checkpoint), out,
@@ -266,13 +266,13 @@ def _export(args: argparse.Namespace) -> int:
 def _data_info_fields() -> list[str]:
     """The data flags of ``vrnn train`` that ``vrnn data info`` takes (the data set is its
     positional argument)."""
-    from vrnn.train_config import DATA_FIELDS
+    from vrnn.train.config import DATA_FIELDS
 
     return [f for f in DATA_FIELDS if f != "data"]
 
 
 def _data_args(p: argparse.ArgumentParser) -> None:
-    from vrnn.train_config import add_train_flags
+    from vrnn.train.config import add_train_flags
 
     sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     ls = sub.add_parser("list", help="the built-in data sets and whether they are installed")
@@ -293,8 +293,8 @@ def _data_args(p: argparse.ArgumentParser) -> None:
 
 
 def _data(args: argparse.Namespace) -> int:
+    from vrnn.commands.info import format_dataset, format_packed
     from vrnn.data import format_dataset_table, list_datasets, load_dataset, pack_sequences
-    from vrnn.describe import format_dataset, format_packed
 
     if args.action == "list":
         rows = list_datasets()
@@ -322,7 +322,7 @@ def _demo_args(p: argparse.ArgumentParser) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from vrnn.demo import run_demo
+    from vrnn.study.demo import run_demo
 
     run_demo(Path(args.out), quick=args.quick, seed=args.seed, parallel=not args.serial)
     return 0
@@ -336,7 +336,7 @@ def _presets_args(p: argparse.ArgumentParser) -> None:
 
 
 def _presets(args: argparse.Namespace) -> int:
-    from vrnn.presets import DATA_KINDS, format_parameter_table
+    from vrnn.models.presets import DATA_KINDS, format_parameter_table
 
     if args.x_dim is not None and args.x_dim < 1:
         raise ValueError(f"--x-dim must be >= 1, got {args.x_dim}")
@@ -345,13 +345,13 @@ def _presets(args: argparse.Namespace) -> int:
 
 
 def _reproduce_args(p: argparse.ArgumentParser) -> None:
-    from vrnn.reproduce import build_parser
+    from vrnn.study.reproduce import build_parser
 
     build_parser(p)
 
 
 def _reproduce(args: argparse.Namespace) -> int:
-    from vrnn.reproduce import run_study
+    from vrnn.study.reproduce import run_study
 
     run_study(args)
     return 0
@@ -415,9 +415,9 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``vrnn`` and ``python -m vrnn``; returns the exit status."""
     if argv is None:  # the console script: a person reads the warnings, not a test harness
         warnings.showwarning = _show_warning
-        from vrnn.allocator import keep_freed_memory
+        from vrnn.host.allocator import keep_freed_memory
 
-        keep_freed_memory()  # a process of its own: freed buffers stay mapped (vrnn.allocator)
+        keep_freed_memory()  # a process of its own: freed buffers stay mapped (vrnn.host.allocator)
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in COMMANDS and COMMANDS[argv[0]].passthrough:
         module, func = COMMANDS[argv[0]].passthrough.split(":")
@@ -431,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = argv
     code = _run(args)
-    from vrnn.distributed import exit_now
+    from vrnn.train.distributed import exit_now
 
     exit_now(code)  # a torchrun rank ends here, before interpreter shutdown (see exit_now)
     return code
@@ -440,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args) -> int:
     """Run the parsed command; user errors become one line on stderr and an exit status."""
     debug = os.environ.get("VRNN_DEBUG")
-    from vrnn.train import TrainingError
+    from vrnn.train.loop import TrainingError
 
     try:
         return int(args.func(args) or 0)

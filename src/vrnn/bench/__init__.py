@@ -9,7 +9,7 @@ and the SRNN's against a per-step SRNN.
     python -m vrnn.bench --device cuda
 
 A VRNN cannot hand its recurrence to a fused sequence kernel (z_t feeds h_t), so public ports call
-every network inside a Python loop over time. :class:`vrnn.reference.LiteralVRNN` is that
+every network inside a Python loop over time. :class:`vrnn.models.reference.LiteralVRNN` is that
 straightforward version: the same maths, the same modules and weights, every network called at
 every step, the KL from ``torch.distributions``. The benchmark times one training step (forward,
 backward, Adam) of each variant in one process, interleaved (A B C, B C A, C A B, ...) after
@@ -26,10 +26,11 @@ Variants of the training step (the ablation: what each optimisation is worth):
     ours              ``VRNN`` as shipped: the same plus the hand-written backward of the loop
                       (every weight gradient one product over all B * T rows)
 
-The SRNN (Fraccaro et al. 2016; :mod:`vrnn.srnn`) at the speech and handwriting sizes, with
+The SRNN (Fraccaro et al. 2016; :mod:`vrnn.models.srnn`) at the speech and handwriting sizes, with
 the smoothing posterior and Res_q (configs ``srnn-speech``, ``srnn-handwriting``), has two
 variants and its training step only (no evaluation, generation or bound):
-    per-step          ``vrnn.reference.LiteralSRNN``: d_t stepped one frame at a time through the
+    per-step          ``vrnn.models.reference.LiteralSRNN``: d_t stepped one frame at a time
+    through the
                       library RNN, every network of the z-chain called per step
     ours              ``SRNN`` as shipped: d_t and the backward RNN of a_t as fused library RNNs
                       over the whole sequence, only the z-chain step by step, its first-layer
@@ -40,7 +41,8 @@ and a VRNN step compare within one run.
 Precision (``--precision fp32,bf16``, both by default where the device multiplies bfloat16
 natively): each precision but fp32 adds ``per-step bf16`` and ``ours bf16`` (SRNN configs: its
 two variants likewise) to the same rotation, deep copies of the same float32 weights with their
-forward under :func:`vrnn.precision.autocast`, and a bfloat16 ``torch.mm`` for their matmul rate;
+forward under :func:`vrnn.kernels.precision.autocast`, and a bfloat16 ``torch.mm`` for their matmul
+rate;
 their loss must agree with the float32 per-step loss to
 :data:`~vrnn.bench.configs.BF16_AGREEMENT_RTOL` (u = 2^-8), and their speed-up over the float32
 variant they copy is reported (``speedup_vs_fp32``). With ``--isolated`` (the default) ``ours``

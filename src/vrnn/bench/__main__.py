@@ -2,8 +2,8 @@
 
 import sys
 
-from vrnn.allocator import keep_freed_memory
 from vrnn.bench.cli import main
+from vrnn.host.allocator import keep_freed_memory
 
-keep_freed_memory()  # as `vrnn benchmark` runs (vrnn.allocator)
+keep_freed_memory()  # as `vrnn benchmark` runs (vrnn.host.allocator)
 sys.exit(main())

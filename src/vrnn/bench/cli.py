@@ -11,7 +11,6 @@ from pathlib import Path
 
 import torch
 
-from vrnn import precision as precision_mod
 from vrnn.bench.configs import CONFIGS, SCALING_CONFIG, BenchmarkError, quick_config
 from vrnn.bench.machine import (
     available_memory_bytes,
@@ -22,6 +21,7 @@ from vrnn.bench.machine import (
 from vrnn.bench.particles import bench_particles
 from vrnn.bench.report import format_report, markdown_report
 from vrnn.bench.suites import bench_evaluation, bench_generation, bench_scaling, bench_training
+from vrnn.kernels import precision as precision_mod
 
 DESCRIPTION = ("Speed benchmark: the library's VRNN training step against a straightforward "
                "per-step VRNN,\nand the SRNN's against a per-step SRNN (configs srnn-*: the "
@@ -66,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma list of fp32, bf16: the precisions of the training-step variants "
                         "(default fp32,bf16 where the device multiplies bfloat16 natively, "
                         "else fp32; fp32 is always timed, the reference). bf16 adds 'per-step "
-                        "bf16' and 'ours bf16' (their forward under vrnn.precision.autocast: "
+                        "bf16' and 'ours bf16' (their forward under "
+                        "vrnn.kernels.precision.autocast: "
                         "products in bfloat16, float32 weights), timed in the same rotation, "
                         "with a bf16 torch.mm for their matmul rate; an error on a device "
                         "without bfloat16 products")
@@ -139,8 +140,9 @@ def parse_precisions(text: str) -> list[str]:
 
 def resolve_precisions(text: str | None, device: torch.device) -> list[str]:
     """The precisions to time on ``device``: ``--precision`` (ValueError naming the flag when
-    the device lacks native bfloat16 products, :func:`vrnn.precision.check_supported`), or by
-    default fp32 and bf16 where :func:`vrnn.precision.bf16_supported`, else fp32 alone."""
+    the device lacks native bfloat16 products, :func:`vrnn.kernels.precision.check_supported`), or
+    by
+    default fp32 and bf16 where :func:`vrnn.kernels.precision.bf16_supported`, else fp32 alone."""
     if text is None:
         return ["fp32", "bf16"] if precision_mod.bf16_supported(device) else ["fp32"]
     precisions = parse_precisions(text)

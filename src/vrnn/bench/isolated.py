@@ -7,7 +7,7 @@ them. At the handwriting size on a two-core Xeon with AMX, ``ours`` and ``ours b
 in a fresh process took 780 and 465 ms a step (1.68x), interleaved with ``per-step bf16`` 850
 and 540 ms, in the benchmark's full rotation 882 and 654 ms (1.35x): the same code, every
 phase of the step (forward loop, backward loop, weight gradients, the rest) about as much
-slower, with no page faults (``vrnn.allocator``), no trimming and no difference in THP to
+slower, with no page faults (``vrnn.host.allocator``), no trimming and no difference in THP to
 explain it. A training process runs one model, so the pair is timed once more here as a
 training process would run it: a fresh interpreter with the benchmark's allocator setting and
 thread count, the same seed (so the same weights, batch and noise: the child's first losses are
@@ -64,8 +64,8 @@ def pair_in_fresh_process(cfg: BenchConfig, precision: str, repeats: int, warmup
 def _child(job: dict) -> dict:
     """The child's work: build the variants as the parent does (same seed), keep the pair,
     time it. Returns each one's seconds per round and ``first_loss``."""
-    from vrnn.allocator import keep_freed_memory
     from vrnn.bench.variants import build_variants, make_optimizer, train_step
+    from vrnn.host.allocator import keep_freed_memory
 
     keep_freed_memory()  # as the parent (``vrnn benchmark``) runs
     torch.set_num_threads(job["threads"])

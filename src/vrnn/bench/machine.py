@@ -8,10 +8,10 @@ from pathlib import Path
 
 import torch
 
-from vrnn.allocator import keeps_freed_memory
 from vrnn.bench.configs import BenchConfig
-from vrnn.machine import cpu_name
-from vrnn.models import build_model
+from vrnn.host.allocator import keeps_freed_memory
+from vrnn.host.machine import cpu_name
+from vrnn.models.build import build_model
 
 
 def machine_info(device: torch.device) -> dict:

@@ -1,8 +1,8 @@
 """How the benchmark measures: interleaved timing, paired ratios, the machine's matmul rate,
 analytic FLOP counts, the thin-product bound, operator profiles and memory kept for backward.
 
-Nothing here knows the variants; the FLOP counts read a :class:`~vrnn.model.VRNN`'s (or an
-:class:`~vrnn.srnn.SRNN`'s) weights.
+Nothing here knows the variants; the FLOP counts read a :class:`~vrnn.models.vrnn.VRNN`'s (or an
+:class:`~vrnn.models.srnn.SRNN`'s) weights.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import torch
 from torch import Tensor, nn
 
 from vrnn.bench.configs import IS_SAMPLES, BenchConfig
-from vrnn.model import VRNN, LatentGaussian
-from vrnn.srnn import SRNN
+from vrnn.models.srnn import SRNN
+from vrnn.models.vrnn import VRNN, LatentGaussian
 
 # -- timing ------------------------------------------------------------------------------------
 

@@ -17,10 +17,10 @@ from vrnn.bench.configs import IS_SAMPLES, BenchConfig, make_batch
 from vrnn.bench.measure import interleaved, median, sync_for
 from vrnn.bench.suites import is_chunk
 from vrnn.bench.variants import make_optimizer
-from vrnn.evaluate import estimate_log_likelihood
-from vrnn.model import VRNN
-from vrnn.smc import smc_log_likelihood
-from vrnn.train_objective import Objective
+from vrnn.evaluation.sequences import estimate_log_likelihood
+from vrnn.inference.smc import smc_log_likelihood
+from vrnn.models.vrnn import VRNN
+from vrnn.train.objective import Objective
 
 PARTICLES = (4, 16)
 """K of the timed K-particle steps by default (``--particles``)."""
@@ -28,7 +28,7 @@ PARTICLES = (4, 16)
 
 def _step(objective: Objective, opt: torch.optim.Optimizer, x, gen: torch.Generator):
     """One training update of ``objective`` on ``x`` (forward, backward, Adam), as training does
-    it (:class:`vrnn.train_objective.Objective`: the loss and, beside it, the plain ELBO)."""
+    it (:class:`vrnn.train.objective.Objective`: the loss and, beside it, the plain ELBO)."""
     scale = 1.0 / x.shape[0]
 
     def step() -> None:

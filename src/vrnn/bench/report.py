@@ -361,10 +361,11 @@ def markdown_report(result: dict) -> str:
     """The tables of ``docs/PERFORMANCE.md`` from a result (``--json``): one per configuration,
     then evaluation, generation, memory and scaling."""
     m = result["machine"]
+    kept = "; freed memory kept mapped (vrnn.host.allocator)"
     out = [f"Machine: {m['cpu']}, {m['cpu_count']} cores, {m['torch_threads']} torch threads, "
            f"torch {m['torch']}, device {m['device']}; load average at the start "
            f"{m['load_average'][0] if m.get('load_average') else 'n/a'}"
-           f"{'; freed memory kept mapped (vrnn.allocator)' if m.get('keeps_freed_memory') else ''}"
+           f"{kept if m.get('keeps_freed_memory') else ''}"
            ".", ""]
     for name, r in result["configs"].items():
         if "skipped" in r:

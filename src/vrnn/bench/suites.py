@@ -41,13 +41,13 @@ from vrnn.bench.variants import (
     train_step,
     vrnn_reference,
 )
-from vrnn.evaluate import (
+from vrnn.evaluation.sequences import (
     DEFAULT_ROW_BUDGET,
     DEFAULT_STEP_BUDGET,
     estimate_log_likelihood,
     log_mean_exp,
 )
-from vrnn.model import VRNN, masked_sum
+from vrnn.models.vrnn import VRNN, masked_sum
 
 # -- training ----------------------------------------------------------------------------------
 

@@ -1,11 +1,12 @@
 """The training-step variants the benchmark times, built from one set of weights, and the check
 that they compute the same loss and gradients before any of them is timed.
 
-    per-step          :class:`vrnn.reference.LiteralVRNN`: every network inside the loop
+    per-step          :class:`vrnn.models.reference.LiteralVRNN`: every network inside the loop
     per-step+compile  the same, its ``step`` under ``torch.compile``
     autograd-loop     ``VRNN`` with ``custom_loop = False`` (autograd through the batched loop)
     ours              ``VRNN`` as shipped (the hand-written backward of the loop)
-    per-step bf16     ``per-step`` with its forward under ``vrnn.precision.autocast(.., "bf16")``
+    per-step bf16     ``per-step`` with its forward under ``vrnn.kernels.precision.autocast(..,
+    "bf16")``
                       (every product in bfloat16, float32 accumulation, float32 weights)
     ours bf16         ``ours`` likewise (its hand-written loop reads the autocast state)
 
@@ -15,8 +16,10 @@ per-step loss with :data:`~vrnn.bench.configs.BF16_AGREEMENT_RTOL` instead of
 :data:`~vrnn.bench.configs.AGREEMENT_RTOL`.
 
 An SRNN configuration (``family = 'srnn'``) has two: ``per-step``
-(:class:`vrnn.reference.LiteralSRNN`: d_t stepped one frame at a time through the library RNN,
-every network of the z-chain per step) and ``ours`` (:class:`vrnn.srnn.SRNN` as shipped: d_t and
+(:class:`vrnn.models.reference.LiteralSRNN`: d_t stepped one frame at a time through the library
+RNN,
+every network of the z-chain per step) and ``ours`` (:class:`vrnn.models.srnn.SRNN` as shipped: d_t
+and
 the smoothing backward RNN as fused library RNNs over the whole sequence, only the z-chain step
 by step with its first-layer products hoisted). Its row also times the VRNN's ``ours`` of the
 same sizes (:func:`vrnn_reference`), for the ratio of an SRNN step to a VRNN step. With bf16 it
@@ -33,7 +36,6 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from vrnn import precision as precision_mod
 from vrnn.bench.configs import (
     AGREEMENT_RTOL,
     BF16_AGREEMENT_RTOL,
@@ -42,9 +44,10 @@ from vrnn.bench.configs import (
     BenchmarkError,
     make_batch,
 )
-from vrnn.model import VRNN, SequenceModel
-from vrnn.reference import LiteralSRNN, LiteralVRNN
-from vrnn.srnn import SRNN
+from vrnn.kernels import precision as precision_mod
+from vrnn.models.reference import LiteralSRNN, LiteralVRNN
+from vrnn.models.srnn import SRNN
+from vrnn.models.vrnn import VRNN, SequenceModel
 
 BASELINE = "per-step"
 
@@ -62,7 +65,8 @@ class Variant:
     loss: Callable[[], Tensor]
     """The negative ELBO of the benchmark's batch with its fixed noise."""
     precision: str = "fp32"
-    """The dtype policy of its products (:mod:`vrnn.precision`): the forward of ``loss`` runs
+    """The dtype policy of its products (:mod:`vrnn.kernels.precision`): the forward of ``loss``
+    runs
     under ``autocast(module, precision, device)``."""
 
     @property
@@ -139,7 +143,7 @@ def low_precision_variants(per_step: nn.Module, ours: nn.Module, run_per_step: C
     """``per-step P`` and ``ours P`` for each precision P of ``precisions`` but fp32: deep copies
     of the float32 ``per_step`` and ``ours`` modules (so the same initial weights, float32, each
     its own), their losses (``run_per_step(module)``, ``run_ours(module)``) computed under
-    ``vrnn.precision.autocast(module, P, device)``: the forward's products in P, and so the
+    ``vrnn.kernels.precision.autocast(module, P, device)``: the forward's products in P, and so the
     backward's. ``module`` owns every layer, so that autocast hooks them all."""
     out: dict[str, Variant] = {}
     for p in precisions:

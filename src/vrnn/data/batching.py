@@ -1,6 +1,6 @@
 """Batches of variable-length sequences: zero-padding with a mask, a length-bucketing batch
 sampler, and contiguous windows for truncated BPTT. (Data parallelism shards the rows of each
-global batch, ``vrnn.distributed.shard``: every rank iterates the same global batches.)
+global batch, ``vrnn.train.distributed.shard``: every rank iterates the same global batches.)
 
 Every order here is a function of (seed, epoch) only, so a resumed run sees the same batches.
 """

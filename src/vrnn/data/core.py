@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vrnn.files import atomic_write
+from vrnn.host.files import atomic_write
 
 KINDS = ("audio", "strokes", "binary", "text")
 SPLITS = ("train", "valid", "test")
@@ -336,8 +336,9 @@ def cache_key(settings: dict) -> str:
 
 
 def save_npz_atomic(path: Path, **arrays: np.ndarray) -> None:
-    """Write ``arrays`` to ``path`` (.npz, compressed) atomically (:func:`vrnn.files.atomic_write`:
-    a crash leaves the old file or none, never half of one); :class:`vrnn.files.WriteError`
+    """Write ``arrays`` to ``path`` (.npz, compressed) atomically
+    (:func:`vrnn.host.files.atomic_write`:
+    a crash leaves the old file or none, never half of one); :class:`vrnn.host.files.WriteError`
     naming the path when the folder or the disk refuses."""
     atomic_write(path, lambda f: np.savez_compressed(f, **arrays))
 

@@ -17,7 +17,7 @@ Splits
 Cache
     Parsing takes about 35 s, so the rolls are cached in ``$VRNN_CACHE`` (default
     ``~/.cache/vrnn``) as ``chorales-<key>.npz``, the key hashing the music21 version and these
-    settings; written atomically (``vrnn.files.atomic_write``).
+    settings; written atomically (``vrnn.host.files.atomic_write``).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from vrnn.data.core import (
 
 LOWEST_KEY = 21
 """MIDI note of a piano roll's first key (A0); the roll's keys run to LOWEST_KEY + N_KEYS - 1
-(108, C8). ``vrnn.render.write_midi`` uses it too."""
+(108, C8). ``vrnn.commands.render.write_midi`` uses it too."""
 N_KEYS = 88
 """Keys of a piano roll: the piano's 88."""
 MUSIC21_PIP = "music21==10.5.1"

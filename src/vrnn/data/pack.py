@@ -25,7 +25,7 @@ import numpy as np
 from vrnn.data.core import SPLITS, DataError
 from vrnn.data.formats import _SPLIT_KEYS, _load, _sequences, pickle_error
 from vrnn.data.walk import walk_files
-from vrnn.files import atomic_write
+from vrnn.host.files import atomic_write
 
 PACK_SUFFIXES = (".npy", ".npz", ".csv", ".txt")
 """Files a folder given to :func:`pack_sequences` may hold: one sequence each (a .npy or .npz may
@@ -179,7 +179,7 @@ def pack_sequences(src: str | Path | Sequence[np.ndarray] | Mapping[str, Sequenc
 
     Raises:
         DataError naming the file or sequence (object arrays without ``allow_pickle``, ragged
-        shapes, mixed D); FileNotFoundError; ``vrnn.files.WriteError`` when ``dst`` cannot be
+        shapes, mixed D); FileNotFoundError; ``vrnn.host.files.WriteError`` when ``dst`` cannot be
         written.
     """
     dst = Path(dst).expanduser()

@@ -1,0 +1,5 @@
+"""The model families (one file each: the RNN baselines, the VRNN, the SRNN), their shared
+layers and output distributions, their configuration, presets and literal references.
+
+May import: ``vrnn.inference``, ``vrnn.kernels``, ``vrnn.host``; never data, training, storage
+or the command line."""

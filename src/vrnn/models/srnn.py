@@ -1,0 +1,245 @@
+"""The Stochastic Recurrent Neural Network (SRNN), the VRNN's successor.
+
+Fraccaro, Sønderby, Paquet, Winther. "Sequential Neural Models with Stochastic Layers." NIPS 2016
+(arXiv:1605.07571), Section 3; ``../shared/SPEC.md`` Section 5. The deterministic and stochastic
+layers are stacked, not mixed as in the VRNN:
+
+    d_t = f(d_{t-1}, phi_x(x_{t-1}))                  deterministic layer, x_0 = 0 (Eq. 2)
+    p(z_t | z_{t-1}, d_t) = N(mu_p, sigma_p)          prior, an MLP of [d_t, z_{t-1}], z_0 = 0
+    p(x_t | z_t, d_t)                                  emission, an MLP of [z_t, d_t], any head
+    a_t = g(a_{t+1}, [d_t, phi_x(x_t)])                smoothing: a backward RNN (Eq. 12)
+    a_t = MLP([d_t, phi_x(x_t)])                       filtering
+    q(z_t | z_{t-1}, a_t) = N(mu_q, sigma_q)          an MLP of [a_t, z_{t-1}];
+                                                       Res_q: mu_q = mu_p + delta
+
+Because d does not see z, it runs as one fused library RNN over the whole sequence, and so does
+the backward RNN; only the z-chain is sequential. Inside its loop run the products with z_{t-1}
+alone: the products of the first layers with d_t and a_t are computed for all steps before it,
+the emission, the KL and the log-likelihood after it. The prior runs in the loop only with Res_q
+(the posterior mean needs it); without, it runs after the loop too.
+
+Notation as in :mod:`vrnn.models.vrnn`: B sequences, T steps, D frame size, Z latent size, H units
+of
+d, A units of a, R replicas of each sequence and N = R * B rows.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.distributions import kl_divergence
+
+from vrnn.kernels.activations import positive_scale
+from vrnn.kernels.precision import from_low
+from vrnn.models.config import ModelConfig
+from vrnn.models.distributions import diagonal_normal, draw
+from vrnn.models.vrnn import (
+    MLP,
+    BackwardRNN,
+    Decoder,
+    LatentGaussian,
+    SequenceModel,
+    State,
+    StepTerms,
+)
+
+
+def _tiled(rows: Tensor, per_sequence: Tensor) -> Tensor:
+    """``rows (R * B, n) + per_sequence (B, n)``, row ``r * B + b`` getting sequence b's."""
+    B = per_sequence.shape[0]
+    return (rows.view(-1, B, rows.shape[-1]) + per_sequence).view(rows.shape)
+
+
+class _SplitGaussian:
+    """A :class:`LatentGaussian` over ``[static_t, z_{t-1}]`` split in two: the first layer's
+    product with ``static (B, T, S)`` for every step at once, then per step the product with
+    ``z_prev (N, Z)`` and the rest of the network -> ``loc, scale`` each ``(N, Z)``."""
+
+    def __init__(self, net: LatentGaussian, static: Tensor):
+        layers = list(net.mlp.layers)
+        self.first = layers[0] if layers else net.gaussian.linear
+        self.rest = layers[1:]
+        self.hidden = bool(layers)
+        self.net = net
+        S = static.shape[-1]
+        # under bf16 autocast a direct F.linear returns bfloat16 (the model's layers are cast
+        # back by vrnn.kernels.precision.autocast; these two products are cast back here)
+        self.static = from_low(F.linear(static, self.first.weight[:, :S], self.first.bias))
+        self.w_z = self.first.weight[:, S:]
+
+    def steps(self):
+        return self.static.unbind(1)
+
+    def __call__(self, static_t: Tensor, z_prev: Tensor) -> tuple[Tensor, Tensor]:
+        out = _tiled(from_low(F.linear(z_prev, self.w_z)), static_t)  # (N, n)
+        if not self.hidden:
+            loc, raw = out.chunk(2, -1)
+            return loc, positive_scale(raw, self.net.gaussian.min_scale)
+        out = F.relu(out)
+        for layer in self.rest:
+            out = F.relu(layer(out))
+        return self.net.gaussian.params(out)
+
+
+class SRNN(SequenceModel):
+    """The SRNN with the smoothing (default) or filtering posterior, with or without Res_q.
+
+    Modules: ``phi_x`` (features of x; the identity with no widths, as the SRNN paper), ``rnn``
+    (the deterministic layer, a library LSTM/GRU), ``inference`` (a :class:`BackwardRNN` over
+    ``[d_t, phi_x(x_t)]`` when smoothing, else an MLP of it), ``prior``, ``encoder`` and
+    ``decoder``. The recurrent state, carried across TBPTT windows and through generation, is
+    ``(*d_state, z_prev (B, Z), x_prev (B, D))``: the deterministic layer's ``(h, c)`` or
+    ``(h,)``, the last latent and the last frame (the next step's input u_t = x_{t-1}).
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__(config)
+        cfg = config
+        if cfg.family != "srnn":
+            raise ValueError(f"SRNN needs config.family='srnn', got {cfg.family!r}")
+        H, Z = cfg.h_dim, cfg.z_dim
+        A = cfg.a_dim or H
+        self.phi_x = MLP(cfg.x_dim, cfg.phi_x)
+        X = self.phi_x.out_dim
+        self.rnn = (nn.LSTM if cfg.cell == "lstm" else nn.GRU)(X, H, batch_first=True)
+        self.inference = (BackwardRNN(H + X, A, cfg.cell) if cfg.posterior == "smoothing"
+                          else MLP(H + X, (A,)))
+        self.prior = LatentGaussian(H + Z, cfg.prior_net, Z, cfg)
+        self.encoder = LatentGaussian(A + Z, cfg.encoder, Z, cfg)
+        self.decoder = Decoder(Z + H, cfg)
+
+    # -- the recurrent state --------------------------------------------------------------------
+    def init_state(self, batch: int) -> State:
+        """d_0 (learned or zero), z_0 = 0 and x_0 = 0 for ``batch`` rows."""
+        d0 = super().init_state(batch)
+        ref = self.initial_state
+        return (*d0, ref.new_zeros(batch, self.config.z_dim),
+                ref.new_zeros(batch, self.config.x_dim))
+
+    def _rnn_state(self, d_state: State):
+        s = tuple(t.unsqueeze(0).contiguous() for t in d_state)  # (1, B, H) each
+        return s if self.config.cell == "lstm" else s[0]
+
+    @staticmethod
+    def _from_rnn_state(s) -> State:
+        return tuple(t[0] for t in s) if isinstance(s, tuple) else (s[0],)
+
+    def deterministic(self, x: Tensor, d_state: State, x_prev: Tensor) -> tuple[Tensor, Tensor,
+                                                                                 State]:
+        """The deterministic layer over ``x (B, T, D)``: ``phi_x(x) (B, T, X)``, d_t of every
+        step ``(B, T, H)`` (d_t reads x_{t-1}; ``x_prev (B, D)`` before the first step) and the
+        layer's state after the last step."""
+        feat_x = self.phi_x(x)  # (B, T, X)
+        feat_u = torch.cat([self.phi_x(x_prev).unsqueeze(1), feat_x[:, :-1]], 1)  # u_t = x_{t-1}
+        d, last = self.rnn(feat_u, self._rnn_state(d_state))
+        return feat_x, d, self._from_rnn_state(last)
+
+    def inference_features(self, d: Tensor, feat_x: Tensor,
+                           mask: Tensor | None = None) -> Tensor:
+        """a_t of every step ``(B, T, A)`` from ``d (B, T, H)`` and ``phi_x(x) (B, T, X)``:
+        backwards over the valid steps when smoothing, step by step when filtering."""
+        inp = torch.cat([d, feat_x], -1)
+        if isinstance(self.inference, BackwardRNN):
+            return self.inference(inp, mask)
+        return self.inference(inp)
+
+    # -- one pass -------------------------------------------------------------------------------
+    def forward(self, x: Tensor, mask: Tensor | None = None, *, state: State | None = None,
+                noise: Tensor | None = None, generator: torch.Generator | None = None,
+                sample_terms: bool = False, return_latents: bool = False,
+                replicas: int = 1) -> StepTerms:
+        """One pass over ``x (B, T, D)`` with ``mask (B, T)``: the arguments and the result of
+        :meth:`vrnn.models.vrnn.VRNN.forward` (``latents['h']`` holds d_t, ``latents['a']`` a_t).
+
+        With ``replicas`` R > 1 and no ``state``, the deterministic layer and a_t run once per
+        sequence and only the z-chain once per replica; a given ``state`` of ``R * B`` rows runs
+        everything per replica.
+        """
+        noise = self._checked_noise(x, mask, noise, generator, replicas)
+        B, T, _ = x.shape
+        N = replicas * B
+        shared = state is None  # every replica starts alike: d and a once per sequence
+        if shared:
+            state = self.init_state(B)
+        elif replicas > 1:
+            x = x.repeat(replicas, 1, 1)
+            mask = None if mask is None else mask.repeat(replicas, 1)
+        *d_state, z_prev, x_prev = state
+        feat_x, d, d_last = self.deterministic(x, tuple(d_state), x_prev)  # (M, T, .)
+        a = self.inference_features(d, feat_x, mask)  # (M, T, A), M = B or N
+        if shared and replicas > 1:
+            z_prev = z_prev.repeat(replicas, 1)
+            d_last = tuple(s.repeat(replicas, 1) for s in d_last)
+
+        z, q_loc, q_scale, p_loc, p_scale = self._z_chain(d, a, noise, z_prev)  # (N, T, .)
+        d_rows = d.repeat(replicas, 1, 1) if d.shape[0] != N else d  # (N, T, H)
+        x_rows = x.repeat(replicas, 1, 1) if x.shape[0] != N else x  # (N, T, D)
+        if p_loc is None:  # no Res_q: the prior after the loop, batched over all steps
+            z_before = torch.cat([z_prev.unsqueeze(1), z[:, :-1]], 1)  # z_{t-1}, (N, T, Z)
+            p_loc, p_scale = self.prior(torch.cat([d_rows, z_before], -1))
+        q, p = diagonal_normal(q_loc, q_scale), diagonal_normal(p_loc, p_scale)
+        px = self.decoder(torch.cat([z, d_rows], -1))
+        terms = StepTerms(log_px=px.log_prob(x_rows), kl=kl_divergence(q, p),
+                          state=(*d_last, z[:, -1], x_rows[:, -1]))  # (N, T)
+        if sample_terms:
+            terms.log_pz, terms.log_qz = p.log_prob(z), q.log_prob(z)
+        if return_latents:
+            terms.latents = {"z": z, "enc_loc": q_loc, "enc_scale": q_scale, "prior_loc": p_loc,
+                             "prior_scale": p_scale, "h": d_rows,
+                             "a": a.repeat(replicas, 1, 1) if a.shape[0] != N else a}
+        return terms
+
+    def _z_chain(self, d: Tensor, a: Tensor, noise: Tensor, z_prev: Tensor):
+        """The sequential part: z_t ~ q(z_t | z_{t-1}, a_t) for t = 1..T from ``z_prev (N, Z)``,
+        with ``noise (N, T, Z)``; the prior in the loop only with Res_q. Returns z, the
+        posterior's loc and scale and (Res_q) the prior's, each ``(N, T, Z)``; else the last
+        two None."""
+        enc = _SplitGaussian(self.encoder, a)
+        prior = _SplitGaussian(self.prior, d) if self.config.res_q else None
+        columns = []
+        # unbind(1), not [:, t]: the latter's backward writes a full-size tensor per step
+        prior_steps = prior.steps() if prior else [None] * noise.shape[1]
+        for a_t, d_t, eps_t in zip(enc.steps(), prior_steps, noise.unbind(1)):
+            q_loc, q_scale = enc(a_t, z_prev)
+            if prior is not None:
+                p_loc, p_scale = prior(d_t, z_prev)
+                q_loc = p_loc + q_loc  # Res_q: mu_q = mu_p + delta
+                columns.append((q_loc + q_scale * eps_t, q_loc, q_scale, p_loc, p_scale))
+            else:
+                columns.append((q_loc + q_scale * eps_t, q_loc, q_scale))
+            z_prev = columns[-1][0]
+        out = [torch.stack(c, 1) for c in zip(*columns)]
+        return (*out, None, None) if prior is None else tuple(out)
+
+    # -- the equations one step at a time (generation and the literal reference) ----------------
+    def step_deterministic(self, x_prev: Tensor, d_state: State) -> State:
+        """d_t from x_{t-1} ``(B, D)`` and d_{t-1}'s state -> d_t's state (``d_t = state[0]``)."""
+        _, last = self.rnn(self.phi_x(x_prev).unsqueeze(1), self._rnn_state(d_state))
+        return self._from_rnn_state(last)
+
+    def prior_dist(self, d_t: Tensor, z_prev: Tensor):
+        """p(z_t | z_{t-1}, d_t): ``(B, H), (B, Z)`` -> batch ``(B,)``, event ``(Z,)``."""
+        return diagonal_normal(*self.prior(torch.cat([d_t, z_prev], -1)))
+
+    def posterior(self, a_t: Tensor, z_prev: Tensor, prior_loc: Tensor | None = None):
+        """q(z_t | z_{t-1}, a_t); with Res_q its mean is ``prior_loc`` plus the network's."""
+        loc, scale = self.encoder(torch.cat([a_t, z_prev], -1))
+        if self.config.res_q:
+            loc = prior_loc + loc
+        return diagonal_normal(loc, scale)
+
+    def _generate(self, state: State, steps: int, temperature: float,
+                  generator: torch.Generator | None) -> Tensor:
+        *d_state, z_prev, x_prev = state
+        d_state = tuple(d_state)
+        frames = []
+        for _ in range(steps):
+            d_state = self.step_deterministic(x_prev, d_state)
+            d_t = d_state[0]
+            z_prev = draw(self.prior_dist(d_t, z_prev), generator)  # (num, Z)
+            x_prev = draw(self.decoder(torch.cat([z_prev, d_t], -1), temperature), generator)
+            frames.append(x_prev)
+        if not frames:
+            return x_prev.new_zeros(x_prev.shape[0], 0, self.config.x_dim)
+        return torch.stack(frames, 1)  # (num, steps, D)
