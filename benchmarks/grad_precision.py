@@ -2,7 +2,7 @@
 
 The benchmark checks every variant against the per-step version in float32; at large sizes both
 sides carry rounding error, and this script says how much, against a float64 copy of the per-step
-model (``vrnn.models.reference.LiteralVRNN``) from the same weights and noise.
+model (``vrnn.models.reference.Literal``) from the same weights and noise.
 
     python benchmarks/grad_precision.py --batch 128 --hidden 2000 --seed 0
 
@@ -19,7 +19,7 @@ import dataclasses
 import torch
 
 from vrnn import bench
-from vrnn.models.reference import LiteralVRNN
+from vrnn.models.reference import Literal
 
 
 def grads(loss: torch.Tensor, module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -41,7 +41,7 @@ def main() -> None:
     cfg = dataclasses.replace(bench.CONFIGS["paper-speech"], batch=args.batch,
                               hidden=args.hidden, steps=args.steps)
     variants, x, noise, _ = bench.build_variants(cfg, torch.device("cpu"), False, seed=args.seed)
-    ref = LiteralVRNN(variants["ours"].net, copy=True).double()
+    ref = Literal(variants["ours"].net, copy=True).double()
     g64 = grads(ref.loss(x.double(), noise.double()), ref.net)
     errors: dict[str, dict[str, float]] = {}
     for name in ("per-step", "autograd-loop", "ours"):

@@ -33,7 +33,7 @@ from vrnn.bench.configs import BF16_AGREEMENT_RTOL, BF16_MIN_GRAD_DIFF, BF16_TAR
 from vrnn.cli import main as cli_main
 from vrnn.kernels import precision
 from vrnn.models.config import ModelConfig
-from vrnn.models.reference import LiteralSRNN, LiteralVRNN
+from vrnn.models.reference import Literal
 from vrnn.models.srnn import SRNN
 from vrnn.models.vrnn import VRNN
 
@@ -78,11 +78,11 @@ def test_variants_agree_with_the_per_step_baseline(name, B, T):
     """The variants as the benchmark builds them (per-step = the literal reference, autograd
     loop, ours), from one set of weights and noise: the same loss and every parameter's gradient
     to 1e-5, for each configuration's output (bernoulli, stroke-gmm, gauss). The SRNN rows:
-    ``LiteralSRNN`` and ``SRNN`` (smoothing posterior, Res_q)."""
+    ``Literal`` and ``SRNN`` (smoothing posterior, Res_q)."""
     cfg = dataclasses.replace(quick_config(CONFIGS[name]), batch=B, steps=T)
     variants, _, _, _ = build_variants(cfg, CPU, compile_baseline=False)
     srnn = name in SRNN_CONFIGS
-    assert isinstance(variants["per-step"].module, LiteralSRNN if srnn else LiteralVRNN)
+    assert isinstance(variants["per-step"].module, Literal)
     assert isinstance(variants["ours"].module, SRNN if srnn else VRNN)
     if srnn:
         assert variants["ours"].net.config.posterior == "smoothing"
@@ -112,13 +112,13 @@ def test_each_variant_trains_its_own_copy_of_the_weights(name):
 
 def test_a_broken_baseline_is_caught_before_timing(monkeypatch, tmp_path, capsys):
     """A per-step version that forgets the KL term gives another loss: nothing is timed."""
-    step = LiteralVRNN.step
+    step = Literal.step
 
     def no_kl(self, x_t, eps_t, state, a_t=None):
         out, state = step(self, x_t, eps_t, state, a_t)
         return out._replace(kl=torch.zeros_like(out.kl)), state
 
-    monkeypatch.setattr(LiteralVRNN, "step", no_kl)
+    monkeypatch.setattr(Literal, "step", no_kl)
     path = tmp_path / "b.json"
     assert bench.main(["--quick", "--configs", "speech", "--json", str(path)]) == 1
     assert "disagree" in capsys.readouterr().err
@@ -127,13 +127,13 @@ def test_a_broken_baseline_is_caught_before_timing(monkeypatch, tmp_path, capsys
 
 def test_a_broken_srnn_baseline_is_caught_before_timing(monkeypatch, tmp_path, capsys):
     """The SRNN rows run the agreement check too: a per-step SRNN without its KL stops the run."""
-    terms = LiteralSRNN.terms
+    terms = Literal.terms
 
     def no_kl(self, x, noise, mask=None):
         log_px, kl, log_ratio = terms(self, x, noise, mask)
         return log_px, torch.zeros_like(kl), log_ratio
 
-    monkeypatch.setattr(LiteralSRNN, "terms", no_kl)
+    monkeypatch.setattr(Literal, "terms", no_kl)
     path = tmp_path / "b.json"
     assert bench.main(["--quick", "--configs", "srnn-speech", "--no-scaling", "--json",
                        str(path)]) == 1
@@ -209,7 +209,7 @@ def test_matmul_count_is_what_the_model_multiplies(B, cell, enc, phi_z):
     x, noise = make_data(model, B, T)
     macs = matmul_macs(model)
     with FlopCounterMode(display=False) as counter:
-        LiteralVRNN(model).loss(x, noise)
+        Literal(model).loss(x, noise)
     assert counter.get_total_flops() == 2 * macs["total"] * B * T
     rows = ProductRows()
     with rows:
@@ -233,7 +233,7 @@ def test_srnn_matmul_count_is_what_the_model_multiplies(posterior, res_q):
     lstm = 4 * 8 * (5 + 8) + (4 * 6 * (8 + 5 + 6) if posterior == "smoothing" else 0)
     assert macs["rnn"] == lstm
     linear = macs["total"] - macs["rnn"]
-    for fn in (lambda: LiteralSRNN(model).loss(x, noise), lambda: model.loss(x, noise=noise)):
+    for fn in (lambda: Literal(model).loss(x, noise), lambda: model.loss(x, noise=noise)):
         with FlopCounterMode(display=False) as counter:
             fn()
         assert counter.get_total_flops() == 2 * linear * B * T
@@ -668,7 +668,7 @@ def test_library_is_equals_is_over_repeated_sequences(chunk):
     """``estimate_log_likelihood`` (phi_x shared by the replicas) gives the estimate of IS over
     ``x.repeat`` with the same noise stream, whatever the chunking: the two IS timings compare
     the same computation."""
-    from vrnn.evaluation.sequences import estimate_log_likelihood
+    from vrnn.inference.importance import estimate_log_likelihood
 
     model = make_model()
     x, _ = make_data(model, 3, 5)

@@ -355,9 +355,9 @@ def test_audio_at_another_rate_is_resampled_to_the_models(tmp_path):
 
 
 def test_presets_prints_the_matched_parameter_counts(capsys):
+    from vrnn.models.base import count_parameters
     from vrnn.models.build import build_model
     from vrnn.models.presets import model_config
-    from vrnn.models.vrnn import count_parameters
 
     assert main(["presets", "--kind", "strokes"]) == 0
     out = capsys.readouterr().out

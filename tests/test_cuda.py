@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from vrnn import build_model, model_config
-from vrnn.models.reference import LiteralSRNN, LiteralVRNN
+from vrnn.models.reference import Literal
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 
@@ -52,7 +52,7 @@ def test_the_vrnn_on_the_gpu_is_its_literal_reading(name, cell, posterior):
     mask[1, 5:] = mask[2, 3:] = False
     noise = torch.randn(3, 7, model.config.z_dim, device="cuda")
     fast = -model(x, mask, noise=noise).elbo(mask).mean()
-    ref = LiteralVRNN(model).loss(x, noise, mask)
+    ref = Literal(model).loss(x, noise, mask)
     _assert_same(fast, ref, _grads(fast, model), _grads(ref, model), rtol=1e-4)
 
 
@@ -64,7 +64,7 @@ def test_the_srnn_on_the_gpu_is_its_literal_reading(posterior, res_q):
     x = torch.randn(3, 7, 5, device="cuda")
     noise = torch.randn(3, 7, model.config.z_dim, device="cuda")
     fast = -model(x, noise=noise).elbo().mean()
-    ref = LiteralSRNN(model).loss(x, noise)
+    ref = Literal(model).loss(x, noise)
     _assert_same(fast, ref, _grads(fast, model), _grads(ref, model), rtol=1e-4)
 
 
@@ -73,18 +73,19 @@ def test_bf16_on_the_gpu_follows_float32(name):
     """bf16 (unit roundoff u = 2^-8) against float32 on the same GPU: the loss within 2%, the
     whole gradient within 10% in norm (tests/test_precision.py derives 3u sqrt(L) = 0.091 for
     its chain of L = 60 products; these tiny models have fewer)."""
+    from vrnn.inference.objectives import ELBO
     from vrnn.kernels.precision import bf16_supported
-    from vrnn.train.objective import Objective
+    from vrnn.train.objective import LossModule
 
     if not bf16_supported(torch.device("cuda")):
         pytest.skip("this GPU has no native bfloat16")
     torch.manual_seed(0)
     model = build_model(model_config(name, x_dim=5, preset="tiny")).cuda()
     x = torch.randn(4, 9, 5, device="cuda")
-    noise = torch.randn(4, 9, model.config.z_dim, device="cuda") if model.is_latent else None
+    noise = torch.randn(4, 9, model.latent_dim, device="cuda")
     out = {}
     for p in ("fp32", "bf16"):
-        loss, _ = Objective(model, precision=p)(x, None, noise, None, 1.0, 0.25)
+        loss, _ = LossModule(model, ELBO(), precision=p)(x, None, noise, None, 1.0, 0.25)
         out[p] = (loss, _grads(loss, model))
     assert all(g.dtype == torch.float32 for g in out["bf16"][1] if g is not None)
     torch.testing.assert_close(out["bf16"][0], out["fp32"][0], rtol=0.02, atol=1e-3)

@@ -250,7 +250,7 @@ def test_evaluate_sequences_summary_units():
 def test_importance_sampling_ess_is_that_of_the_weights():
     """IS's per-sequence ESS is (sum w)^2 / sum w^2 of the same S weights the estimate used (same
     seed, same batches), between 1 and S; the summary reports its mean and minimum."""
-    from vrnn.evaluation.sequences import effective_sample_size
+    from vrnn.inference.weights import effective_sample_size
 
     log_w = torch.tensor([[0.0, 5.0], [0.0, -30.0], [0.0, 0.0]], dtype=torch.float64)  # (S, B)
     w2 = (math.exp(5), math.exp(-30), 1.0)  # the second column's weights

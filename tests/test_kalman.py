@@ -61,7 +61,7 @@ import pytest
 import torch
 
 from vrnn import ModelConfig, build_model
-from vrnn.evaluation.sequences import estimate_log_likelihood
+from vrnn.inference.importance import estimate_log_likelihood
 from vrnn.models.presets import model_config
 
 D, Z, H = 3, 2, 2  # frame size, latent size, units of the (irrelevant) deterministic layer
@@ -339,7 +339,7 @@ def test_construction_prior_emission_posterior(dyn):
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
         lat = model(x, generator=g, return_latents=True).latents
-    assert torch.equal(lat["h"], torch.zeros_like(lat["h"]))
+    assert torch.equal(lat["d"], torch.zeros_like(lat["d"]))
     assert float(lat["a"].min()) > 0  # the ReLU stayed on its identity branch
     z = lat["z"].numpy()
     np.testing.assert_allclose(lat["prior_loc"][:, 0].numpy(), 0.0, atol=0)

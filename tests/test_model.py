@@ -10,8 +10,9 @@ from torch import nn
 from vrnn import ModelConfig, build_model, masked_sum, model_config
 from vrnn.models.config import parse_model_name
 from vrnn.models.presets import DATA_KINDS, DEFAULT_X_DIM, PRESETS
-from vrnn.models.reference import LiteralVRNN, literal_primed_sample
-from vrnn.models.vrnn import RNN, VRNN
+from vrnn.models.reference import Literal, literal_primed_sample
+from vrnn.models.rnn import RNN
+from vrnn.models.vrnn import VRNN
 
 KINDS = {"audio": 5, "strokes": 3, "binary": 6}
 
@@ -64,7 +65,7 @@ def test_fast_path_matches_per_step_reference(B, T, cell, name, kind):
     mask[-1, T // 2 + 1:] = False  # a ragged batch
 
     terms = model(x, mask, noise=noise, sample_terms=True)
-    ref = LiteralVRNN(model)
+    ref = Literal(model)
     ref_px, ref_kl, ref_ratio = ref.terms(x, noise)
     torch.testing.assert_close(terms.log_px, ref_px, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(terms.kl, ref_kl, rtol=1e-5, atol=1e-5)

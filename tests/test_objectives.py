@@ -1,7 +1,6 @@
 """The training objectives (:mod:`vrnn.inference.objectives`, ``vrnn train --objective``): the IWAE
-against
-its literal formula and the ELBO, its rise with K up to the IS estimate, free bits, FIVO wired to
-the particle filter, and the training loop's runs, metrics, resume and refusals."""
+against its literal formula and the ELBO, its rise with K up to the IS estimate, free bits, FIVO
+wired to the particle filter, and the training loop's runs, metrics, resume and refusals."""
 
 import csv
 import dataclasses
@@ -14,10 +13,10 @@ import torch
 from toydata import tiny_train_config, write_npz
 
 from vrnn import build_model, model_config
-from vrnn.evaluation.sequences import estimate_log_likelihood
+from vrnn.inference.importance import estimate_log_likelihood
 from vrnn.inference.objectives import elbo_bound, fivo_bound, free_bits_kl, iwae_bound
-from vrnn.models.reference import LiteralSRNN, LiteralVRNN
-from vrnn.models.vrnn import masked_sum
+from vrnn.inference.protocol import masked_sum
+from vrnn.models.reference import Literal
 from vrnn.store.checkpoint import load_checkpoint
 from vrnn.train.config import add_train_flags
 from vrnn.train.loop import TrainConfig, train
@@ -46,9 +45,7 @@ def test_iwae_with_one_particle_is_the_sampled_kl_elbo(name, B, T):
     mask = prefix_mask([T, max(1, T - 3), 1][:B], T)
     noise = torch.randn(B, T, model.config.z_dim)
     bound = iwae_bound(model, x, mask, particles=1, noise=noise)
-    ref = LiteralVRNN(model) if name.startswith("vrnn") else LiteralSRNN(model)
-    log_px, kl, log_ratio = (ref.terms_masked(x, noise, mask) if name.startswith("vrnn")
-                             else ref.terms(x, noise, mask))
+    log_px, kl, log_ratio = Literal(model).terms(x, noise, mask)
     # K = 1: log w itself, the ELBO with the sampled log-ratio in place of the analytic KL
     torch.testing.assert_close(bound.objective, masked_sum(log_px + log_ratio, mask))
     torch.testing.assert_close(bound.elbo, masked_sum(log_px - kl, mask))
@@ -67,7 +64,7 @@ def test_the_iwae_gradient_is_autograd_of_the_literal_formula():
     fast_grads = torch.autograd.grad(fast, params, allow_unused=True)
     # written out: log w^k_b = sum_t log p(x_t | .) + log p(z_t) - log q(z_t), per particle,
     # each particle a separate literal pass with its own rows of the noise
-    ref = LiteralVRNN(model)
+    ref = Literal(model)
     log_w = []
     for k in range(K):
         log_px, _, log_ratio = ref.terms(x, noise[k * B:(k + 1) * B])

@@ -37,13 +37,14 @@ from toydata import tiny_train_config, write_npz
 
 from vrnn import build_model, model_config
 from vrnn.commands.evaluate import evaluate_checkpoint
+from vrnn.inference import protocol as protocol_mod
+from vrnn.inference.objectives import make_objective
 from vrnn.kernels import filtering as filtering_mod
 from vrnn.kernels import filtering_backward as backward_mod
 from vrnn.kernels import precision
-from vrnn.models import vrnn as model_mod
 from vrnn.store.checkpoint import load_checkpoint
 from vrnn.train.loop import TrainConfig, config_from_args, train
-from vrnn.train.objective import Objective
+from vrnn.train.objective import LossModule
 
 U = 2.0 ** -8
 CPU = torch.device("cpu")
@@ -70,7 +71,7 @@ def _gradient(model, x, noise, prec: str, dtype=torch.float32, objective="elbo",
     """All parameter gradients of the mean negative ELBO (or ``objective``), concatenated, in
     float64."""
     model = copy.deepcopy(model).to(dtype)
-    obj = Objective(model, objective, particles, precision=prec)
+    obj = LossModule(model, make_objective(objective, particles=particles), precision=prec)
     loss, _ = obj(x.to(dtype), None, noise.to(dtype), None, 1.0, 1.0 / x.shape[0])
     loss.backward()
     return torch.cat([p.grad.double().flatten() for p in model.parameters()])
@@ -247,7 +248,7 @@ class _DtypeAudit(TorchDispatchMode):
 
 def _audit(model, x, noise, backward: bool, objective="elbo"):
     audit = _DtypeAudit()
-    obj = Objective(model, objective, 2 if objective != "elbo" else 1, precision="bf16")
+    obj = LossModule(model, make_objective(objective, particles=2), precision="bf16")
     with audit:
         loss, _ = obj(x, None, noise, None, 1.0, 1.0,
                       torch.Generator().manual_seed(0) if objective == "fivo" else None)
@@ -305,9 +306,9 @@ def test_the_audit_catches_a_sum_over_time_in_bf16_and_a_float32_product(monkeyp
     products left in float32, are each caught."""
     model = _vrnn("lstm")
     x, noise = _batch()
-    real_sum = model_mod.masked_sum
+    real_sum = protocol_mod.masked_sum
     with monkeypatch.context() as m:
-        m.setattr(model_mod, "masked_sum",
+        m.setattr(protocol_mod, "masked_sum",
                   lambda values, mask: real_sum(values.bfloat16(), mask).float())
         with pytest.raises(AssertionError):
             _no_bf16_reductions(_audit(model, x, noise, backward=False))

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from vrnn.cli import main
-from vrnn.models.vrnn import count_parameters
+from vrnn.models.base import count_parameters
 from vrnn.store.checkpoint import load_checkpoint, model_from_checkpoint
 from vrnn.store.pretrained import (
     WEIGHTS,

@@ -1,6 +1,5 @@
 """The run folder (vrnn.train.run_folder): one process per --out, stale locks taken over,
---overwrite
-leaves no old file, kill leftovers cleaned, a damaged metrics.csv repaired or named."""
+--overwrite leaves no old file, kill leftovers cleaned, a damaged metrics.csv repaired or named."""
 
 import json
 import os

@@ -1,7 +1,6 @@
 """The SRNN (:mod:`vrnn.models.srnn`) and the smoothing posterior of the VRNN: the fast paths
-against the
-literal references (:mod:`vrnn.models.reference`), masks and padding, truncated BPTT, replicas,
-sampling, importance sampling, config and command-line errors, exact resume."""
+against the literal references (:mod:`vrnn.models.reference`), masks and padding, truncated BPTT,
+replicas, sampling, importance sampling, config and command-line errors, exact resume."""
 
 import dataclasses
 import functools
@@ -15,10 +14,12 @@ from torch import nn
 from toydata import tiny_train_config, write_npz
 
 from vrnn import ModelConfig, build_model, model_config
-from vrnn.evaluation.sequences import estimate_log_likelihood
-from vrnn.models.reference import LiteralSRNN, LiteralVRNN
+from vrnn.inference.importance import estimate_log_likelihood
+from vrnn.inference.protocol import masked_sum
+from vrnn.models.layers import MLP, BackwardRNN, reverse_in_time
+from vrnn.models.reference import Literal
 from vrnn.models.srnn import SRNN
-from vrnn.models.vrnn import MLP, VRNN, BackwardRNN, masked_sum, reverse_in_time
+from vrnn.models.vrnn import VRNN
 
 OUTPUTS = {"gauss": ("audio", 4), "gmm": ("strokes", 3), "bernoulli": ("binary", 5)}
 """Each output head with the data kind it goes with and a tiny frame size."""
@@ -130,7 +131,7 @@ def test_srnn_fast_path_matches_the_literal_reading(case):
     mask = ragged([6, 4, 2], T)
 
     terms = model(x, mask, noise=noise, sample_terms=True)
-    ref = LiteralSRNN(model)
+    ref = Literal(model)
     log_px, kl, log_ratio = ref.terms(x, noise, mask)
     assert log_px.shape == kl.shape == log_ratio.shape == (B, T)
     torch.testing.assert_close(terms.log_px, log_px, **TOL)
@@ -174,7 +175,7 @@ def test_res_q_adds_the_prior_mean_to_the_posterior_mean():
 def test_smoothing_vrnn_fast_path_matches_literal_and_autograd(cell, output):
     """The smoothing VRNN feeds [phi_x(x_t), a_t] into the hand-written filtering loop, with zero
     columns padded into the cell's input weight for a_t. Its terms, loss and every gradient equal
-    the literal reading (LiteralVRNN.terms_masked) and the autograd loop (custom_loop=False);
+    the literal reading (Literal.terms) and the autograd loop (custom_loop=False);
     the gradient reaches the backward RNN and both blocks of the cell's input weight, and a_t
     does not leak into the cell (the literal cell reads [phi_x(x_t), phi_z(z_t)] only)."""
     model = tiny("vrnn", output, cell=cell, posterior="smoothing")
@@ -186,8 +187,8 @@ def test_smoothing_vrnn_fast_path_matches_literal_and_autograd(cell, output):
     mask = ragged([6, 3, 5], T)
 
     terms = model(x, mask, noise=noise, sample_terms=True)
-    ref = LiteralVRNN(model)
-    log_px, kl, log_ratio = ref.terms_masked(x, noise, mask)
+    ref = Literal(model)
+    log_px, kl, log_ratio = ref.terms(x, noise, mask)
     torch.testing.assert_close(terms.log_px, log_px, **TOL)
     torch.testing.assert_close(terms.kl, kl, **TOL)
     torch.testing.assert_close(terms.log_pz - terms.log_qz, log_ratio, **TOL)
@@ -283,7 +284,7 @@ def test_filtering_srnn_two_windows_equal_one_pass(cell):
     assert len(first.state) == n_d + 2
     torch.testing.assert_close(first.state[-1], x[:, k - 1], **TOL)  # x_{k-1}
     torch.testing.assert_close(first.state[-2], first.latents["z"][:, -1], **TOL)  # z_{k-1}
-    torch.testing.assert_close(first.state[0], one.latents["h"][:, k - 1], **TOL)  # d_{k-1}
+    torch.testing.assert_close(first.state[0], one.latents["d"][:, k - 1], **TOL)  # d_{k-1}
     second = model(x[:, k:], state=first.state, noise=noise[:, k:], sample_terms=True,
                    return_latents=True)
     assert_terms_close(first, one, steps=slice(0, k))
@@ -295,7 +296,7 @@ def test_filtering_srnn_two_windows_equal_one_pass(cell):
 
     no_frame = (*first.state[:-1], torch.zeros_like(first.state[-1]))
     wrong = model(x[:, k:], state=no_frame, noise=noise[:, k:], return_latents=True)
-    assert (wrong.latents["h"][:, 0] - one.latents["h"][:, k]).abs().max() > 1e-6
+    assert (wrong.latents["d"][:, 0] - one.latents["d"][:, k]).abs().max() > 1e-6
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
@@ -313,8 +314,8 @@ def test_smoothing_srnn_windows_carry_d_while_a_sees_only_its_window(cell):
     one = model(x, noise=noise, sample_terms=True, return_latents=True)
     first = model(x[:, :k], noise=noise[:, :k], return_latents=True)
     second = model(x[:, k:], state=first.state, noise=noise[:, k:], return_latents=True)
-    torch.testing.assert_close(first.latents["h"], one.latents["h"][:, :k], **TOL)
-    torch.testing.assert_close(second.latents["h"], one.latents["h"][:, k:], **TOL)
+    torch.testing.assert_close(first.latents["d"], one.latents["d"][:, :k], **TOL)
+    torch.testing.assert_close(second.latents["d"], one.latents["d"][:, k:], **TOL)
     torch.testing.assert_close(second.latents["a"], one.latents["a"][:, k:], **TOL)
     assert (first.latents["a"][:, -1] - one.latents["a"][:, k - 1]).abs().max() > 1e-6
     assert (first.latents["z"][:, -1] - one.latents["z"][:, k - 1]).abs().max() > 1e-6
@@ -541,10 +542,8 @@ def test_config_errors():
     off = model_config("srnn-gauss", x_dim=4, preset="tiny", posterior="filtering", res_q=False)
     assert (off.posterior, off.res_q) == ("filtering", False)
     assert isinstance(build_model(off).inference, MLP)  # a_t = MLP([d_t, phi_x(x_t)])
-    with pytest.raises(ValueError, match="SRNN"):
-        LiteralSRNN(build_model(vrnn))
-    with pytest.raises(ValueError, match="VRNN"):
-        LiteralVRNN(build_model(srnn))
+    with pytest.raises(ValueError, match="Literal reads a vrnn model"):
+        Literal(torch.nn.Linear(2, 2))
 
 
 @pytest.mark.parametrize("args,flag", [(["--model", "vrnn-gauss", "--res-q"], "--res-q"),

@@ -109,7 +109,7 @@ def test_a_fresh_run_never_overwrites_an_existing_checkpoint(data, tmp_path):
 
 def _nan_after(monkeypatch, good_calls):
     """Make the training objective's loss NaN after ``good_calls`` calls."""
-    original = train_mod.Objective.forward
+    original = train_mod.LossModule.forward
     calls = {"n": 0}
 
     def forward(self, *args, **kwargs):
@@ -119,7 +119,7 @@ def _nan_after(monkeypatch, good_calls):
             loss = loss * float("nan")
         return loss, *rest
 
-    monkeypatch.setattr(train_mod.Objective, "forward", forward)
+    monkeypatch.setattr(train_mod.LossModule, "forward", forward)
 
 
 def test_non_finite_losses_are_skipped_then_stop_keeping_the_good_checkpoint(
@@ -150,7 +150,7 @@ def test_a_run_that_diverges_at_once_says_no_checkpoint_was_written(data, tmp_pa
 
 def test_one_non_finite_loss_is_skipped_without_changing_the_parameters(
         data, tmp_path, monkeypatch):
-    original = train_mod.Objective.forward
+    original = train_mod.LossModule.forward
     calls = {"n": 0}
     seen = []
 
@@ -161,7 +161,7 @@ def test_one_non_finite_loss_is_skipped_without_changing_the_parameters(
             loss = loss * float("inf")
         return loss, *rest
 
-    monkeypatch.setattr(train_mod.Objective, "forward", forward)
+    monkeypatch.setattr(train_mod.LossModule, "forward", forward)
 
     def snapshot(step, row):
         seen.append(step)

@@ -9,7 +9,7 @@ and the SRNN's against a per-step SRNN.
     python -m vrnn.bench --device cuda
 
 A VRNN cannot hand its recurrence to a fused sequence kernel (z_t feeds h_t), so public ports call
-every network inside a Python loop over time. :class:`vrnn.models.reference.LiteralVRNN` is that
+every network inside a Python loop over time. :class:`vrnn.models.reference.Literal` is that
 straightforward version: the same maths, the same modules and weights, every network called at
 every step, the KL from ``torch.distributions``. The benchmark times one training step (forward,
 backward, Adam) of each variant in one process, interleaved (A B C, B C A, C A B, ...) after
@@ -17,7 +17,7 @@ warm-up, and reports medians; before timing it checks that every variant gives t
 the same gradients) from the same weights and noise.
 
 Variants of the training step (the ablation: what each optimisation is worth):
-    per-step          every network inside the loop (``LiteralVRNN``)
+    per-step          every network inside the loop (``Literal``)
     per-step+compile  the same, with its step function under ``torch.compile`` (``--compile``)
     autograd-loop     ``VRNN`` with ``custom_loop = False``: phi_x, prior, decoder, KL and
                       likelihood moved out of the loop and batched over all steps, input-side
@@ -29,9 +29,9 @@ Variants of the training step (the ablation: what each optimisation is worth):
 The SRNN (Fraccaro et al. 2016; :mod:`vrnn.models.srnn`) at the speech and handwriting sizes, with
 the smoothing posterior and Res_q (configs ``srnn-speech``, ``srnn-handwriting``), has two
 variants and its training step only (no evaluation, generation or bound):
-    per-step          ``vrnn.models.reference.LiteralSRNN``: d_t stepped one frame at a time
-    through the
-                      library RNN, every network of the z-chain called per step
+    per-step          ``vrnn.models.reference.Literal``: d_t and a_t as fused library RNNs
+                      over the whole sequence (they do not read z), every network of the
+                      z-chain called per step
     ours              ``SRNN`` as shipped: d_t and the backward RNN of a_t as fused library RNNs
                       over the whole sequence, only the z-chain step by step, its first-layer
                       products with d_t and a_t hoisted out of the loop
@@ -42,13 +42,12 @@ Precision (``--precision fp32,bf16``, both by default where the device multiplie
 natively): each precision but fp32 adds ``per-step bf16`` and ``ours bf16`` (SRNN configs: its
 two variants likewise) to the same rotation, deep copies of the same float32 weights with their
 forward under :func:`vrnn.kernels.precision.autocast`, and a bfloat16 ``torch.mm`` for their matmul
-rate;
-their loss must agree with the float32 per-step loss to
+rate; their loss must agree with the float32 per-step loss to
 :data:`~vrnn.bench.configs.BF16_AGREEMENT_RTOL` (u = 2^-8), and their speed-up over the float32
-variant they copy is reported (``speedup_vs_fp32``). With ``--isolated`` (the default) ``ours``
-and ``ours bf16`` are also timed once more in a fresh process of their own, as a training
-process runs one model (:mod:`~vrnn.bench.isolated`: the other variants' steps leave the shared
-process slower, ``ours bf16`` most), reported beside the rotation's figures.
+variant they copy is reported (``speedup_vs_fp32``). With ``--isolated`` (the default) ``ours`` and
+``ours bf16`` are also timed once more in a fresh process of their own, as a training process runs
+one model (:mod:`~vrnn.bench.isolated`: the other variants' steps leave the shared process slower,
+``ours bf16`` most), reported beside the rotation's figures.
 
 Also measured: the float32 (and bfloat16) matrix-multiply rate of the machine (``torch.mm``, in
 the same rotation, so it sees the same load), achieved GFLOP/s counted analytically (2 m n k per

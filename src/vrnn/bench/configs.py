@@ -61,7 +61,7 @@ CONFIGS: dict[str, BenchConfig] = {
     "speech": BenchConfig("speech", 200, 1000, 200, 40, 32, "gauss", "audio"),
     "paper-speech": BenchConfig("paper-speech", 200, 2000, 200, 40, 128, "gauss", "audio"),
     # The SRNN at the speech and handwriting sizes, with the SRNN paper's best posterior
-    # (smoothing, Res_q): its training step only, against vrnn.models.reference.LiteralSRNN.
+    # (smoothing, Res_q): its training step only, against vrnn.models.reference.Literal.
     "srnn-speech": BenchConfig("srnn-speech", 200, 1000, 200, 40, 32, "gauss", "audio",
                                family="srnn", posterior="smoothing", res_q=True),
     "srnn-handwriting": BenchConfig("srnn-handwriting", 3, 400, 32, 300, 32, "stroke-gmm",

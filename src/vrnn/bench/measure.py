@@ -15,8 +15,9 @@ import torch
 from torch import Tensor, nn
 
 from vrnn.bench.configs import IS_SAMPLES, BenchConfig
+from vrnn.models.layers import LatentGaussian
 from vrnn.models.srnn import SRNN
-from vrnn.models.vrnn import VRNN, LatentGaussian
+from vrnn.models.vrnn import VRNN
 
 # -- timing ------------------------------------------------------------------------------------
 

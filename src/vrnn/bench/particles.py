@@ -17,18 +17,19 @@ from vrnn.bench.configs import IS_SAMPLES, BenchConfig, make_batch
 from vrnn.bench.measure import interleaved, median, sync_for
 from vrnn.bench.suites import is_chunk
 from vrnn.bench.variants import make_optimizer
-from vrnn.evaluation.sequences import estimate_log_likelihood
+from vrnn.inference.importance import estimate_log_likelihood
+from vrnn.inference.objectives import ELBO, make_objective
 from vrnn.inference.smc import smc_log_likelihood
 from vrnn.models.vrnn import VRNN
-from vrnn.train.objective import Objective
+from vrnn.train.objective import LossModule
 
 PARTICLES = (4, 16)
 """K of the timed K-particle steps by default (``--particles``)."""
 
 
-def _step(objective: Objective, opt: torch.optim.Optimizer, x, gen: torch.Generator):
+def _step(objective: LossModule, opt: torch.optim.Optimizer, x, gen: torch.Generator):
     """One training update of ``objective`` on ``x`` (forward, backward, Adam), as training does
-    it (:class:`vrnn.train.objective.Objective`: the loss and, beside it, the plain ELBO)."""
+    it (:class:`vrnn.train.objective.LossModule`: the loss and, beside it, the plain ELBO)."""
     scale = 1.0 / x.shape[0]
 
     def step() -> None:
@@ -50,10 +51,11 @@ def bench_particles(cfg: BenchConfig, args: argparse.Namespace, device: torch.de
     x, _ = make_batch(cfg, device)
     gen = torch.Generator(device=device).manual_seed(0)
     opt = make_optimizer(model.parameters())  # shared: the weights' values do not change costs
-    fns = {"elbo": _step(Objective(model), opt, x, gen)}
+    fns = {"elbo": _step(LossModule(model, ELBO()), opt, x, gen)}
     for k in args.particles:
         for objective in ("iwae", "fivo"):
-            fns[f"{objective}_{k}"] = _step(Objective(model, objective, k), opt, x, gen)
+            loss = LossModule(model, make_objective(objective, particles=k))
+            fns[f"{objective}_{k}"] = _step(loss, opt, x, gen)
     ts = interleaved(fns, args.particle_repeats, args.warmup, sync_for(device))
     one = ts["elbo"]
     steps = {}

@@ -41,13 +41,14 @@ from vrnn.bench.variants import (
     train_step,
     vrnn_reference,
 )
-from vrnn.evaluation.sequences import (
+from vrnn.inference.importance import (
     DEFAULT_ROW_BUDGET,
     DEFAULT_STEP_BUDGET,
     estimate_log_likelihood,
-    log_mean_exp,
 )
-from vrnn.models.vrnn import VRNN, masked_sum
+from vrnn.inference.protocol import masked_sum
+from vrnn.inference.weights import log_mean_exp
+from vrnn.models.vrnn import VRNN
 
 # -- training ----------------------------------------------------------------------------------
 

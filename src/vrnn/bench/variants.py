@@ -1,13 +1,13 @@
 """The training-step variants the benchmark times, built from one set of weights, and the check
 that they compute the same loss and gradients before any of them is timed.
 
-    per-step          :class:`vrnn.models.reference.LiteralVRNN`: every network inside the loop
+    per-step          :class:`vrnn.models.reference.Literal`: every network inside the loop
     per-step+compile  the same, its ``step`` under ``torch.compile``
     autograd-loop     ``VRNN`` with ``custom_loop = False`` (autograd through the batched loop)
     ours              ``VRNN`` as shipped (the hand-written backward of the loop)
-    per-step bf16     ``per-step`` with its forward under ``vrnn.kernels.precision.autocast(..,
-    "bf16")``
-                      (every product in bfloat16, float32 accumulation, float32 weights)
+    per-step bf16     ``per-step`` with its forward under
+                      ``vrnn.kernels.precision.autocast(.., "bf16")`` (every product in
+                      bfloat16, float32 accumulation, float32 weights)
     ours bf16         ``ours`` likewise (its hand-written loop reads the autocast state)
 
 The bf16 pair exists for each precision of ``precisions`` other than fp32 (``--precision``),
@@ -16,14 +16,11 @@ per-step loss with :data:`~vrnn.bench.configs.BF16_AGREEMENT_RTOL` instead of
 :data:`~vrnn.bench.configs.AGREEMENT_RTOL`.
 
 An SRNN configuration (``family = 'srnn'``) has two: ``per-step``
-(:class:`vrnn.models.reference.LiteralSRNN`: d_t stepped one frame at a time through the library
-RNN,
-every network of the z-chain per step) and ``ours`` (:class:`vrnn.models.srnn.SRNN` as shipped: d_t
-and
-the smoothing backward RNN as fused library RNNs over the whole sequence, only the z-chain step
-by step with its first-layer products hoisted). Its row also times the VRNN's ``ours`` of the
-same sizes (:func:`vrnn_reference`), for the ratio of an SRNN step to a VRNN step. With bf16 it
-too gets ``per-step bf16`` and ``ours bf16``.
+(:class:`vrnn.models.reference.Literal`: d_t and a_t as fused library RNNs, every network of
+the z-chain per step) and ``ours`` (:class:`vrnn.models.srnn.SRNN` as shipped: the same fused
+RNNs, only the z-chain step by step with its first-layer products hoisted). Its row also times
+the VRNN's ``ours`` of the same sizes (:func:`vrnn_reference`), for the ratio of an SRNN step to a
+VRNN step. With bf16 it too gets ``per-step bf16`` and ``ours bf16``.
 """
 
 from __future__ import annotations
@@ -45,9 +42,10 @@ from vrnn.bench.configs import (
     make_batch,
 )
 from vrnn.kernels import precision as precision_mod
-from vrnn.models.reference import LiteralSRNN, LiteralVRNN
+from vrnn.models.base import SequenceModel
+from vrnn.models.reference import Literal
 from vrnn.models.srnn import SRNN
-from vrnn.models.vrnn import VRNN, SequenceModel
+from vrnn.models.vrnn import VRNN
 
 BASELINE = "per-step"
 
@@ -58,16 +56,15 @@ class Variant:
 
     name: str
     module: nn.Module
-    """What the optimiser trains: a :class:`VRNN` or a :class:`LiteralVRNN` around one (an
-    :class:`SRNN` or a :class:`LiteralSRNN`)."""
+    """What the optimiser trains: a :class:`VRNN` or a :class:`Literal` around one (an
+    :class:`SRNN` or a :class:`Literal`)."""
     net: SequenceModel
     """The model holding ``module``'s weights (the same parameter names in every variant)."""
     loss: Callable[[], Tensor]
     """The negative ELBO of the benchmark's batch with its fixed noise."""
     precision: str = "fp32"
     """The dtype policy of its products (:mod:`vrnn.kernels.precision`): the forward of ``loss``
-    runs
-    under ``autocast(module, precision, device)``."""
+    runs under ``autocast(module, precision, device)``."""
 
     @property
     def fp32_name(self) -> str:
@@ -102,7 +99,7 @@ def _first_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}"
 
 
-def compile_step(ref: LiteralVRNN, x: Tensor, noise: Tensor) -> dict:
+def compile_step(ref: Literal, x: Tensor, noise: Tensor) -> dict:
     """Put ``ref.step`` under ``torch.compile`` (the instance attribute shadows the method, so
     ``ref.loss`` calls the compiled step) and compile it with one forward and backward pass.
 
@@ -153,7 +150,7 @@ def low_precision_variants(per_step: nn.Module, ours: nn.Module, run_per_step: C
             raise ValueError(f"--precision: unknown {p!r}")
         for base, fp32, run in ((BASELINE, per_step, run_per_step), ("ours", ours, run_ours)):
             module = copy.deepcopy(fp32)
-            net = module.net if isinstance(module, (LiteralVRNN, LiteralSRNN)) else module
+            net = module.net if isinstance(module, Literal) else module
 
             def loss(module=module, run=run, p=p) -> Tensor:
                 with precision_mod.autocast(module, p, device):
@@ -179,12 +176,12 @@ def build_variants(cfg: BenchConfig, device: torch.device, compile_baseline: boo
     x, noise = make_batch(cfg, device, seed)
     autograd_loop = copy.deepcopy(ours)
     autograd_loop.custom_loop = False
-    per_step = LiteralVRNN(ours, copy=True)
+    per_step = Literal(ours, copy=True)
     variants = {BASELINE: Variant(BASELINE, per_step, per_step.net,
                                   lambda: per_step.loss(x, noise))}
     info: dict = {}
     if compile_baseline:
-        compiled = LiteralVRNN(ours, copy=True)
+        compiled = Literal(ours, copy=True)
         try:
             info["compile"] = compile_step(compiled, x, noise)
             variants["per-step+compile"] = Variant("per-step+compile", compiled, compiled.net,
@@ -201,13 +198,13 @@ def build_variants(cfg: BenchConfig, device: torch.device, compile_baseline: boo
 
 def build_srnn_variants(cfg: BenchConfig, device: torch.device, seed: int = 0,
                         precisions=("fp32",)) -> tuple[dict[str, Variant], Tensor, Tensor]:
-    """The SRNN's variants (``per-step`` = :class:`LiteralSRNN`, ``ours`` = :class:`SRNN`, and
+    """The SRNN's variants (``per-step`` = :class:`Literal`, ``ours`` = :class:`SRNN`, and
     their copies at each precision of ``precisions`` but fp32) from one set of initial weights,
     and the batch with its noise."""
     torch.manual_seed(seed)
     ours = SRNN(cfg.model_config()).to(device)
     x, noise = make_batch(cfg, device, seed)
-    per_step = LiteralSRNN(ours, copy=True)
+    per_step = Literal(ours, copy=True)
     variants = {BASELINE: Variant(BASELINE, per_step, per_step.net,
                                   lambda: per_step.loss(x, noise)),
                 "ours": Variant("ours", ours, ours, lambda: ours.loss(x, noise=noise)[0])}

@@ -36,9 +36,6 @@ def analyse_checkpoint(path: str | Path, *, data: str | None = None, split: str 
     if index < 0:
         raise ValueError(f"--index must be >= 0, got {index}")
     ckpt, model, info = load_for_use(path, device)
-    if not model.is_latent:
-        raise ValueError(f"{path}: analyse plots the KL per step of a VRNN; this is an "
-                         f"{model.config.name}, which has no latent variables")
     png = Path(out) if out else Path(path).parent / "kl.png"
     if png.is_dir():
         raise WriteError(f"--out {png} is a folder, not a file")

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from vrnn.data.core import DataInfo
-from vrnn.models.vrnn import SequenceModel
+from vrnn.models.base import SequenceModel
 
 
 def _first_difference(values: np.ndarray, reduce) -> np.ndarray:
@@ -31,7 +31,7 @@ def kl_profile(model: SequenceModel, x, *, seed: int = 0) -> dict[str, np.ndarra
     """Per-step KL and encoder statistics of a VRNN reading one sequence.
 
     Args:
-        model: a latent model (``model.is_latent``): a VRNN or VRNN-I.
+        model: a model with latent variables (an RNN's forward refuses ``return_latents``).
         x: one sequence ``(T, D)``, a tensor or array, normalised like the training data.
         seed: seeds the standard-normal noise of the reparameterised z_t, so
             ``model(x[None], generator=torch.Generator().manual_seed(seed))`` sees the same z.
@@ -47,10 +47,6 @@ def kl_profile(model: SequenceModel, x, *, seed: int = 0) -> dict[str, np.ndarra
         change of the encoder's standard deviation on a log scale (so a halving counts the same
         whatever the size of sigma, and each dim equally). Both changes are 0 at the first step.
     """
-    if not model.is_latent:
-        raise ValueError(f"kl_profile needs a latent model (a VRNN or an SRNN); "
-                         f"{model.config.name or 'this'} ({type(model).__name__}) has no latent "
-                         f"variables")
     ref = model.initial_state
     x = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
     if x.dim() != 2 or x.shape[-1] != model.config.x_dim:

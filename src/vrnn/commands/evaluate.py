@@ -1,9 +1,8 @@
 """One checkpoint evaluated on one split: what ``vrnn evaluate`` computes and prints.
 
 :mod:`vrnn.evaluation.sequences` holds the estimators (the ELBO, the importance-sampled and the
-particle-filter
-log-likelihood of sequences); this module puts a checkpoint's model to them on its own data or on
-``--data`` (:mod:`vrnn.commands.loading`), and formats the result for people.
+particle-filter log-likelihood of sequences); this module puts a checkpoint's model to them on its
+own data or on ``--data`` (:mod:`vrnn.commands.loading`), and formats the result for people.
 """
 
 from __future__ import annotations
@@ -12,10 +11,11 @@ import math
 from pathlib import Path
 
 from vrnn.commands.loading import checkpoint_sequences, load_for_use
-from vrnn.evaluation.sequences import DEFAULT_SMC_REPEATS, ESTIMATORS, evaluate_sequences
+from vrnn.evaluation.sequences import ESTIMATORS, evaluate_sequences
 from vrnn.evaluation.stats import format_se
+from vrnn.inference.likelihood import DEFAULT_SMC_REPEATS
 from vrnn.kernels.precision import PRECISIONS, check_supported
-from vrnn.models.vrnn import count_parameters
+from vrnn.models.base import count_parameters
 
 ESS_WARN_FRACTION = 0.1
 """The Monte Carlo standard error is flagged unreliable when the mean ESS is below this fraction
@@ -86,7 +86,8 @@ def evaluate_checkpoint(path: str | Path, *, data: str | None = None, split: str
         summary["bits_per_character"] = -summary["log_likelihood_per_step"] / math.log(2.0)
         summary["neg_elbo_bits_per_character"] = -summary["elbo_per_step"] / math.log(2.0)
     return {"model": (ckpt.get("train_config") or {}).get("model") or model.config.name,
-            "name": model.config.name, "latent": model.is_latent, "data": name, "split": split,
+            "name": model.config.name, "latent": res.estimator != "exact", "data": name,
+            "split": split,
             "checkpoint": str(path), "step": ckpt.get("step"),
             "n_parameters": count_parameters(model), "precision": precision, **summary,
             "per_sequence": per_sequence}

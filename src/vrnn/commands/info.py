@@ -64,9 +64,9 @@ def checkpoint_info(path: str | Path) -> dict:
     """What a checkpoint holds, as plain values: its model (name, parameters, configuration),
     training progress (step, epoch, best validation bound, last metrics), training settings,
     data statistics and the library versions that wrote it."""
+    from vrnn.models.base import count_parameters
     from vrnn.models.build import build_model
     from vrnn.models.config import ModelConfig
-    from vrnn.models.vrnn import count_parameters
     from vrnn.store.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(path)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from vrnn.data import DataInfo
-from vrnn.models.vrnn import SequenceModel
+from vrnn.models.base import SequenceModel
 
 SPLITS = ("train", "valid", "test")
 

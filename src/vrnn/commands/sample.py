@@ -71,8 +71,8 @@ def sample_checkpoint(path: str | Path, *, num: int = 4, steps: int | None = Non
     Args:
         num: sequences N (all go to ``samples.npy``, the first :data:`MAX_PICTURES` to pictures).
         steps: frames T per sequence; default the checkpoint's median training length.
-        prime: a prefix file (:func:`vrnn.commands.prime.read_prime`), read with the posterior
-        first.
+        prime: a prefix file (:func:`vrnn.commands.prime.read_prime`), read with the
+            posterior first.
         temperature: tau > 0: mixture and Bernoulli logits / tau, scales * sqrt(tau).
         seed: seed of the random stream.
         out: the folder (created); default ``samples/`` beside the checkpoint.

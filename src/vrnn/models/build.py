@@ -1,17 +1,18 @@
-"""The model a :class:`~vrnn.models.config.ModelConfig` describes: the one place that knows them
-all."""
+"""The model a :class:`~vrnn.models.config.ModelConfig` describes: the one place that maps a
+family's name to its class."""
 
 from __future__ import annotations
 
+from vrnn.models.base import SequenceModel
 from vrnn.models.config import ModelConfig
+from vrnn.models.rnn import RNN
 from vrnn.models.srnn import SRNN
-from vrnn.models.vrnn import RNN, VRNN, SequenceModel
+from vrnn.models.vrnn import VRNN
 
 FAMILY_CLASSES: dict[str, type[SequenceModel]] = {"vrnn": VRNN, "rnn": RNN, "srnn": SRNN}
 
 
 def build_model(config: ModelConfig) -> SequenceModel:
     """The model ``config`` describes: :class:`~vrnn.models.vrnn.VRNN`,
-    :class:`~vrnn.models.vrnn.RNN` or
-    :class:`~vrnn.models.srnn.SRNN`."""
+    :class:`~vrnn.models.rnn.RNN` or :class:`~vrnn.models.srnn.SRNN`."""
     return FAMILY_CLASSES[config.family](config)

@@ -76,6 +76,12 @@ class ModelConfig:
     0 takes h_dim."""
     name: str = field(default="")
     """The model's name in the paper's tables (e.g. 'VRNN-GMM'); informational."""
+    x_loc: tuple[float, ...] = ()
+    """Per-feature location the frames were normalised by before training (``vrnn.fit``), so
+    that ``log_prob`` and ``sample`` read and give data on the user's own scale; empty: the
+    model reads frames as given (the command line normalises through its data sets)."""
+    x_scale: tuple[float, ...] = ()
+    """Per-feature scale of that normalisation (positive; empty with ``x_loc``)."""
 
     def __post_init__(self) -> None:
         for key in ("phi_x", "phi_z", "encoder", "prior_net", "decoder"):
@@ -110,6 +116,15 @@ class ModelConfig:
         if self.output.startswith("stroke") and self.x_dim != 3:
             raise ValueError(f"output {self.output!r} needs x_dim=3 (dx, dy, pen_up), "
                              f"got x_dim={self.x_dim}")
+        self.x_loc = tuple(float(v) for v in self.x_loc)
+        self.x_scale = tuple(float(v) for v in self.x_scale)
+        if len(self.x_loc) != len(self.x_scale) or (self.x_scale and len(self.x_scale)
+                                                     != self.x_dim):
+            raise ValueError(f"ModelConfig.x_loc and x_scale must both be empty or both have "
+                             f"x_dim={self.x_dim} values; got {len(self.x_loc)} and "
+                             f"{len(self.x_scale)}")
+        if any(not v > 0 for v in self.x_scale):
+            raise ValueError("ModelConfig.x_scale must be positive")
         if self.min_scale <= 0:
             raise ValueError(f"ModelConfig.min_scale must be > 0, got {self.min_scale}")
 

@@ -24,9 +24,9 @@ import dataclasses
 
 import torch
 
+from vrnn.models.base import count_parameters
 from vrnn.models.build import build_model
 from vrnn.models.config import ModelConfig, parse_model_name
-from vrnn.models.vrnn import count_parameters
 
 PRESETS = ("paper", "paper-blizzard", "small", "tiny")
 DATA_KINDS = ("audio", "strokes", "binary", "text")

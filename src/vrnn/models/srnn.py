@@ -1,7 +1,7 @@
 """The Stochastic Recurrent Neural Network (SRNN), the VRNN's successor.
 
 Fraccaro, Sønderby, Paquet, Winther. "Sequential Neural Models with Stochastic Layers." NIPS 2016
-(arXiv:1605.07571), Section 3; ``../shared/SPEC.md`` Section 5. The deterministic and stochastic
+(arXiv:1605.07571), Section 3. The deterministic and stochastic
 layers are stacked, not mixed as in the VRNN:
 
     d_t = f(d_{t-1}, phi_x(x_{t-1}))                  deterministic layer, x_0 = 0 (Eq. 2)
@@ -18,9 +18,8 @@ alone: the products of the first layers with d_t and a_t are computed for all st
 the emission, the KL and the log-likelihood after it. The prior runs in the loop only with Res_q
 (the posterior mean needs it); without, it runs after the loop too.
 
-Notation as in :mod:`vrnn.models.vrnn`: B sequences, T steps, D frame size, Z latent size, H units
-of
-d, A units of a, R replicas of each sequence and N = R * B rows.
+Notation as in :mod:`vrnn.models.base`: B sequences, T steps, D frame size, Z latent size, H units
+of d, A units of a, R replicas of each sequence and N = R * B rows.
 """
 
 from __future__ import annotations
@@ -30,19 +29,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.distributions import kl_divergence
 
+from vrnn.inference.protocol import State, Step, StepTerms
 from vrnn.kernels.activations import positive_scale
 from vrnn.kernels.precision import from_low
+from vrnn.models.base import SequenceModel
 from vrnn.models.config import ModelConfig
-from vrnn.models.distributions import diagonal_normal, draw
-from vrnn.models.vrnn import (
-    MLP,
-    BackwardRNN,
-    Decoder,
-    LatentGaussian,
-    SequenceModel,
-    State,
-    StepTerms,
-)
+from vrnn.models.distributions import diagonal_normal
+from vrnn.models.layers import MLP, BackwardRNN, Decoder, LatentGaussian, reparameterise
 
 
 def _tiled(rows: Tensor, per_sequence: Tensor) -> Tensor:
@@ -150,7 +143,8 @@ class SRNN(SequenceModel):
                 sample_terms: bool = False, return_latents: bool = False,
                 replicas: int = 1) -> StepTerms:
         """One pass over ``x (B, T, D)`` with ``mask (B, T)``: the arguments and the result of
-        :meth:`vrnn.models.vrnn.VRNN.forward` (``latents['h']`` holds d_t, ``latents['a']`` a_t).
+        :meth:`vrnn.models.base.SequenceModel.forward` (``latents['d']`` holds d_t,
+        ``latents['a']`` a_t).
 
         With ``replicas`` R > 1 and no ``state``, the deterministic layer and a_t run once per
         sequence and only the z-chain once per replica; a given ``state`` of ``R * B`` rows runs
@@ -186,7 +180,7 @@ class SRNN(SequenceModel):
             terms.log_pz, terms.log_qz = p.log_prob(z), q.log_prob(z)
         if return_latents:
             terms.latents = {"z": z, "enc_loc": q_loc, "enc_scale": q_scale, "prior_loc": p_loc,
-                             "prior_scale": p_scale, "h": d_rows,
+                             "prior_scale": p_scale, "d": d_rows,
                              "a": a.repeat(replicas, 1, 1) if a.shape[0] != N else a}
         return terms
 
@@ -212,7 +206,7 @@ class SRNN(SequenceModel):
         out = [torch.stack(c, 1) for c in zip(*columns)]
         return (*out, None, None) if prior is None else tuple(out)
 
-    # -- the equations one step at a time (generation and the literal reference) ----------------
+    # -- the step protocol (vrnn.inference.protocol): the literal path, SMC, generation -------
     def step_deterministic(self, x_prev: Tensor, d_state: State) -> State:
         """d_t from x_{t-1} ``(B, D)`` and d_{t-1}'s state -> d_t's state (``d_t = state[0]``)."""
         _, last = self.rnn(self.phi_x(x_prev).unsqueeze(1), self._rnn_state(d_state))
@@ -229,17 +223,38 @@ class SRNN(SequenceModel):
             loc = prior_loc + loc
         return diagonal_normal(loc, scale)
 
-    def _generate(self, state: State, steps: int, temperature: float,
-                  generator: torch.Generator | None) -> Tensor:
-        *d_state, z_prev, x_prev = state
-        d_state = tuple(d_state)
-        frames = []
-        for _ in range(steps):
-            d_state = self.step_deterministic(x_prev, d_state)
-            d_t = d_state[0]
-            z_prev = draw(self.prior_dist(d_t, z_prev), generator)  # (num, Z)
-            x_prev = draw(self.decoder(torch.cat([z_prev, d_t], -1), temperature), generator)
-            frames.append(x_prev)
-        if not frames:
-            return x_prev.new_zeros(x_prev.shape[0], 0, self.config.x_dim)
-        return torch.stack(frames, 1)  # (num, steps, D)
+    def context(self, x: Tensor, mask: Tensor | None, state: State) -> tuple[Tensor, ...]:
+        """d_t ``(B, T, H)`` from the state's d and x_{t-1}, and a_t ``(B, T, A)``: neither reads
+        z, so both run fused over the window."""
+        *d_state, _, x_prev = state
+        feat_x, d, _ = self.deterministic(x, tuple(d_state), x_prev)
+        return d, self.inference_features(d, feat_x, mask)
+
+    def step(self, carry: State, ctx_t: tuple[Tensor, ...] | None, eps: Tensor,
+             temperature: float = 1.0) -> Step:
+        """The prior p(z_t | z_{t-1}, d_t), the posterior q(z_t | z_{t-1}, a_t) (Res_q: its mean
+        the prior's plus the encoder's) and the emission p(x_t | z_t, d_t). Generating
+        (``ctx_t`` None), d_t is stepped here from the last frame drawn."""
+        *d_state, z_prev, x_prev = carry
+        if ctx_t is None:
+            d_state = self.step_deterministic(x_prev, tuple(d_state))
+            d_t = d_state[0]  # (N, H)
+        else:
+            d_t = ctx_t[0]
+        p = self.prior_dist(d_t, z_prev)
+        q = None if ctx_t is None else self.posterior(ctx_t[1], z_prev, p.base_dist.loc)
+        z = reparameterise(p if q is None else q, eps)  # (N, Z)
+        px = self.decoder(torch.cat([z, d_t], -1), temperature)
+        return Step(p, q, z, px, (*d_state, z, x_prev))
+
+    def observe(self, carry: State, x_t: Tensor, ctx_t: tuple[Tensor, ...] | None) -> State:
+        """The frame becomes the next step's input u_{t+1} = x_t."""
+        return (*carry[:-1], x_t)
+
+    def window_state(self, x: Tensor, mask: Tensor | None, state: State,
+                     carry: State) -> State:
+        """d after the window (the context ran it; the steps did not) with the last z_t and
+        x_t."""
+        *d_state, _, x_prev = state
+        _, _, d_last = self.deterministic(x, tuple(d_state), x_prev)
+        return (*d_last, carry[-2], carry[-1])

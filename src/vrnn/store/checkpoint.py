@@ -34,9 +34,9 @@ import numpy as np
 import torch
 
 from vrnn.host.files import atomic_write, refuse_existing, write_bytes, write_text
+from vrnn.models.base import SequenceModel
 from vrnn.models.build import build_model
 from vrnn.models.config import ModelConfig
-from vrnn.models.vrnn import SequenceModel
 
 FORMAT = "vrnn-checkpoint"
 VERSION = 1

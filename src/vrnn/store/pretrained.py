@@ -4,9 +4,8 @@ Each lives in ``vrnn/store/weights/<name>.pt``, a checkpoint without its trainin
 weights, its config, its data's normalisation, the training settings; no optimiser, no random
 states), so it loads with ``torch.load(..., weights_only=True)`` like any other and can be
 evaluated, sampled, analysed and described, not resumed. ``vrnn/store/weights/index.json`` lists
-them:
-what each is, the command that trained it, its data's licence, its test figures, and the SHA-256
-of its file (checked before it is read)::
+them: what each is, the command that trained it, its data's licence, its test figures, and the
+SHA-256 of its file (checked before it is read)::
 
     vrnn pretrained                                     # the list, with test log-likelihoods
     vrnn sample --pretrained speech-vrnn-gauss          # WAV files in runs/pretrained/...
@@ -97,7 +96,7 @@ def add_pretrained(name: str, checkpoint: str | Path, *, command: str, licence: 
 
     import torch
 
-    from vrnn.models.vrnn import count_parameters
+    from vrnn.models.base import count_parameters
     from vrnn.store.checkpoint import load_checkpoint, model_from_checkpoint
 
     ckpt = slim_checkpoint(load_checkpoint(checkpoint))

@@ -87,7 +87,7 @@ def train_and_evaluate(job: dict) -> dict:
     from vrnn.commands.sample import save_npy
     from vrnn.data import load_dataset
     from vrnn.evaluation.sequences import evaluate_sequences
-    from vrnn.models.vrnn import count_parameters
+    from vrnn.models.base import count_parameters
     from vrnn.store.checkpoint import load_checkpoint, model_from_checkpoint
     from vrnn.train.config import TrainConfig
     from vrnn.train.loop import train
@@ -131,7 +131,7 @@ def train_and_evaluate(job: dict) -> dict:
     written = write_samples(samples, info, job["out"], prefix="sample")
     print(f"[{name}] done: {result.step} updates ({result.stopped}), test log-likelihood "
           f"{res.summary()['log_likelihood']:.1f} nats per sequence", flush=True)
-    return {"key": name, "model": model.config.name, "latent": bool(model.is_latent),
+    return {"key": name, "model": model.config.name, "latent": res.estimator != "exact",
             "params": int(count_parameters(model)), "steps": int(result.step),
             "best_step": int(ckpt.get("step") or 0), "stopped": result.stopped,
             "train_cpu_s": train_cpu, "train_s": train_wall, "eval_cpu_s": eval_cpu,

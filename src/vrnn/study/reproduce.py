@@ -33,11 +33,10 @@ with the same paired test, beside the SRNN paper's own numbers. Its only figure 
 
 ``--study objectives`` trains the VRNN with each objective of ``vrnn train --objective``, at the
 same budget (:data:`vrnn.study.studies.OBJECTIVES_STUDY`'s entries): VRNN-Gauss and VRNN-GMM with
-the
-ELBO, IWAE (K = 4), FIVO (K = 4) and the ELBO with free bits (1 nat per step), beside RNN-Gauss
-and RNN-GMM (for binary data: VRNN-Bernoulli and RNN-Bernoulli). It acts as the tag
-``objectives`` and judges whether each objective trains a better model than the ELBO and whether
-any VRNN rises above the RNNs.
+the ELBO, IWAE (K = 4), FIVO (K = 4) and the ELBO with free bits (1 nat per step), beside RNN-Gauss
+and RNN-GMM (for binary data: VRNN-Bernoulli and RNN-Bernoulli). It acts as the tag ``objectives``
+and judges whether each objective trains a better model than the ELBO and whether any VRNN rises
+above the RNNs.
 
 Every study evaluates each latent model twice, with the same S: by importance sampling of whole
 trajectories (the paper's estimate) and by a particle filter that resamples on a low effective
@@ -283,7 +282,7 @@ def _evaluate(entry: Entry, best: Path, test: list, cached: dict | None,
     step. Each part reuses ``cached`` when it is of the same checkpoint, sample count, test set
     and seed (and SMC: repeats), so adding SMC to a study evaluated before costs SMC only."""
     from vrnn.evaluation.sequences import evaluate_sequences
-    from vrnn.models.vrnn import count_parameters
+    from vrnn.models.base import count_parameters
     from vrnn.store.checkpoint import load_checkpoint, model_from_checkpoint
 
     name = entry.key
@@ -298,11 +297,11 @@ def _evaluate(entry: Entry, best: Path, test: list, cached: dict | None,
     else:
         model = model_from_checkpoint(ckpt)
         print(f"[{name}] evaluating step {key['step']} on {len(test)} test sequences "
-              f"(S={args.samples if model.is_latent else 'exact'})")
+              f"(S={args.samples})")
         started = time.time()
         res = evaluate_sequences(model, test, num_samples=args.samples, seed=args.seed,
                                  frame_size=frame_size, batch_size=16)
-        record = {"key": key, "name": entry.name, "latent": model.is_latent,
+        record = {"key": key, "name": entry.name, "latent": res.estimator != "exact",
                   "n_params": count_parameters(model), "eval_s": time.time() - started,
                   "summary": res.summary(), "log_likelihood": res.log_likelihood.tolist(),
                   "elbo": res.elbo.tolist(), "is_stderr": res.is_stderr.tolist(),
@@ -573,9 +572,11 @@ RESULTS_HEAD = """# Reproducing Table 1 and Figures 2 to 4 on data that installs
 
 Each section below is written by `vrnn reproduce --data NAME` (see `vrnn reproduce --help`) and
 holds the command that made it, the device, the settings, the table in the layout of the paper's
-Table 1, the paper's claims judged on it, and its figures. The paper's own numbers (Blizzard,
-TIMIT, Onomatopoeia, Accent, IAM-OnDB) are in `../shared/SPEC.md`; these data sets are smaller
-stand-ins, so the numbers are not comparable with the paper's, only the ordering of the models is.
+Table 1, the paper's claims judged on it, and its figures. The paper's own numbers are in its
+Table 1 (Chung et al., "A Recurrent Latent Variable Model for Sequential Data", NIPS 2015), on
+Blizzard, TIMIT, Onomatopoeia, Accent and IAM-OnDB, data sets that are licensed and cannot be
+downloaded; the data sets here are smaller stand-ins, so the numbers are not comparable with the
+paper's, only the ordering of the models is.
 """
 
 

@@ -15,8 +15,7 @@ Two machines, 8 GPUs each (run on both; node 0's address as the master):
 
 ``--batch-size`` is the *global* batch: every update sees the same sequences, and the same noise
 per sequence, as a single process with that batch (see :mod:`vrnn.train.loop`), so a run's result
-does
-not depend on how many processes share it (up to floating-point summation order).
+does not depend on how many processes share it (up to floating-point summation order).
 
 torchrun sets ``RANK``, ``LOCAL_RANK`` and ``WORLD_SIZE``; when they are present, :func:`setup`
 joins the process group (nccl on CUDA, gloo on CPU) and pins each process to ``cuda:LOCAL_RANK``.

@@ -77,17 +77,17 @@ from torch import Tensor, nn
 
 from vrnn.host.files import WriteError, write_text
 from vrnn.kernels.precision import check_supported
+from vrnn.models.base import SequenceModel, count_parameters
 from vrnn.models.build import build_model
 from vrnn.models.config import ModelConfig
 from vrnn.models.presets import model_config
-from vrnn.models.vrnn import SequenceModel, count_parameters
 from vrnn.store import checkpoint as ckio
 from vrnn.train.batches import Batch, EpochBatches
 from vrnn.train.config import DATA_FIELDS, TrainConfig, add_train_flags, config_from_args, data_stem
 from vrnn.train.distributed import DistEnv, all_reduce_fields, cleanup, setup
 from vrnn.train.folder import check_run_folder, owned_run_folder, resume_path
 from vrnn.train.metrics import METRIC_FIELDS, MetricsLog, TrainWindow
-from vrnn.train.objective import Objective, UpdateSums, kl_weight_at, validate
+from vrnn.train.objective import LossModule, UpdateSums, kl_weight_at, objective_of, validate
 from vrnn.train.state import TrainClock, TrainState, seed_everything
 from vrnn.train.stop import RankSums, StopConditions, TrainingError
 
@@ -168,25 +168,12 @@ class StepFigures:
         return self.sums.elbo / self.sums.sequences
 
 
-def _noise(run: Run, batch: Batch, T: int) -> tuple[Tensor | None, torch.Generator | None]:
-    """This update's draws from the shared noise stream: the noise of my rows, ``(b, T, Z)``
-    (``(K * b, T, Z)`` for iwae, row ``k * b + j`` particle k of my row j), and fivo's
-    generator for its particles (None otherwise)."""
-    model, state, env, cfg = run.model, run.state, run.env, run.cfg
-    if not model.is_latent:
-        return None, None
-    Z, G, L = model.config.z_dim, batch.global_size, batch.global_len
-    if cfg.objective == "iwae":
-        K = cfg.particles
-        # the whole global batch's K samples at once; keep my rows
-        noise = torch.randn(K, G, L, Z, device=env.device, generator=state.noise)
-        return noise[:, batch.rows, :T].reshape(K * len(batch.rows), T, Z), None  # (K * b, T, Z)
-    # the whole global batch's noise from the shared stream; keep my rows
-    noise = torch.randn(G, L, Z, device=env.device, generator=state.noise)[batch.rows, :T]
-    if cfg.objective != "fivo":
-        return noise, None
-    seed = int(torch.randint(2**62, (1,), device=env.device, generator=state.noise))
-    return noise, torch.Generator(device=env.device).manual_seed(seed + env.rank)
+def _noise(run: Run, batch: Batch, T: int) -> tuple[Tensor, torch.Generator | None]:
+    """This update's draws from the shared noise stream, as the run's objective takes them
+    (:meth:`vrnn.inference.objectives.Objective.noise`)."""
+    return run.loss.objective.noise(run.model.latent_dim, batch.global_size, batch.global_len,
+                                    batch.rows, T, run.state.noise, run.env.device,
+                                    run.env.rank)
 
 
 def train_step(run: Run, batch: Batch, votes: Callable[[], RankSums]) -> StepFigures:
@@ -198,7 +185,7 @@ def train_step(run: Run, batch: Batch, votes: Callable[[], RankSums]) -> StepFig
     x = batch.x.to(env.device)
     mask = None if batch.mask is None else batch.mask.to(env.device)
     noise, generator = _noise(run, batch, x.shape[1])
-    kl_weight = kl_weight_at(cfg, state.step)
+    kl_weight = run.loss.objective.kl_weight(state.step)
     run.optimizer.zero_grad(set_to_none=True)
     loss, bound = run.objective(x, mask, noise, state.carried, kl_weight,
                                 env.world_size / batch.global_size, generator)
@@ -234,7 +221,10 @@ class Run:
     model: SequenceModel
     optimizer: torch.optim.Optimizer
     objective: nn.Module
-    """:class:`Objective`, wrapped in DistributedDataParallel with several processes."""
+    """:class:`vrnn.train.objective.LossModule`, wrapped in DistributedDataParallel with
+    several processes."""
+    loss: LossModule
+    """The same module unwrapped: its ``objective`` draws the noise and gives the bound."""
     state: TrainState
     batches: EpochBatches
     metrics: MetricsLog
@@ -243,6 +233,10 @@ class Run:
     """The step of the last validation (-1: none in this process)."""
     last_stats: dict = dataclasses.field(default_factory=dict)
     """The latest train and valid figures, saved in each checkpoint's ``metrics``."""
+    in_memory: bool = False
+    """``vrnn.fit``: no run folder; the best weights are kept in memory, nothing is written."""
+    best_weights: tuple[int, dict] | None = None
+    """In memory: the step and a copy of the weights of the best validation bound."""
 
     @property
     def out_dir(self) -> Path:
@@ -273,6 +267,11 @@ class Run:
         """Write the checkpoint to ``path`` on rank 0. A failed write (full disk) stops the run
         with one line; the checkpoints already there are kept intact."""
         if not self.env.is_main:
+            return
+        if self.in_memory:
+            if path == self.best_path and self.validated_at == self.state.step:
+                weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+                self.best_weights = (self.state.step, weights)
             return
         try:
             ckio.save_atomic(self.checkpoint(), path)
@@ -312,7 +311,7 @@ class Run:
                              else tuple(s.detach() for s in figures.state))
         window.add(sums.elbo, sums.kl, sums.sequences, sums.steps, figures.grad_norm,
                    objective=sums.objective,
-                   ess=sums.ess if cfg.objective == "fivo" and self.model.is_latent else None)
+                   ess=sums.ess if self.loss.objective.reports_ess else None)
         if state.step % cfg.log_interval and state.step != cfg.max_steps:
             return {"step": state.step, "epoch": state.epoch, "train_bound": figures.bound}
         row = {"step": state.step, "epoch": state.epoch, "sequences": state.sequences_seen,
@@ -381,9 +380,9 @@ def _prepare(cfg: TrainConfig, env: DistEnv, dataset, folder) -> Run:
             group["lr"] = cfg.lr  # --lr may change on resume
         state.restore(ckpt, env.device)
     batches = EpochBatches(dataset, cfg, env)
-    objective: nn.Module = Objective(model, cfg.objective, cfg.particles or 1, cfg.free_bits,
-                                     cfg.precision)
-    if batches.tbptt and cfg.objective != "elbo" and env.is_main:
+    loss = LossModule(model, objective_of(cfg), cfg.precision)
+    objective: nn.Module = loss
+    if batches.tbptt and not loss.objective.carries_state and env.is_main:
         print(f"note: --objective {cfg.objective}: every TBPTT window of {batches.window} frames "
               f"starts from the initial state (the recurrent state is not carried across "
               f"windows with {cfg.particles} particles)", file=sys.stderr)
@@ -404,7 +403,7 @@ def _prepare(cfg: TrainConfig, env: DistEnv, dataset, folder) -> Run:
             "versions": ckio.versions()}, indent=2, default=str) + "\n")
     metrics = MetricsLog(Path(cfg.out_dir), env.is_main,
                          state.step if ckpt is not None else None, cfg.tensorboard)
-    return Run(cfg, env, dataset, model, optimizer, objective, state, batches, metrics,
+    return Run(cfg, env, dataset, model, optimizer, objective, loss, state, batches, metrics,
                resumed=ckpt is not None, validated_at=state.step if ckpt is not None else -1)
 
 
@@ -475,7 +474,8 @@ def _finish(run: Run, stopped: str, start_step: int) -> None:
         run.validate_and_save()
     if not run.resumed or state.step != start_step:
         run.save(run.last_path)
-    if run.env.is_main and not run.best_path.exists() and run.last_path.exists():
+    if (run.env.is_main and not run.in_memory and not run.best_path.exists()
+            and run.last_path.exists()):
         run.save(run.best_path)  # no validation split: best.pt is the last checkpoint
 
 

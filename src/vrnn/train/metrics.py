@@ -2,9 +2,8 @@
 
 Rows are appended one at a time, so a run killed mid-write can leave a partial last line; a
 resumed run repairs the file (:func:`vrnn.train.run_folder.repair_metrics`: the partial line is
-dropped
-with a note, any other malformed row is an error naming the file and line), keeps the rows up to
-its checkpoint's step and rewrites it atomically.
+dropped with a note, any other malformed row is an error naming the file and line), keeps the rows
+up to its checkpoint's step and rewrites it atomically.
 """
 
 from __future__ import annotations

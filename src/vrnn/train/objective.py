@@ -12,60 +12,56 @@ import torch
 from torch import Tensor, nn
 
 from vrnn.evaluation.sequences import evaluate_sequences
-from vrnn.inference.objectives import Bound, elbo_bound, fivo_bound, iwae_bound
+from vrnn.inference.objectives import Bound, Objective, make_objective
 from vrnn.kernels.precision import autocast
-from vrnn.models.vrnn import SequenceModel
+from vrnn.models.base import SequenceModel
 from vrnn.train.config import TrainConfig
 from vrnn.train.distributed import DistEnv, all_reduce_fields
 from vrnn.train.stop import RankSums
 
 
-class Objective(nn.Module):
+class LossModule(nn.Module):
     """The training loss as a module, so that DistributedDataParallel's hooks run: DDP only
     synchronises gradients of computations that go through the *wrapper's* forward.
 
     ``forward`` returns ``loss = -sum_b bound_b * scale`` (scale = world_size / global batch
     makes DDP's gradient average the single-process mean over the global batch) and the
-    :class:`vrnn.inference.objectives.Bound` of the batch: the bound (``--objective``: elbo with
-    the KL
-    weight and free bits, iwae or fivo) beside the plain ELBO and KL per sequence, the final
-    recurrent state for truncated BPTT (elbo only) and fivo's ESS.
+    :class:`vrnn.inference.objectives.Bound` of the batch from ``objective``
+    (:class:`vrnn.inference.objectives.ELBO` with its KL weight and free bits, ``IWAE`` or
+    ``FIVO``): the bound beside the plain ELBO and KL per sequence, the final recurrent state
+    for truncated BPTT (the ELBO only) and FIVO's ESS.
 
-    Args of ``forward``: ``x (B, T, D)``, ``mask (B, T)``; ``noise``: ``(B, T, Z)`` (elbo, and
-    fivo's ELBO figure) or ``(K * B, T, Z)`` (iwae); ``state``: the carried state (elbo only);
-    ``generator``: fivo's particle draws.
+    Args of ``forward``: ``x (B, T, D)``, ``mask (B, T)``; ``noise``: what
+    :meth:`vrnn.inference.objectives.Objective.noise` drew; ``state``: the carried state (the
+    ELBO only); ``generator``: FIVO's particle draws.
 
     ``precision`` (``--precision``): ``bf16`` runs the forward pass under
-    :func:`vrnn.kernels.precision.autocast` (its products, and so their backward, in bfloat16; the
-    bounds, densities and sums in float32); ``fp32`` leaves everything in float32.
+    :func:`vrnn.kernels.precision.autocast` (its products, and so their backward, in bfloat16;
+    the bounds, densities and sums in float32); ``fp32`` leaves everything in float32.
     """
 
-    def __init__(self, model: SequenceModel, objective: str = "elbo", particles: int = 1,
-                 free_bits: float = 0.0, precision: str = "fp32"):
+    def __init__(self, model: SequenceModel, objective: Objective, precision: str = "fp32"):
         super().__init__()
         self.model = model
-        self.objective, self.particles, self.free_bits = objective, particles, free_bits
+        self.objective = objective
         self.precision = precision
 
     def forward(self, x: Tensor, mask: Tensor | None, noise: Tensor | None, state,
                 kl_weight: float, scale: float, generator: torch.Generator | None = None
                 ) -> tuple[Tensor, Bound]:
         with autocast(self.model, self.precision, x.device):
-            bound = self._bound(x, mask, noise, state, kl_weight, generator)
+            bound = self.objective.bound(self.model, x, mask, noise=noise, state=state,
+                                         kl_weight=kl_weight, generator=generator)
         loss = -bound.objective.sum() * scale
         bound.objective = bound.objective.detach()
         return loss, bound
 
-    def _bound(self, x, mask, noise, state, kl_weight, generator) -> Bound:
-        if self.objective == "iwae":
-            bound = iwae_bound(self.model, x, mask, particles=self.particles, noise=noise)
-        elif self.objective == "fivo":
-            bound = fivo_bound(self.model, x, mask, particles=self.particles,
-                               generator=generator, elbo_noise=noise)
-        else:
-            bound = elbo_bound(self.model, x, mask, noise=noise, state=state,
-                               kl_weight=kl_weight, free_bits=self.free_bits)
-        return bound
+
+def objective_of(cfg: TrainConfig) -> Objective:
+    """The objective a run's ``--objective``, ``--particles``, ``--free-bits`` and KL
+    annealing flags describe."""
+    return make_objective(cfg.objective, particles=cfg.particles, free_bits=cfg.free_bits,
+                          kl_start=cfg.kl_start, kl_anneal_steps=cfg.kl_anneal_steps)
 
 
 @dataclass
@@ -80,10 +76,9 @@ class UpdateSums(RankSums):
 
 
 def kl_weight_at(cfg: TrainConfig, step: int) -> float:
-    """Linear KL annealing from ``kl_start`` to 1 over ``kl_anneal_steps`` (1 when off)."""
-    if cfg.kl_anneal_steps <= 0:
-        return 1.0
-    return cfg.kl_start + (1.0 - cfg.kl_start) * min(1.0, step / cfg.kl_anneal_steps)
+    """The KL weight of a run's objective at update ``step`` (linear annealing from
+    ``kl_start`` to 1 over ``kl_anneal_steps``; 1 when off)."""
+    return objective_of(cfg).kl_weight(step)
 
 
 @dataclass

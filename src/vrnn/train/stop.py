@@ -48,7 +48,7 @@ class StopConditions:
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-    def __init__(self, cfg: TrainConfig, clock: TrainClock, last_path: Path):
+    def __init__(self, cfg: TrainConfig, clock: TrainClock, last_path: Path | None):
         self.cfg, self.clock, self.last_path = cfg, clock, last_path
         self.received: int | None = None
         """The signal this process received, if any."""
@@ -108,8 +108,12 @@ class StopConditions:
                           f"update ({self.bad_in_row}/{self.cfg.max_bad_steps} in a row)",
                           RuntimeWarning, stacklevel=3)
             if self.bad_in_row >= self.cfg.max_bad_steps:
-                kept = (f"the last good checkpoint, {self.last_path}, is kept"
-                        if self.last_path.exists() else "no checkpoint was written yet")
+                if self.last_path is None:  # vrnn.fit: the weights stay in memory
+                    kept = "the model keeps its weights of the last finite update"
+                elif self.last_path.exists():
+                    kept = f"the last good checkpoint, {self.last_path}, is kept"
+                else:
+                    kept = "no checkpoint was written yet"
                 raise TrainingError(
                     f"the loss was non-finite for {self.bad_in_row} updates in a row at step "
                     f"{state.step}; stopping: {kept} (try a smaller --lr or --grad-clip)")
