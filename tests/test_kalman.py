@@ -1,13 +1,14 @@
 """The SRNN against an exact reference: a linear-Gaussian state-space model and its Kalman filter.
 
-The model (``../shared/SPEC.md`` Section 6, end):
+The model, a linear-Gaussian state-space model:
 
     z_t = A z_{t-1} + w_t,  w_t ~ N(0, Q),  Q diagonal,       z_0 = 0
     x_t = C z_t + v_t,      v_t ~ N(0, R),  R = r I
 
-and the Kalman filter written below from SPEC Section 6 gives log p(x_{1:T}) exactly.
+and the Kalman filter written below (predict, innovate, update; Kalman 1960) gives
+log p(x_{1:T}) exactly.
 
-An SRNN (SPEC Section 5) with no hidden layers anywhere is exactly this model, in float64:
+An SRNN (Fraccaro et al. 2016) with no hidden layers anywhere is exactly this model, in float64:
 
 * the deterministic layer d_t is made irrelevant: the LSTM's weights are zero (so d_t = 0
   exactly: every gate is sigmoid(0) = 1/2 of a cell input tanh(0) = 0) and every weight column
@@ -82,7 +83,7 @@ def gauss_logpdf(e: np.ndarray, cov: np.ndarray) -> float:
 
 def kalman_log_likelihood(x: np.ndarray, A: np.ndarray, C: np.ndarray, Q: np.ndarray,
                           R: np.ndarray) -> float:
-    """log p(x_{1:T}) of the linear-Gaussian SSM, ``x (T, D)``, z_0 = 0 (SPEC Section 6)."""
+    """log p(x_{1:T}) of the linear-Gaussian SSM, ``x (T, D)``, z_0 = 0."""
     n = A.shape[0]
     m, P = np.zeros(n), np.zeros((n, n))
     ll = 0.0

@@ -51,6 +51,27 @@ class Command:
     passthrough: str | None = None
 
 
+# -- flags that several subcommands share ---------------------------------------------------------
+
+def _add_device(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+
+
+def _add_seed(p: argparse.ArgumentParser, text: str | None = None) -> None:
+    """--seed (default 0); ``text`` is the subcommand's help for it."""
+    p.add_argument("--seed", type=int, default=0, help=text)
+
+
+def _add_overwrite(p: argparse.ArgumentParser,
+                   text: str = "replace an existing --out (refused without)") -> None:
+    p.add_argument("--overwrite", action="store_true", help=text)
+
+
+def _add_skip_bad(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--skip-bad", action="store_true",
+                   help="report and skip unreadable or invalid data files instead of stopping")
+
+
 # -- train ----------------------------------------------------------------------------------------
 
 def _train_args(p: argparse.ArgumentParser) -> None:
@@ -118,10 +139,9 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
                         "REPEATS x SAMPLES trajectories in all (default 4)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--max-sequences", type=int, default=0, help="evaluate the first N only")
-    p.add_argument("--skip-bad", action="store_true",
-                   help="report and skip unreadable or invalid data files instead of stopping")
-    p.add_argument("--seed", type=int, default=0, help="seed of the samples or particles")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    _add_skip_bad(p)
+    _add_seed(p, "seed of the samples or particles")
+    _add_device(p)
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                    help="the dtype of the matrix products: fp32 (default, the reference) or "
                         "bf16 (bfloat16 products, densities and sums in float32; faster where "
@@ -129,8 +149,7 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true",
                    help="print one JSON object (with ess_mean, ess_min; smc: resamples_mean)")
     p.add_argument("--out", default=None, metavar="FILE", help="also write the JSON here")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace an existing --out (refused without)")
+    _add_overwrite(p)
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -174,11 +193,10 @@ def _sample_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--temperature", type=float, default=1.0,
                    help="scales output noise: mixture and Bernoulli logits / X, scales * sqrt(X)"
                         " (default 1; < 1 gives tidier, less varied samples)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random stream (default 0)")
+    _add_seed(p, "seed of the random stream (default 0)")
     p.add_argument("--out", default=None, metavar="DIR", help="default: CKPT's folder/samples")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace the samples an earlier run wrote into --out (refused without)")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    _add_overwrite(p, "replace the samples an earlier run wrote into --out (refused without)")
+    _add_device(p)
 
 
 def _sample(args: argparse.Namespace) -> int:
@@ -197,13 +215,11 @@ def _sample(args: argparse.Namespace) -> int:
 def _analyse_args(p: argparse.ArgumentParser) -> None:
     _checkpoint_data_args(p)
     p.add_argument("--index", type=int, default=0, help="which sequence of the split")
-    p.add_argument("--skip-bad", action="store_true",
-                   help="report and skip unreadable or invalid data files instead of stopping")
+    _add_skip_bad(p)
     p.add_argument("--out", default=None, metavar="PNG", help="default: CKPT's folder/kl.png")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace an existing --out (refused without)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the posterior samples")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    _add_overwrite(p)
+    _add_seed(p, "seed of the posterior samples")
+    _add_device(p)
 
 
 def _analyse(args: argparse.Namespace) -> int:
@@ -247,8 +263,7 @@ def _export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", default="safetensors", choices=("safetensors",))
     p.add_argument("--out", default=None, metavar="FILE",
                    help="default: CKPT with a .safetensors suffix (a .json of the config beside)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace an existing --out and its .json (refused without)")
+    _add_overwrite(p, "replace an existing --out and its .json (refused without)")
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -315,7 +330,7 @@ def _demo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="runs/demo", metavar="DIR")
     p.add_argument("--quick", action="store_true",
                    help="a smoke run in seconds (tiny models, few steps); numbers mean nothing")
-    p.add_argument("--seed", type=int, default=0)
+    _add_seed(p)
     p.add_argument("--serial", action="store_true",
                    help="train the models one after the other in this process (default: one "
                         "process per model, at the same time)")

@@ -141,8 +141,8 @@ def parse_precisions(text: str) -> list[str]:
 def resolve_precisions(text: str | None, device: torch.device) -> list[str]:
     """The precisions to time on ``device``: ``--precision`` (ValueError naming the flag when
     the device lacks native bfloat16 products, :func:`vrnn.kernels.precision.check_supported`), or
-    by
-    default fp32 and bf16 where :func:`vrnn.kernels.precision.bf16_supported`, else fp32 alone."""
+    by default fp32 and bf16 where :func:`vrnn.kernels.precision.bf16_supported`, else fp32
+    alone."""
     if text is None:
         return ["fp32", "bf16"] if precision_mod.bf16_supported(device) else ["fp32"]
     precisions = parse_precisions(text)

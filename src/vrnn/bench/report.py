@@ -4,9 +4,18 @@
 A result with lower-precision variants (``--precision bf16``: ``per-step bf16``, ``ours bf16``)
 gets their rows in the same tables (their "of mm" is of the bf16 matmul rate, their speed-up
 against the float32 per-step), and a line on the bf16 rate, ``ours bf16`` over ``ours`` and the
-bf16 bound; a result without them renders exactly as before they existed."""
+bf16 bound; a result without them renders exactly as before they existed.
+
+Each table is computed once for both reports: its rows (``_training_rows``, ``_evaluation_rows``,
+...) and its columns (:class:`Col`: the value, its format, its header and width in the text
+report, its header in the Markdown table), rendered by ``_text_header``/``_text_rows`` (padded
+columns) and ``_md_table``."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import NamedTuple
 
 LOW_PRECISIONS = ("bf16",)
 """The precisions whose figures (``sgemm_P_gflops``, ``bound_P``) a result may hold."""
@@ -33,24 +42,40 @@ def _isolated_text(rec: dict | None, p: str, sep: str, markdown: bool = False) -
             f"(paired {rec['paired_speedup_vs_fp32']:.2f}x)" + ("." if markdown else ""))
 
 
+class _Low(NamedTuple):
+    """The figures of one lower precision in a configuration's training record."""
+
+    p: str
+    rate: float  # its matmul rate, GFLOP/s (``sgemm_P_gflops``)
+    ours: dict | None  # the variant ``ours P``
+    per_step: dict | None  # the variant ``per-step P``
+    isolated: dict | None  # ``ours`` against ``ours P`` in a process of their own
+    bound: dict | None  # ``bound_P``
+
+
+def _low_precisions(t: dict) -> list[_Low]:
+    """The lower precisions that ``t`` holds a matmul rate of, with their figures."""
+    return [_Low(p, t[f"sgemm_{p}_gflops"], t["variants"].get(f"ours {p}"),
+                 t["variants"].get(f"per-step {p}"), t.get("isolated", {}).get(p),
+                 t.get(f"bound_{p}"))
+            for p in LOW_PRECISIONS if t.get(f"sgemm_{p}_gflops") is not None]
+
+
 def _low_text(t: dict, w: int) -> list[str]:
     """For each lower precision in ``t``: its matmul rate, ``ours P`` over ``ours``, its bound."""
     lines = []
-    for p in LOW_PRECISIONS:
-        rate = t.get(f"sgemm_{p}_gflops")
-        if rate is None:
-            continue
-        line = (f"{'':<{w}}{p}: matmul rate {rate:.1f} GFLOP/s ({t['sgemm_size']}^3 {p} "
+    for lo in _low_precisions(t):
+        p = lo.p
+        line = (f"{'':<{w}}{p}: matmul rate {lo.rate:.1f} GFLOP/s ({t['sgemm_size']}^3 {p} "
                 f"torch.mm; the {p} rows' 'of mm' is of it)")
-        ours = t["variants"].get(f"ours {p}")
-        if ours is not None:
-            line += (f"; speed-up of ours {p} over ours {ours['speedup_vs_fp32']:.2f}x (paired "
-                     f"{ours['paired_speedup_vs_fp32']:.2f}x)")
-        line += _isolated_text(t.get("isolated", {}).get(p), p, "; ")
-        b = t.get(f"bound_{p}")
-        if b is not None:
-            line += (f"; B-row products {b['thin_gflops']:.1f} GFLOP/s; bound "
-                     f"{b['best_ms']:.1f} ms = {b['best_fraction_of_sgemm']:.0%} of {p} mm")
+        if lo.ours is not None:
+            line += (f"; speed-up of ours {p} over ours {lo.ours['speedup_vs_fp32']:.2f}x "
+                     f"(paired {lo.ours['paired_speedup_vs_fp32']:.2f}x)")
+        line += _isolated_text(lo.isolated, p, "; ")
+        if lo.bound is not None:
+            line += (f"; B-row products {lo.bound['thin_gflops']:.1f} GFLOP/s; bound "
+                     f"{lo.bound['best_ms']:.1f} ms = {lo.bound['best_fraction_of_sgemm']:.0%} "
+                     f"of {p} mm")
         lines.append(line)
     return lines
 
@@ -58,24 +83,22 @@ def _low_text(t: dict, w: int) -> list[str]:
 def _low_markdown(t: dict) -> list[str]:
     """The Markdown of :func:`_low_text`: one paragraph per lower precision present."""
     out = []
-    for p in LOW_PRECISIONS:
-        rate = t.get(f"sgemm_{p}_gflops")
-        if rate is None:
-            continue
+    for lo in _low_precisions(t):
+        p = lo.p
         text = (f"{p} (`--precision {p}`): the {p} rows run their products in {p} on float32 "
                 f"weights; their share of the matmul rate is of the {p} rate, "
-                f"{rate:.1f} GFLOP/s ({t['sgemm_size']}^3 {p} `torch.mm`, same rotation), "
+                f"{lo.rate:.1f} GFLOP/s ({t['sgemm_size']}^3 {p} `torch.mm`, same rotation), "
                 f"their speed-up against the float32 per-step.")
-        ours = t["variants"].get(f"ours {p}")
-        if ours is not None:
-            text += (f" Speed-up of `ours {p}` over `ours`: {ours['speedup_vs_fp32']:.2f}x "
-                     f"(median of the per-round ratios {ours['paired_speedup_vs_fp32']:.2f}x).")
-        per_step = t["variants"].get(f"per-step {p}")
-        if per_step is not None:
-            text += (f" Of `per-step {p}` over `per-step`: {per_step['speedup_vs_fp32']:.2f}x "
-                     f"(paired {per_step['paired_speedup_vs_fp32']:.2f}x).")
-        text += _isolated_text(t.get("isolated", {}).get(p), p, " ", markdown=True)
-        b = t.get(f"bound_{p}")
+        if lo.ours is not None:
+            text += (f" Speed-up of `ours {p}` over `ours`: {lo.ours['speedup_vs_fp32']:.2f}x "
+                     f"(median of the per-round ratios "
+                     f"{lo.ours['paired_speedup_vs_fp32']:.2f}x).")
+        if lo.per_step is not None:
+            text += (f" Of `per-step {p}` over `per-step`: "
+                     f"{lo.per_step['speedup_vs_fp32']:.2f}x "
+                     f"(paired {lo.per_step['paired_speedup_vs_fp32']:.2f}x).")
+        text += _isolated_text(lo.isolated, p, " ", markdown=True)
+        b = lo.bound
         if b is not None:
             text += (f" Bound in {p}: the B-row products run at {b['thin_gflops']:.1f} GFLOP/s "
                      f"({b['thin_fraction_of_sgemm']:.0%} of the {p} rate); a step takes at "
@@ -83,6 +106,161 @@ def _low_markdown(t: dict) -> list[str]:
                      f"{p} rate).")
         out += ["", text]
     return out
+
+
+# -- the sections' rows, once; rendered as text columns or as Markdown tables -------------------
+
+
+@dataclass(frozen=True)
+class Col:
+    """A column of a section's table. ``key``: the value of a row it shows; ``cell``: how, a
+    ``str.format`` template of that value (None, a figure not measured, is an empty cell) or a
+    function of the whole row; ``text``, ``width``: its header and width in the text report;
+    ``md``: its header in the Markdown table, ``md_cell`` its cell there where that differs from
+    ``cell``; a header None leaves the column out of that rendering. ``left``: a name, aligned
+    left (figures align right)."""
+
+    key: str
+    cell: str | Callable[[dict], str] = "{}"
+    text: str | None = None
+    width: int = 0
+    md: str | None = None
+    md_cell: str | Callable[[dict], str] | None = None
+    left: bool = False
+
+
+def _cell(cell: str | Callable[[dict], str], key: str, row: dict) -> str:
+    if callable(cell):
+        return cell(row)
+    return "" if row[key] is None else cell.format(row[key])
+
+
+def _text_line(cols: list[Col], cells: list[str]) -> str:
+    return "".join(c.ljust(col.width) if col.left else c.rjust(col.width)
+                   for col, c in zip(cols, cells))
+
+
+def _text_header(cols: tuple[Col, ...]) -> str:
+    """The header line of the text report's columns."""
+    cols = [c for c in cols if c.text is not None]
+    return _text_line(cols, [c.text for c in cols])
+
+
+def _text_rows(cols: tuple[Col, ...], rows: list[dict]) -> list[str]:
+    """``rows`` as the text report's columns, each cell padded to its column's width."""
+    cols = [c for c in cols if c.text is not None]
+    return [_text_line(cols, [_cell(c.cell, c.key, r) for c in cols]) for r in rows]
+
+
+def _md_table(cols: tuple[Col, ...], rows: list[dict],
+              order: tuple[str, ...] | None = None) -> list[str]:
+    """``rows`` as a Markdown table; ``order``: the keys of its columns, where the table orders
+    them unlike the text report."""
+    if order is not None:
+        by_key = {c.key: c for c in cols}
+        cols = tuple(by_key[k] for k in order)
+    cols = [c for c in cols if c.md is not None]
+    return ["| " + " | ".join(c.md for c in cols) + " |",
+            "|" + "".join("---|" if c.left else "---:|" for c in cols),
+            *("| " + " | ".join(_cell(c.cell if c.md_cell is None else c.md_cell, c.key, r)
+                                for c in cols) + " |" for r in rows)]
+
+
+def _machine(m: dict) -> str:
+    """The machine a result was measured on, as both reports name it."""
+    return (f"{m['cpu']}, {m['cpu_count']} cores, {m['torch_threads']} torch threads, "
+            f"torch {m['torch']}, device {m['device']}")
+
+
+def _section(configs: dict, part: str) -> dict:
+    """``part`` ("training", "evaluation", ...) of each configuration that has it."""
+    return {n: r[part] for n, r in configs.items() if part in r}
+
+
+_TRAINING = (
+    Col("variant", text="variant", width=18, md="variant", left=True),
+    Col("ms", "{:.1f}", "ms/step", 10, "ms / step"),
+    Col("seq_steps_per_s", "{:,.0f}", "seq-steps/s", 13, "sequence-steps / s"),
+    Col("gflops", "{:.1f}", "GFLOP/s", 9, "GFLOP/s"),
+    Col("fraction_of_sgemm", "{:.0%}", "of mm", 7, "of matmul rate"),
+    Col("speedup_vs_per_step", "{:.2f}x", "speed-up", 10, "speed-up vs per-step", "{:.2f}"),
+    Col("kept_mib", "{:.0f}", md="kept for backward MiB"),
+)
+
+
+def _training_rows(t: dict) -> list[dict]:
+    """A row per variant: its figures and the MiB it keeps for backward (None: not measured)."""
+    mem = t.get("memory", {})
+    rows = []
+    for vname, v in t["variants"].items():
+        kept = mem.get(vname, {}).get("saved_for_backward_bytes")
+        rows.append({**v, "variant": vname, "kept_mib": None if kept is None else kept / 2**20})
+    return rows
+
+
+def _separate_over_is(e: dict) -> str:
+    return f"{e['separate_over_is']:.2f}" if e["separate_measured"] else "n/a"
+
+
+_EVALUATION = (
+    Col("config", text="evaluation", width=13, md="config", left=True),
+    Col("elbo_pass_ms", "{:.1f}", "ELBO pass ms", 13, "one ELBO pass ms"),
+    Col("is_ms", "{:.1f}", "IS S=40 ms", 12, "IS ms", "{:.0f}"),
+    Col("separate_40_ms", "{:.1f}", "40 passes ms", 14),
+    Col("is_over_one_pass", "{:.1f}x", "IS/pass", 9, "IS / pass"),
+    Col("separate_over_is", "{:.1f}x", "40 passes/IS", 14, "40 separate passes / IS",
+        _separate_over_is),
+    Col("is_repeat_over_one_pass", "{:.1f}x", "IS repeat/pass", 16, "IS over repeated x / pass"),
+    Col("flop_ratio", "{:.1f}x", "FLOP ratio", 12, "FLOP ratio"),
+    Col("samples_per_pass", md="samples per pass"),
+)
+_EVALUATION_MD_ORDER = ("config", "elbo_pass_ms", "is_ms", "is_over_one_pass", "flop_ratio",
+                        "is_repeat_over_one_pass", "separate_over_is", "samples_per_pass")
+
+
+def _evaluation_rows(configs: dict) -> list[dict]:
+    return [{**e, "config": n} for n, e in _section(configs, "evaluation").items()]
+
+
+_GENERATION = (
+    Col("config", text="generation", width=13, md="config", left=True),
+    Col("steps_b1", "{:,.0f}", "steps/s B=1", 13, "steps / s, batch 1"),
+    Col("steps_b64", "{:,.0f}", "steps/s B=64", 14, "steps / s, batch 64"),
+    Col("frames_b64", "{:,.0f}", "frames/s B=64", 15, "frames / s, batch 64"),
+)
+
+
+def _generation_rows(configs: dict) -> list[dict]:
+    return [{"config": n, "steps_b1": g["batch_1"]["steps_per_s"],
+             "steps_b64": g["batch_64"]["steps_per_s"],
+             "frames_b64": g["batch_64"]["frames_per_s"]}
+            for n, g in _section(configs, "generation").items()]
+
+
+_PARTICLES = (
+    Col("config", text="K particles", width=13, md="config", left=True),
+    Col("step", text="step", width=10, left=True),
+    Col("objective", md="objective", left=True),
+    Col("particles", md="K"),
+    Col("ms", "{:.1f}", "ms", 9, "ms / step"),
+    Col("over_one_particle", "{:.2f}x", "/ ELBO step", 12, "/ ELBO step"),
+    Col("over_k_one_particle_steps", "{:.2f}x", "/ K ELBO steps", 16, "/ K ELBO steps"),
+)
+_SMC = (
+    Col("config", md="config", left=True),
+    Col("samples", md="S"),
+    Col("is_ms", "{:.0f}", md="IS ms"),
+    Col("smc_ms", "{:.0f}", md="SMC ms"),
+    Col("smc_over_is", "{:.2f}x", md="SMC / IS"),
+)
+
+
+def _particle_rows(n: str, p: dict) -> list[dict]:
+    """The one-particle ELBO step, then each K-particle step, of configuration ``n``."""
+    elbo = {"config": n, "step": "elbo", "objective": "elbo", "particles": 1,
+            "ms": p["elbo_step_ms"], "over_one_particle": 1.0, "over_k_one_particle_steps": 1.0}
+    return [elbo] + [{**st, "config": n, "step": key} for key, st in p["particle_steps"].items()]
+
 
 # -- text --------------------------------------------------------------------------------------
 
@@ -98,11 +276,8 @@ def _model_name(z: dict) -> str:
 def _text_training(name: str, t: dict, w: int = 13) -> list[str]:
     """The rows of one configuration: each variant, the rate and bound, profile, agreement;
     ``w``: the width of the config column."""
-    lines = []
-    for i, (vname, v) in enumerate(t["variants"].items()):
-        lines.append(f"{name if i == 0 else '':<{w}}{vname:<18}{v['ms']:>10.1f}"
-                     f"{v['seq_steps_per_s']:>13,.0f}{v['gflops']:>9.1f}"
-                     f"{v['fraction_of_sgemm']:>7.0%}{v['speedup_vs_per_step']:>9.2f}x")
+    lines = [f"{name if i == 0 else '':<{w}}{row}"
+             for i, row in enumerate(_text_rows(_TRAINING, _training_rows(t)))]
     b = t.get("bound")
     line = f"{'':<{w}}matmul rate {t['sgemm_gflops']:.1f} GFLOP/s ({t['sgemm_size']}^3 torch.mm)"
     if b is not None:
@@ -160,39 +335,20 @@ def _text_targets(configs: dict) -> list[str]:
 
 def _text_evaluation_and_generation(configs: dict) -> list[str]:
     lines = []
-    evals = {n: r["evaluation"] for n, r in configs.items() if "evaluation" in r}
-    if evals:
-        lines += ["", f"{'evaluation':<13}{'ELBO pass ms':>13}{'IS S=40 ms':>12}"
-                      f"{'40 passes ms':>14}{'IS/pass':>9}{'40 passes/IS':>14}"
-                      f"{'IS repeat/pass':>16}{'FLOP ratio':>12}"]
-        for n, e in evals.items():
-            lines.append(f"{n:<13}{e['elbo_pass_ms']:>13.1f}{e['is_ms']:>12.1f}"
-                         f"{e['separate_40_ms']:>14.1f}{e['is_over_one_pass']:>8.1f}x"
-                         f"{e['separate_over_is']:>13.1f}x"
-                         f"{e['is_repeat_over_one_pass']:>15.1f}x{e['flop_ratio']:>11.1f}x")
-    gens = {n: r["generation"] for n, r in configs.items() if "generation" in r}
-    if gens:
-        lines += ["", f"{'generation':<13}{'steps/s B=1':>13}{'steps/s B=64':>14}"
-                      f"{'frames/s B=64':>15}"]
-        for n, g in gens.items():
-            lines.append(f"{n:<13}{g['batch_1']['steps_per_s']:>13,.0f}"
-                         f"{g['batch_64']['steps_per_s']:>14,.0f}"
-                         f"{g['batch_64']['frames_per_s']:>15,.0f}")
+    for cols, rows in ((_EVALUATION, _evaluation_rows(configs)),
+                       (_GENERATION, _generation_rows(configs))):
+        if rows:
+            lines += ["", _text_header(cols), *_text_rows(cols, rows)]
     return lines
 
 
 def _text_particles(configs: dict) -> list[str]:
-    parts = {n: r["particles"] for n, r in configs.items() if "particles" in r}
+    parts = _section(configs, "particles")
     if not parts:
         return []
-    lines = ["", f"{'K particles':<13}{'step':<10}{'ms':>9}{'/ ELBO step':>12}"
-                 f"{'/ K ELBO steps':>16}"]
+    lines = ["", _text_header(_PARTICLES)]
     for n, p in parts.items():
-        lines.append(f"{n:<13}{'elbo':<10}{p['elbo_step_ms']:>9.1f}{1.0:>11.2f}x"
-                     f"{1.0:>15.2f}x")
-        for key, st in p["particle_steps"].items():
-            lines.append(f"{n:<13}{key:<10}{st['ms']:>9.1f}{st['over_one_particle']:>11.2f}x"
-                         f"{st['over_k_one_particle_steps']:>15.2f}x")
+        lines += _text_rows(_PARTICLES, _particle_rows(n, p))
         e = p["evaluation"]
         lines.append(f"{n:<13}SMC S={e['samples']} {e['smc_ms']:.0f} ms, IS S={e['samples']} "
                      f"{e['is_ms']:.0f} ms: SMC / IS {e['smc_over_is']:.2f}x")
@@ -201,7 +357,7 @@ def _text_particles(configs: dict) -> list[str]:
 
 def _text_memory_and_scaling(result: dict) -> list[str]:
     lines = []
-    mems = {n: r["training"]["memory"] for n, r in result["configs"].items() if "training" in r}
+    mems = {n: t["memory"] for n, t in _section(result["configs"], "training").items()}
     if mems:
         lines += ["", "memory kept for backward (MiB): " + "; ".join(
             f"{n}: " + ", ".join(f"{k} {v['saved_for_backward_bytes'] / 2**20:.1f}"
@@ -225,10 +381,7 @@ def format_report(result: dict) -> str:
     generation, memory and scaling."""
     m = result["machine"]
     w = max([13] + [len(n) + 1 for n in result["configs"]])
-    lines = [f"machine: {m['cpu']}, {m['cpu_count']} cores, {m['torch_threads']} torch "
-             f"threads, torch {m['torch']}, device {m['device']}", "",
-             f"{'config':<{w}}{'variant':<18}{'ms/step':>10}{'seq-steps/s':>13}"
-             f"{'GFLOP/s':>9}{'of mm':>7}{'speed-up':>10}"]
+    lines = [f"machine: {_machine(m)}", "", f"{'config':<{w}}{_text_header(_TRAINING)}"]
     for name, r in result["configs"].items():
         if "skipped" in r:
             lines.append(f"{name:<{w}}skipped: {r['skipped']}")
@@ -252,16 +405,7 @@ def _md_training(name: str, t: dict) -> list[str]:
            f"{z['steps']}, batch {z['batch']}, {z['output']} output; "
            f"{t['flops_per_step']['total'] / 1e9:.1f} GFLOP per step; matmul rate "
            f"{t['sgemm_gflops']:.1f} GFLOP/s):", "",
-           "| variant | ms / step | sequence-steps / s | GFLOP/s | of matmul rate "
-           "| speed-up vs per-step | kept for backward MiB |",
-           "|---|---:|---:|---:|---:|---:|---:|"]
-    mem = t.get("memory", {})
-    for vname, v in t["variants"].items():
-        kept = mem.get(vname, {}).get("saved_for_backward_bytes")
-        out.append(f"| {vname} | {v['ms']:.1f} | {v['seq_steps_per_s']:,.0f} | "
-                   f"{v['gflops']:.1f} | {v['fraction_of_sgemm']:.0%} | "
-                   f"{v['speedup_vs_per_step']:.2f} | "
-                   f"{'' if kept is None else f'{kept / 2**20:.0f}'} |")
+           *_md_table(_TRAINING, _training_rows(t))]
     if b is not None:
         out += ["", f"Bound: the products with B rows inside the loop run at "
                 f"{b['thin_gflops']:.1f} GFLOP/s ({b['thin_fraction_of_sgemm']:.0%} of the "
@@ -281,76 +425,48 @@ def _md_training(name: str, t: dict) -> list[str]:
     prof = t.get("profile", {})
     if prof:
         cats = list(next(iter(prof.values()))["categories_ms"])
-        out += ["", "| profile, ms | " + " | ".join(cats) + " |",
-                "|---|" + "---:|" * len(cats)]
-        for vname, pr in prof.items():
-            out.append(f"| {vname} | " + " | ".join(
-                f"{pr['categories_ms'][c]:.0f}" for c in cats) + " |")
+        cols = (Col("variant", md="profile, ms", left=True),
+                *(Col(c, "{:.0f}", md=c) for c in cats))
+        out += ["", *_md_table(cols, [{**pr["categories_ms"], "variant": vname}
+                                      for vname, pr in prof.items()])]
     return out + [""]
 
 
 def _md_evaluation_and_generation(configs: dict) -> list[str]:
     out = []
-    evals = {n: r["evaluation"] for n, r in configs.items() if "evaluation" in r}
-    if evals:
+    rows = _evaluation_rows(configs)
+    if rows:
         out += ["Importance-sampled evaluation, S = 40, no gradients:", "",
-                "| config | one ELBO pass ms | IS ms | IS / pass | FLOP ratio | IS over repeated "
-                "x / pass | 40 separate passes / IS | samples per pass |",
-                "|---|---:|---:|---:|---:|---:|---:|---:|"]
-        for n, e in evals.items():
-            sep = f"{e['separate_over_is']:.2f}" if e["separate_measured"] else "n/a"
-            out.append(f"| {n} | {e['elbo_pass_ms']:.1f} | {e['is_ms']:.0f} | "
-                       f"{e['is_over_one_pass']:.1f}x | {e['flop_ratio']:.1f}x | "
-                       f"{e['is_repeat_over_one_pass']:.1f}x | {sep} | "
-                       f"{e['samples_per_pass']} |")
-        out.append("")
-    gens = {n: r["generation"] for n, r in configs.items() if "generation" in r}
-    if gens:
-        out += ["Generation (ancestral sampling):", "",
-                "| config | steps / s, batch 1 | steps / s, batch 64 | frames / s, batch 64 |",
-                "|---|---:|---:|---:|"]
-        for n, g in gens.items():
-            out.append(f"| {n} | {g['batch_1']['steps_per_s']:,.0f} | "
-                       f"{g['batch_64']['steps_per_s']:,.0f} | "
-                       f"{g['batch_64']['frames_per_s']:,.0f} |")
-        out.append("")
+                *_md_table(_EVALUATION, rows, _EVALUATION_MD_ORDER), ""]
+    rows = _generation_rows(configs)
+    if rows:
+        out += ["Generation (ancestral sampling):", "", *_md_table(_GENERATION, rows), ""]
     return out
 
 
 def _md_particles(configs: dict) -> list[str]:
-    parts = {n: r["particles"] for n, r in configs.items() if "particles" in r}
+    parts = _section(configs, "particles")
     if not parts:
         return []
-    out = ["Training with K particles (`--objective iwae|fivo --particles K`), one update "
-           "(forward, backward, Adam) against the one-particle ELBO update, and against K of "
-           "them (the median of each round's ratio):", "",
-           "| config | objective | K | ms / step | / ELBO step | / K ELBO steps |",
-           "|---|---|---:|---:|---:|---:|"]
-    for n, p in parts.items():
-        out.append(f"| {n} | elbo | 1 | {p['elbo_step_ms']:.1f} | 1.00x | 1.00x |")
-        out += [f"| {n} | {st['objective']} | {st['particles']} | {st['ms']:.1f} | "
-                f"{st['over_one_particle']:.2f}x | {st['over_k_one_particle_steps']:.2f}x |"
-                for st in p["particle_steps"].values()]
-    out += ["", "Particle-filter (SMC) estimate of log p(x) against importance sampling, the "
-            "same S, no gradients:", "", "| config | S | IS ms | SMC ms | SMC / IS |",
-            "|---|---:|---:|---:|---:|"]
-    for n, p in parts.items():
-        e = p["evaluation"]
-        out.append(f"| {n} | {e['samples']} | {e['is_ms']:.0f} | {e['smc_ms']:.0f} | "
-                   f"{e['smc_over_is']:.2f}x |")
-    return out + [""]
+    return ["Training with K particles (`--objective iwae|fivo --particles K`), one update "
+            "(forward, backward, Adam) against the one-particle ELBO update, and against K of "
+            "them (the median of each round's ratio):", "",
+            *_md_table(_PARTICLES, [row for n, p in parts.items()
+                                    for row in _particle_rows(n, p)]),
+            "", "Particle-filter (SMC) estimate of log p(x) against importance sampling, the "
+            "same S, no gradients:", "",
+            *_md_table(_SMC, [{**p["evaluation"], "config": n} for n, p in parts.items()]), ""]
 
 
 def _md_scaling(s: dict) -> list[str]:
+    by_steps = (Col("steps", md=f"T (batch {s['by_steps'][0]['batch']})"),
+                Col("ms", "{:.0f}", md="ms / step"),
+                Col("ms_per_time_step", "{:.2f}", md="ms per time step"))
+    by_batch = (Col("batch", md=f"batch (T {s['by_batch'][0]['steps']})"),
+                Col("ms", "{:.1f}", md="ms / step"),
+                Col("us_per_sequence_step", "{:.1f}", md="us per sequence-step"))
     out = [f"Scaling, {s['model']['name']} sizes, `ours`, training step:", "",
-           f"| T (batch {s['by_steps'][0]['batch']}) | ms / step | ms per time step |",
-           "|---:|---:|---:|"]
-    out += [f"| {r['steps']} | {r['ms']:.0f} | {r['ms_per_time_step']:.2f} |"
-            for r in s["by_steps"]]
-    out += ["", f"| batch (T {s['by_batch'][0]['steps']}) | ms / step | "
-            "us per sequence-step |", "|---:|---:|---:|"]
-    out += [f"| {r['batch']} | {r['ms']:.1f} | {r['us_per_sequence_step']:.1f} |"
-            for r in s["by_batch"]]
+           *_md_table(by_steps, s["by_steps"]), "", *_md_table(by_batch, s["by_batch"])]
     out += ["", f"Longest T over the cheapest per time step: "
             f"{s['longest_over_cheapest_per_step']:.2f} "
             f"({'flat in T' if s['flat_in_steps'] else 'NOT flat in T'})."]
@@ -362,8 +478,7 @@ def markdown_report(result: dict) -> str:
     then evaluation, generation, memory and scaling."""
     m = result["machine"]
     kept = "; freed memory kept mapped (vrnn.host.allocator)"
-    out = [f"Machine: {m['cpu']}, {m['cpu_count']} cores, {m['torch_threads']} torch threads, "
-           f"torch {m['torch']}, device {m['device']}; load average at the start "
+    out = [f"Machine: {_machine(m)}; load average at the start "
            f"{m['load_average'][0] if m.get('load_average') else 'n/a'}"
            f"{kept if m.get('keeps_freed_memory') else ''}"
            ".", ""]

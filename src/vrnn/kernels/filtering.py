@@ -40,6 +40,7 @@ from torch.autograd.function import once_differentiable
 from vrnn.kernels import filtering_backward as back
 from vrnn.kernels.activations import positive_scale
 from vrnn.kernels.filtering_parts import (
+    LoopOutputs,
     LoopSpec,
     LoopWeights,
     Pair,
@@ -101,20 +102,21 @@ def filtering_loop(feat_x: Tensor, noise: Tensor, state: tuple[Tensor, ...],
         if not hand_written:
             out = _autograd_loop(spec, feat_x, noise, h0, cell0, weights)
         elif torch.is_grad_enabled() and any(t.requires_grad for t in (feat_x, *state, *params)):
-            out = _FilteringLoop.apply(spec, feat_x, noise, h0, cell0, *params)
+            # apply hands back a plain tuple, in the fields' order
+            out = LoopOutputs(*_FilteringLoop.apply(spec, feat_x, noise, h0, cell0, *params))
         else:  # inference: nothing kept for a backward pass
             out, _ = _forward(spec, feat_x, noise, h0, cell0, weights, keep=False)
-    h_prev, z, feat_z, enc_out, scale, h, cell = out
     Z = noise.shape[-1]
-    return Filtered(h_prev=h_prev, z=z, phi_z=z if feat_z is None else feat_z,
-                    loc=enc_out[..., :Z], scale=scale, state=(h, cell) if lstm else (h,))
+    return Filtered(h_prev=out.h_prev, z=out.z, phi_z=out.z if out.phi_z is None else out.phi_z,
+                    loc=out.enc_out[..., :Z], scale=out.scale,
+                    state=(out.h, out.cell) if lstm else (out.h,))
 
 
 # -- the loop differentiated by autograd ----------------------------------------------------------
 
 
 def _autograd_loop(spec: LoopSpec, feat_x: Tensor, noise: Tensor, h0: Tensor,
-                   cell0: Tensor | None, weights: LoopWeights):
+                   cell0: Tensor | None, weights: LoopWeights) -> LoopOutputs:
     """The loop of :class:`_FilteringLoop` with the same products hoisted and fused, left to
     autograd: the readable statement of what the hand-written pass computes.
 
@@ -166,10 +168,10 @@ def _autograd_loop(spec: LoopSpec, feat_x: Tensor, noise: Tensor, h0: Tensor,
         scales.append(scale)
     # each (N, T, .), step-major in memory as the hand-written pass returns them (a different
     # layout would change which kernels the model's batched products after the loop run)
-    stacked = [torch.stack(v, 0).transpose(0, 1) for v in (hs, zs, fzs, outs, scales)]
-    if not weights.phi_z:
-        stacked[2] = None
-    return (*stacked, h, cell)
+    h_prev, z, fz, enc_out, scale = (torch.stack(v, 0).transpose(0, 1)
+                                     for v in (hs, zs, fzs, outs, scales))
+    return LoopOutputs(h_prev=h_prev, z=z, phi_z=fz if weights.phi_z else None, enc_out=enc_out,
+                       scale=scale, h=h, cell=cell)
 
 
 # -- the hand-written pass ------------------------------------------------------------------------
@@ -179,14 +181,15 @@ class _FilteringLoop(torch.autograd.Function):
     """The filtering loop with its hand-written backward pass (the "custom cell").
 
     Inputs: ``spec``, ``feat_x (B, T, X)``, ``noise (N, T, Z)``, ``h0 (N, H)``, ``cell0 (N, H)``
-    (None for a GRU), then ``LoopWeights.flat()``. Outputs: ``h_prev (N, T, H)``, ``z (N, T, Z)``,
-    ``phi_z(z) (N, T, F)`` (None when phi_z is the identity), ``enc_out (N, T, 2Z)`` (the
-    encoder's loc and raw scale), ``scale (N, T, Z)``, and the final ``h``, ``c`` (None: GRU).
+    (None for a GRU), then ``LoopWeights.flat()``. Outputs: the fields of :class:`LoopOutputs`,
+    ``h_prev (N, T, H)``, ``z (N, T, Z)``, ``phi_z (N, T, F)`` (None when phi_z is the identity),
+    ``enc_out (N, T, 2Z)`` (the encoder's loc and raw scale), ``scale (N, T, Z)``, and the final
+    ``h``, ``cell`` (None: GRU); ``apply`` returns them as a plain tuple.
     """
 
     @staticmethod
     def forward(ctx, spec: LoopSpec, feat_x: Tensor, noise: Tensor, h0: Tensor,
-                cell0: Tensor | None, *params: Tensor):
+                cell0: Tensor | None, *params: Tensor) -> LoopOutputs:
         weights = LoopWeights.from_flat(params, spec.n_enc, spec.n_phi_z)
         out, saved = _forward(spec, feat_x, noise, h0, cell0, weights, keep=True)
         packed = saved.pack()
@@ -206,15 +209,17 @@ class _FilteringLoop(torch.autograd.Function):
         # the weights in the products' dtype, cast once for both halves of the backward pass
         weights = product_weights(LoopWeights.from_flat(tensors[n + 3:], spec.n_enc,
                                                         spec.n_phi_z), spec.product)
-        pre, d_h0, d_cell0 = back.backward_through_time(spec, saved, noise, cell0, weights, grads)
+        pre, d_h0, d_cell0 = back.backward_through_time(spec, saved, noise, cell0, weights,
+                                                        LoopOutputs(*grads))
         d_feat_x, d_params = back.weight_grads(spec, ctx.needs_input_grad[1], saved, feat_x,
                                                weights, pre)
         return (None, d_feat_x, None, d_h0, d_cell0, *d_params)
 
 
 def _forward(spec: LoopSpec, feat_x: Tensor, noise: Tensor, h0: Tensor, cell0: Tensor | None,
-             weights: LoopWeights, keep: bool):
-    """The loop of :class:`_FilteringLoop`; ``keep``: store what the backward pass needs."""
+             weights: LoopWeights, keep: bool) -> tuple[LoopOutputs, Saved]:
+    """The loop of :class:`_FilteringLoop`: its outputs, and what the backward pass reads
+    (``keep``: stored for every step; else only the per-step outputs are whole)."""
     lo = spec.product
     weights = product_weights(weights, lo)
     (w_e1, b_e1), *enc_rest = weights.encoder
@@ -298,6 +303,6 @@ def _forward(spec: LoopSpec, feat_x: Tensor, noise: Tensor, h0: Tensor, cell0: T
             s.cell_extra[0][:, k] = gh[:, 2 * H:]
             h = gru_gates(gi, gh, h, act=s.gates[:, k], h_out=h_out)
     # phi_z may be the identity: phi_z(z) is then z itself, returned once (None in its slot)
-    out = (s.h_prev, s.z, s.a_z[-1] if weights.phi_z else None, s.enc_out, s.scale, h,
-           cell if spec.lstm else None)
+    out = LoopOutputs(h_prev=s.h_prev, z=s.z, phi_z=s.a_z[-1] if weights.phi_z else None,
+                      enc_out=s.enc_out, scale=s.scale, h=h, cell=cell if spec.lstm else None)
     return out, s

@@ -13,7 +13,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from vrnn.kernels.filtering_parts import LoopSpec, LoopWeights, Saved, step_major
+from vrnn.kernels.filtering_parts import LoopOutputs, LoopSpec, LoopWeights, Saved, step_major
 from vrnn.kernels.precision import Factor, addmm, low, mm
 
 
@@ -71,9 +71,10 @@ def gru_step_back(act: Tensor, gh_n: Tensor, h_prev: Tensor, dh: Tensor, g_in: T
 
 
 def backward_through_time(spec: LoopSpec, s: Saved, noise: Tensor, cell0: Tensor,
-                           weights: LoopWeights, grads: tuple[Tensor | None, ...]):
+                           weights: LoopWeights, grads: LoopOutputs):
     """The loop backwards over time for the activations: returns the pre-activation gradients
-    of every step (:class:`PreGrads`) and d h_0, d c_0."""
+    of every step (:class:`PreGrads`) and d h_0, d c_0. ``grads``: the gradients with respect to
+    the loop's outputs, field by field (None: none flows into that output)."""
     lo = spec.product
     (w_e1, _), *enc_rest = weights.encoder
     w_head, _ = weights.head
@@ -91,13 +92,11 @@ def backward_through_time(spec: LoopSpec, s: Saved, noise: Tensor, cell0: Tensor
     def or_zeros(g: Tensor | None, like: Tensor) -> Tensor:
         return torch.zeros_like(like) if g is None else g
 
-    d_hprev, d_z, d_fz, d_enc_out, d_scale, d_h, d_cell = grads
-    d_hprev, d_z = or_zeros(d_hprev, s.h_prev), or_zeros(d_z, s.z)
-    d_enc_out, d_scale = or_zeros(d_enc_out, s.enc_out), or_zeros(d_scale, s.scale)
-    if weights.phi_z:
-        d_fz = or_zeros(d_fz, s.a_z[-1])
-    dh = or_zeros(d_h, s.h_last).clone()
-    dcell = or_zeros(d_cell, s.h_last).clone() if spec.lstm else None
+    d_hprev, d_z = or_zeros(grads.h_prev, s.h_prev), or_zeros(grads.z, s.z)
+    d_enc_out, d_scale = or_zeros(grads.enc_out, s.enc_out), or_zeros(grads.scale, s.scale)
+    d_fz = or_zeros(grads.phi_z, s.a_z[-1]) if weights.phi_z else None
+    dh = or_zeros(grads.h, s.h_last).clone()
+    dcell = or_zeros(grads.cell, s.h_last).clone() if spec.lstm else None
 
     def steps(n: int, t: int, width: int, dtype: torch.dtype | None = None) -> Tensor:
         return step_major(n, t, width, noise, dtype)

@@ -1,9 +1,7 @@
 """The parts both filtering loops share (:mod:`vrnn.kernels.filtering` runs them, with autograd or
-with
-the hand-written backward of :mod:`vrnn.kernels.filtering_backward`): the weights the loop reads,
-its
-static facts, the activations kept for the backward pass, their step-major buffers, and the
-gates of Eq. 7, stated once.
+with the hand-written backward of :mod:`vrnn.kernels.filtering_backward`): the weights the loop
+reads, its static facts, the activations kept for the backward pass, their step-major buffers, what
+the loop returns, and the gates of Eq. 7, stated once.
 
 Notation as in :mod:`vrnn.kernels.filtering`.
 """
@@ -109,6 +107,27 @@ class Saved(NamedTuple):
         m = k + spec.n_phi_z
         return cls(*tensors[:6], tuple(tensors[6:k]), tuple(tensors[k:m]), tensors[m],
                    tuple(tensors[m + 1:]))
+
+
+class LoopOutputs(NamedTuple):
+    """What the filtering loop returns, hand-written or left to autograd; per-step tensors are
+    ``(N, T, .)``, step-major. Its backward pass receives the gradients with respect to them in
+    the same fields (None: no gradient flows into that output)."""
+
+    h_prev: Tensor
+    """``(N, T, H)``: h_{t-1} of every step."""
+    z: Tensor
+    """``(N, T, Z)``: the reparameterised samples z_t = loc + scale * eps_t."""
+    phi_z: Tensor | None
+    """``(N, T, F)``: phi_z(z_t); None when phi_z is the identity (z_t itself, in ``z``)."""
+    enc_out: Tensor
+    """``(N, T, 2Z)``: the encoder's Gaussian layer, the loc then the raw scale."""
+    scale: Tensor
+    """``(N, T, Z)``: the encoder's standard deviation, softplus(raw scale) + min_scale."""
+    h: Tensor
+    """``(N, H)``: h after the last step."""
+    cell: Tensor | None
+    """``(N, H)``: the LSTM's c after the last step; None for a GRU."""
 
 
 # -- the gates of Eq. 7, stated once --------------------------------------------------------------

@@ -13,15 +13,14 @@ log-sum-exp of the K-particle bounds and every sum over time. That is :func:`aut
 running the elementwise work after a product in bfloat16 never reaches a density.
 
 The hand-written filtering loop (:mod:`vrnn.kernels.filtering`) cannot run under autocast (its
-products
-write into preallocated float32 buffers); it reads the autocast state with
+products write into preallocated float32 buffers); it reads the autocast state with
 :func:`product_dtype` and runs its products, forward and backward, through :func:`mm`,
-:func:`addmm`, :func:`linear` and :class:`Factor` (a matrix every step multiplies by, cast and,
-on CPU, prepacked for oneDNN once per pass), which are ``torch.mm``, ``torch.addmm`` and
-``F.linear`` exactly when the dtype is None (float32: bit for bit what it computed before this
-module). In bf16 it keeps in bfloat16 only what is read solely as a product's operand (h_{t-1}'s
-copy, the encoder's ReLU outputs, the pre-activation gradients of the two big products), so
-that no value is rounded that a float32 sum would read.
+:func:`addmm`, :func:`linear` and :class:`Factor` (a matrix every step multiplies by, cast and, on
+CPU, prepacked for oneDNN once per pass), which are ``torch.mm``, ``torch.addmm`` and ``F.linear``
+exactly when the dtype is None (float32: bit for bit what it computed before this module). In bf16
+it keeps in bfloat16 only what is read solely as a product's operand (h_{t-1}'s copy, the encoder's
+ReLU outputs, the pre-activation gradients of the two big products), so that no value is rounded
+that a float32 sum would read.
 
 Evaluation (``vrnn evaluate``, validation, ``reproduce``) runs outside :func:`autocast`, so in
 float32.
