@@ -23,6 +23,7 @@ are objects (``vrnn.fit(model, seqs, objective=vrnn.FIVO(4))``); every estimate 
 """
 
 from vrnn.evaluation.sequences import EvaluationResult, evaluate_sequences
+from vrnn.host.version import __version__
 from vrnn.inference.importance import estimate_log_likelihood
 from vrnn.inference.likelihood import LogProb
 from vrnn.inference.objectives import ELBO, FIVO, IWAE, Objective
@@ -36,8 +37,6 @@ from vrnn.models.srnn import SRNN
 from vrnn.models.vrnn import VRNN
 from vrnn.store.load import load, save
 from vrnn.train.fit import History, fit
-
-__version__ = "0.1.0"
 
 __all__ = [
     "ELBO", "FIVO", "IWAE", "MODEL_NAMES", "PRESETS", "RNN", "SRNN", "VRNN", "EvaluationResult",

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from vrnn.host.files import atomic_write, refuse_existing, write_bytes, write_text
+from vrnn.host.version import __version__
 from vrnn.models.base import SequenceModel
 from vrnn.models.build import build_model
 from vrnn.models.config import ModelConfig
@@ -206,9 +207,8 @@ def set_rng_state(state: dict, noise: torch.Generator | None) -> None:
 
 
 def versions() -> dict:
-    import vrnn
-
-    return {"vrnn": vrnn.__version__, "torch": str(torch.__version__), "numpy": np.__version__,
+    """The versions a checkpoint records: vrnn's, torch's, numpy's and Python's."""
+    return {"vrnn": __version__, "torch": str(torch.__version__), "numpy": np.__version__,
             "python": platform.python_version()}
 
 
