@@ -44,9 +44,14 @@ def _assert_same(a_loss, b_loss, a_grads, b_grads, rtol):
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 @pytest.mark.parametrize("posterior", ["filtering", "smoothing"])
 def test_the_vrnn_on_the_gpu_is_its_literal_reading(name, cell, posterior):
+    _assert_literal_on_the_gpu(name, cell=cell, posterior=posterior)
+
+
+def _assert_literal_on_the_gpu(name: str, **kw) -> None:
+    """The tiny ``name`` on the GPU: its fast path's loss and gradients on a ragged batch are
+    its literal reading's."""
     torch.manual_seed(0)
-    model = build_model(model_config(name, x_dim=5, preset="tiny", cell=cell,
-                                     posterior=posterior)).cuda()
+    model = build_model(model_config(name, x_dim=5, preset="tiny", **kw)).cuda()
     x = torch.randn(3, 7, 5, device="cuda")
     mask = torch.ones(3, 7, dtype=torch.bool, device="cuda")
     mask[1, 5:] = mask[2, 3:] = False
@@ -68,7 +73,15 @@ def test_the_srnn_on_the_gpu_is_its_literal_reading(posterior, res_q):
     _assert_same(fast, ref, _grads(fast, model), _grads(ref, model), rtol=1e-4)
 
 
-@pytest.mark.parametrize("name", ["vrnn-gauss", "srnn-gauss", "rnn-gmm"])
+@pytest.mark.parametrize("name,posterior", [("dmm-gauss", "smoothing"),
+                                            ("dmm-gauss", "filtering"),
+                                            ("storn-gauss", "filtering")])
+def test_the_dmm_and_storn_on_the_gpu_are_their_literal_reading(name, posterior):
+    _assert_literal_on_the_gpu(name, posterior=posterior)
+
+
+@pytest.mark.parametrize("name", ["vrnn-gauss", "srnn-gauss", "rnn-gmm", "dmm-gauss",
+                                  "storn-gauss"])
 def test_bf16_on_the_gpu_follows_float32(name):
     """bf16 (unit roundoff u = 2^-8) against float32 on the same GPU: the loss within 2%, the
     whole gradient within 10% in norm (tests/test_precision.py derives 3u sqrt(L) = 0.091 for

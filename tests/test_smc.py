@@ -113,19 +113,32 @@ def reference_filter(model, x: torch.Tensor, K: int, gen: torch.Generator,
             log_alpha[n] = (px.log_prob(x[b:b + 1, t]) + p.log_prob(z) - q.log_prob(z))[0]
             new_z.append(z)
         paths = [path + [z] for path, z in zip(paths, new_z)]
-        unnorm = log_W + log_alpha.view(K, B)
-        log_p += unnorm.logsumexp(0)
-        log_W = unnorm - unnorm.logsumexp(0)
-        ess = torch.exp(-torch.logsumexp(2 * log_W, 0))
-        need = ess < threshold * K
-        if t + 1 < T and need.any():
-            drawn = torch.multinomial(log_W[:, need].T.exp(), K, replacement=True, generator=gen)
-            for j, b in enumerate(need.nonzero()[:, 0].tolist()):
-                old = [paths[k * B + b] for k in range(K)]
-                for k in range(K):
-                    paths[k * B + b] = list(old[int(drawn[j, k])])
-                log_W[:, b] = -math.log(K)
+        increment, log_W = reweigh_and_resample(paths, log_W, log_alpha, threshold, t + 1 < T,
+                                                gen)
+        log_p += increment
     return log_p
+
+
+def reweigh_and_resample(paths: list, log_W: torch.Tensor, log_alpha: torch.Tensor,
+                         threshold: float, may_resample: bool, gen: torch.Generator):
+    """One step of a textbook filter over trajectories, after the incremental weights
+    ``log_alpha (K * B,)``: the increment of log p^ ``(B,)`` and the normalised weights ``(K,
+    B)``; where ESS < ``threshold * K`` (and ``may_resample``: not at the last step) ancestors
+    drawn from ``gen``, each path (row k * B + b of ``paths``, replaced in place) a copy of its
+    ancestor's, and the weights reset."""
+    K, B = log_W.shape
+    unnorm = log_W + log_alpha.view(K, B)
+    increment = unnorm.logsumexp(0)
+    log_W = unnorm - increment
+    need = torch.exp(-torch.logsumexp(2 * log_W, 0)) < threshold * K
+    if may_resample and need.any():
+        drawn = torch.multinomial(log_W[:, need].T.exp(), K, replacement=True, generator=gen)
+        for j, b in enumerate(need.nonzero()[:, 0].tolist()):
+            old = [paths[k * B + b] for k in range(K)]
+            for k in range(K):
+                paths[k * B + b] = list(old[int(drawn[j, k])])
+            log_W[:, b] = -math.log(K)
+    return increment, log_W
 
 
 def tiny(name: str, **kw):

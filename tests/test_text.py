@@ -29,7 +29,8 @@ from vrnn.models.config import MODEL_NAMES, ModelConfig, models_for_kind, parse_
 from vrnn.models.distributions import CategoricalFrames, CategoricalHead, draw, make_head
 from vrnn.models.presets import PRESETS, model_config, parameter_counts
 
-TEXT_MODELS = ("rnn-categorical", "vrnn-categorical", "vrnn-i-categorical", "srnn-categorical")
+TEXT_MODELS = ("rnn-categorical", "vrnn-categorical", "vrnn-i-categorical", "srnn-categorical",
+               "dmm-categorical", "storn-categorical")
 
 
 def one_hot(idx: torch.Tensor, v: int) -> torch.Tensor:

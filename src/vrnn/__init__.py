@@ -1,5 +1,6 @@
 """vrnn: sequential latent-variable models (the VRNN of Chung et al., NIPS 2015, its RNN
-baselines, the SRNN of Fraccaro et al., NIPS 2016), trained by the ELBO, IWAE or FIVO and
+baselines, the SRNN of Fraccaro et al., NIPS 2016, the Deep Markov Model of Krishnan et al., AAAI
+2017, and STORN of Bayer and Osendorfer, 2014), trained by the ELBO, IWAE or FIVO and
 evaluated by importance sampling or a particle filter.
 
 Train on arrays in memory, ask for log p(x), sample, load a model that ships with the package:
@@ -31,16 +32,19 @@ from vrnn.inference.protocol import Step, StepTerms, masked_sum
 from vrnn.models.base import SequenceModel, count_parameters
 from vrnn.models.build import build_model
 from vrnn.models.config import MODEL_NAMES, ModelConfig, parse_model_name
+from vrnn.models.dmm import DMM
 from vrnn.models.presets import PRESETS, model_config
 from vrnn.models.rnn import RNN
 from vrnn.models.srnn import SRNN
+from vrnn.models.storn import STORN
 from vrnn.models.vrnn import VRNN
 from vrnn.store.load import load, save
 from vrnn.train.fit import History, fit
 
 __all__ = [
-    "ELBO", "FIVO", "IWAE", "MODEL_NAMES", "PRESETS", "RNN", "SRNN", "VRNN", "EvaluationResult",
-    "History", "LogProb", "ModelConfig", "Objective", "SequenceModel", "Step", "StepTerms",
+    "DMM", "ELBO", "FIVO", "IWAE", "MODEL_NAMES", "PRESETS", "RNN", "SRNN", "STORN", "VRNN",
+    "EvaluationResult", "History", "LogProb", "ModelConfig", "Objective", "SequenceModel", "Step",
+    "StepTerms",
     "__version__", "build_model", "count_parameters", "estimate_log_likelihood",
     "evaluate_sequences", "fit", "load", "masked_sum", "model_config", "parse_model_name",
     "save",

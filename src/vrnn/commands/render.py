@@ -318,7 +318,7 @@ def write_samples(samples, info: DataInfo, out_dir: str | Path, *, prefix: str =
         real = _as_batch(real, info, "real") if np.size(real) else None
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    writer = {"strokes": _write_strokes, "audio": _write_audio,
+    writer = {"strokes": _write_strokes, "audio": _write_audio, "real": _write_lines,
               "binary": _write_binary, "text": _write_text}.get(info.kind, _write_lines)
     return writer(samples, info, out, prefix, real)
 

@@ -40,12 +40,18 @@ class SequenceModel(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
-        n_state = 2 if config.cell == "lstm" else 1
-        init = torch.zeros(n_state, config.h_dim)
+        init = torch.zeros(self.initial_state_shape(config))
         if config.learn_h0:
             self.initial_state = nn.Parameter(init)
         else:
             self.register_buffer("initial_state", init)
+
+    @staticmethod
+    def initial_state_shape(config: ModelConfig) -> tuple[int, int]:
+        """The shape of ``initial_state``, the learned (``config.learn_h0``) or zero start of
+        the recurrence: h_0 (and c_0), ``(1 or 2, H)``; a family with another start (the DMM's
+        z_0) says so here."""
+        return (2 if config.cell == "lstm" else 1, config.h_dim)
 
     # -- the protocol (vrnn.inference.protocol) ---------------------------------------------
     @property

@@ -7,18 +7,21 @@ from dataclasses import dataclass, field
 
 from vrnn.models.distributions import OUTPUTS
 
-FAMILIES = ("rnn", "vrnn", "srnn")
+FAMILIES = ("rnn", "vrnn", "srnn", "dmm", "storn")
 POSTERIORS = ("filtering", "smoothing")
 PRIORS = ("learned", "standard")
 CELLS = ("lstm", "gru")
 
 # The paper's Table 1 names, the Bernoulli models for binary data, the Categorical models for
-# text (one-hot characters), and the SRNN (Fraccaro et al. 2016) with the same outputs.
+# text (one-hot characters), and the SRNN (Fraccaro et al. 2016), the DMM (Krishnan et al. 2017)
+# and STORN (Bayer and Osendorfer 2014) with the same outputs.
 MODEL_NAMES = (
     "rnn-gauss", "rnn-gmm", "vrnn-gauss", "vrnn-gmm", "vrnn-i-gauss",
     "rnn-bernoulli", "vrnn-bernoulli", "vrnn-i-bernoulli", "vrnn-i-gmm",
     "srnn-gauss", "srnn-gmm", "srnn-bernoulli",
     "rnn-categorical", "vrnn-categorical", "vrnn-i-categorical", "srnn-categorical",
+    "dmm-gauss", "dmm-gmm", "dmm-bernoulli", "dmm-categorical",
+    "storn-gauss", "storn-gmm", "storn-bernoulli", "storn-categorical",
 )
 
 KIND_OUTPUTS = {"binary": "bernoulli", "text": "categorical"}
@@ -32,7 +35,8 @@ class ModelConfig:
 
     family: str = "vrnn"
     """'vrnn' (latent variable per step), 'rnn' (the paper's RNN baselines) or 'srnn' (the SRNN
-    of Fraccaro et al. 2016: a deterministic RNN with a stochastic layer stacked on it)."""
+    of Fraccaro et al. 2016: a deterministic RNN with a stochastic layer stacked on it), 'dmm'
+    (the Deep Markov Model of Krishnan et al. 2017) or 'storn' (Bayer and Osendorfer 2014)."""
     x_dim: int = 1
     """Frame size D: values per time step (200 audio samples, 3 for pen strokes, 88 for rolls,
     the vocabulary size for one-hot text)."""
@@ -64,7 +68,7 @@ class ModelConfig:
     scale_bias: float = 0.6
     """Initial bias of every raw scale output (the original code's 0.6)."""
     learn_h0: bool = True
-    """Learn the initial recurrent state h_0 (else zeros)."""
+    """Learn the initial recurrent state h_0 (the DMM: z_0; else zeros)."""
     posterior: str = "filtering"
     """Latent models' q: 'filtering', q(z_t | x_{<=t}, z_{<t}) (the VRNN paper's Eq. 9; the SRNN:
     a_t an MLP of [d_t, x_t]), or 'smoothing', whose encoder also reads a_t of a backward RNN over
@@ -72,8 +76,8 @@ class ModelConfig:
     res_q: bool = False
     """SRNN only: the posterior mean is the prior mean plus the encoder's output (Res_q)."""
     a_dim: int = 0
-    """Units of a_t: the smoothing posterior's backward RNN, or the SRNN's filtering MLP layer;
-    0 takes h_dim."""
+    """Units of a_t: the smoothing posterior's backward RNN, or the SRNN's filtering MLP layer
+    (the DMM: of its inference RNN; STORN: of its recognition RNN); 0 takes h_dim."""
     name: str = field(default="")
     """The model's name in the paper's tables (e.g. 'VRNN-GMM'); informational."""
     x_loc: tuple[float, ...] = ()
@@ -104,8 +108,12 @@ class ModelConfig:
             raise ValueError("ModelConfig.posterior: an RNN has no latent variables to infer")
         if self.res_q and self.family != "srnn":
             raise ValueError(f"ModelConfig.res_q is the SRNN's; a {self.family} has none")
-        if self.family == "srnn" and self.prior != "learned":
-            raise ValueError("ModelConfig.prior: the SRNN's prior is always learned")
+        if self.family in ("srnn", "dmm") and self.prior != "learned":
+            raise ValueError(f"ModelConfig.prior: the {self.family.upper()}'s prior is always "
+                             f"learned")
+        if self.family == "storn" and (self.prior, self.posterior) != ("standard", "filtering"):
+            raise ValueError("ModelConfig: STORN's prior is N(0, I) (prior='standard') and its "
+                             "q(z_t | x_{<=t}) filtering (posterior='filtering')")
         if int(self.a_dim) < 0:
             raise ValueError(f"ModelConfig.a_dim must be >= 0, got {self.a_dim}")
         for key in ("x_dim", "h_dim", "z_dim", "components"):
@@ -166,11 +174,12 @@ def parse_model_name(name: str, data_kind: str = "audio") -> dict:
         dict with ``family``, ``prior``, ``output`` and ``name`` (the paper's spelling).
     """
     key = name.lower()
+    data_kind = "audio" if data_kind == "real" else data_kind  # real-valued either way
     if key not in MODEL_NAMES:
         raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
     parts = key.split("-")
     family = parts[0]
-    prior = "standard" if parts[1] == "i" else "learned"
+    prior = "standard" if parts[1] == "i" or family == "storn" else "learned"
     dist = parts[-1]
     words = {"binary": ("binary", "Bernoulli"), "text": ("one-hot text", "Categorical")}
     needed = KIND_OUTPUTS.get(data_kind)
@@ -186,6 +195,6 @@ def parse_model_name(name: str, data_kind: str = "audio") -> dict:
     output = dist
     if data_kind == "strokes":
         output = "stroke-" + output
-    pretty = "-".join(p.upper() if p in ("rnn", "vrnn", "srnn", "i", "gmm") else p.capitalize()
+    pretty = "-".join(p.upper() if p in (*FAMILIES, "i", "gmm") else p.capitalize()
                       for p in parts)
     return {"family": family, "prior": prior, "output": output, "name": pretty}

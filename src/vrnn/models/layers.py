@@ -1,7 +1,8 @@
 """The networks every family is built from: the ReLU feature extractors (phi_x, phi_z), a Gaussian
 layer over an MLP (phi_prior, phi_enc), the decoder into an output head (phi_dec), the recurrent
-cell, and the smoothing posterior's backward RNN. Section 3 of Chung et al. (NIPS 2015) names
-them; equation numbers are the paper's.
+cell, the smoothing posterior's backward RNN and a forward RNN from a given state (the DMM's
+filtering RNN, STORN's two). Section 3 of Chung et al. (NIPS 2015) names them; equation numbers
+are the paper's.
 
 Notation as in :mod:`vrnn.models.base`.
 """
@@ -108,6 +109,27 @@ class BackwardRNN(nn.Module):
     def forward(self, inp: Tensor, mask: Tensor | None = None) -> Tensor:
         out, _ = self.rnn(reverse_in_time(inp, mask))
         return reverse_in_time(out, mask)
+
+
+class ForwardRNN(nn.Module):
+    """The library LSTM/GRU forwards from a given state, as one fused call over a window (a
+    step is the same call on one frame): ``inp (B, T, in_dim)`` and the state ``(h, c)`` or
+    ``(h,)`` (each ``(B, units)``) -> the outputs ``(B, T, units)`` and the state after the last
+    step. Padded steps come after the valid ones, so they change no valid output."""
+
+    def __init__(self, in_dim: int, units: int, cell: str):
+        super().__init__()
+        self.rnn = (nn.LSTM if cell == "lstm" else nn.GRU)(in_dim, units, batch_first=True)
+        self.out_dim, self.n_state = units, 2 if cell == "lstm" else 1
+
+    def zero_state(self, batch: int, like: Tensor) -> tuple[Tensor, ...]:
+        """The all-zero state of ``batch`` rows, dtype and device of ``like``."""
+        return tuple(like.new_zeros(batch, self.out_dim) for _ in range(self.n_state))
+
+    def forward(self, inp: Tensor, state: tuple[Tensor, ...]) -> tuple[Tensor, tuple[Tensor, ...]]:
+        s = tuple(t.unsqueeze(0).contiguous() for t in state)  # (1, B, units) each
+        out, last = self.rnn(inp, s if self.n_state == 2 else s[0])
+        return out, tuple(t[0] for t in (last if self.n_state == 2 else (last,)))
 
 
 def reparameterise(q: Independent, eps: Tensor) -> Tensor:

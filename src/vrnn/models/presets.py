@@ -16,6 +16,16 @@ x enters unchanged (no phi_x). Elsewhere (``small``, ``tiny``, and pen strokes a
 which the SRNN paper did not model) the SRNN keeps the VRNN's z and MLP widths and its units (d
 and a alike) are set so that its parameter count matches the VRNN's with the same output at the
 same preset, as closely as whole units allow.
+
+The DMM and STORN are sized the same way. The DMM's ``paper`` sizes on binary frames are those of
+Pyro's ``examples/dmm.py`` on polyphonic music (z of 100, a gated transition with hidden layers of
+200, an emission of two ReLU layers of 100, an inference RNN of 600 units). STORN's paper reports
+polyphonic music too, but its sizes could not be checked against its text: its ``paper`` on binary
+frames is an assumption, the SRNN paper's MIDI sizes (RNNs of 300 units, generative and
+recognition alike, z of 100) with linear maps, and should be read as such. Elsewhere both keep the
+VRNN's z and the widths of the MLPs they have (the DMM: transition and emission; STORN: encoder
+and decoder; x and z enter unchanged) and take the units (the DMM's inference RNN; STORN's two
+RNNs alike) that match the VRNN's parameter count, as closely as whole units allow.
 """
 
 from __future__ import annotations
@@ -78,19 +88,32 @@ _SRNN_PAPER: dict[str, dict] = {
 }
 
 
-def _srnn_paper_sized(data_kind: str, preset: str) -> bool:
-    return preset.startswith("paper") and data_kind in _SRNN_PAPER
+_LINEAR = {"phi_x": (), "phi_z": (), "prior_net": (), "encoder": (), "decoder": ()}
+_PAPER_SIZES: dict[str, dict[str, dict]] = {
+    "srnn": _SRNN_PAPER,
+    "dmm": {"binary": {**_LINEAR, "h_dim": 600, "a_dim": 0, "z_dim": 100, "prior_net": (200,),
+                       "decoder": (100, 100)}},
+    "storn": {"binary": {**_LINEAR, "h_dim": 300, "a_dim": 300, "z_dim": 100}},
+}
+"""The families sized by their units, and their own papers' sizes per data kind."""
+_READS = {"srnn": ("prior_net", "encoder", "decoder"), "dmm": ("prior_net", "decoder"),
+          "storn": ("encoder", "decoder")}
+"""The MLPs each of them has, whose widths it takes from the VRNN's preset."""
 
 
-def srnn_sizes(data_kind: str, preset: str) -> dict:
-    """The SRNN layer sizes of a preset before matching: the SRNN paper's at ``paper`` (and
-    ``paper-blizzard``), else the VRNN's z and MLP widths with no phi_x."""
+def _paper_sized(family: str, data_kind: str, preset: str) -> bool:
+    return preset.startswith("paper") and data_kind in _PAPER_SIZES[family]
+
+
+def family_sizes(family: str, data_kind: str, preset: str) -> dict:
+    """The layer sizes of an SRNN, DMM or STORN at a preset before matching: its paper's at
+    ``paper`` (and ``paper-blizzard``), else the VRNN's z and the widths of the MLPs it has,
+    with no phi_x or phi_z."""
     v = vrnn_sizes(data_kind, preset)  # checks the names
-    if _srnn_paper_sized(data_kind, preset):
-        return dict(_SRNN_PAPER[data_kind])
-    return {"h_dim": v["h_dim"], "a_dim": 0, "z_dim": v["z_dim"], "phi_x": (),
-            "phi_z": (), "prior_net": v["prior_net"], "encoder": v["encoder"],
-            "decoder": v["decoder"]}
+    if _paper_sized(family, data_kind, preset):
+        return dict(_PAPER_SIZES[family][data_kind])
+    return {**_LINEAR, "h_dim": v["h_dim"], "a_dim": 0, "z_dim": v["z_dim"],
+            **{k: v[k] for k in _READS[family]}}
 
 
 def vrnn_sizes(data_kind: str, preset: str) -> dict:
@@ -161,8 +184,8 @@ def match_rnn_to(target: int, cfg: ModelConfig) -> ModelConfig:
 
 
 def match_units_to(target: int, cfg: ModelConfig) -> ModelConfig:
-    """The SRNN with the number of units of d (and of a, when set apart) whose parameter count
-    comes closest to ``target``, the other sizes kept."""
+    """The model with the number of units ``h_dim`` (and ``a_dim``, when set apart) whose
+    parameter count comes closest to ``target``, the other sizes kept."""
     def scaled(f: float) -> ModelConfig:
         return dataclasses.replace(cfg, h_dim=max(1, round(cfg.h_dim * f)),
                                    a_dim=max(1, round(cfg.a_dim * f)) if cfg.a_dim else 0)
@@ -171,8 +194,10 @@ def match_units_to(target: int, cfg: ModelConfig) -> ModelConfig:
     return min((scaled(lo), scaled(hi)), key=lambda c: abs(_count(c) - target))
 
 
-SRNN_DEFAULTS = {"posterior": "smoothing", "res_q": True}
-"""The SRNN's defaults: its paper's best model, the smoothing posterior with Res_q."""
+FAMILY_DEFAULTS = {"srnn": {"posterior": "smoothing", "res_q": True},
+                   "dmm": {"posterior": "smoothing"}}
+"""The SRNN's defaults: its paper's best model, the smoothing posterior with Res_q; the DMM's:
+the smoothing inference RNN of its paper's DKS, as Pyro's example."""
 
 
 def model_config(model: str, *, x_dim: int, data_kind: str = "audio", preset: str = "small",
@@ -186,18 +211,22 @@ def model_config(model: str, *, x_dim: int, data_kind: str = "audio", preset: st
             characters).
         preset: one of ``PRESETS``.
         match_parameters: widen an RNN baseline to the parameter count of the VRNN with the same
-            output at the same preset, as the paper does; size an SRNN's units to it where the
-            SRNN paper gives no size (``small``, ``tiny``, pen strokes).
+            output at the same preset, as the paper does; size the units of an SRNN, DMM or
+            STORN to it where its paper gives no size (``small``, ``tiny``, pen strokes).
         overrides: any other ``ModelConfig`` field (``posterior``, ``res_q``, ...).
     """
+    data_kind = "audio" if data_kind == "real" else data_kind  # the same sizes for real data
     named = parse_model_name(model, data_kind)
-    if named["family"] == "srnn":
-        fields = {**srnn_sizes(data_kind, preset), **SRNN_DEFAULTS, **named}
+    family = named["family"]
+    if family in _PAPER_SIZES:
+        fields = {**family_sizes(family, data_kind, preset), **FAMILY_DEFAULTS.get(family, {}),
+                  **named}
     else:
         fields = {**vrnn_sizes(data_kind, preset), **named}
     fields.update(x_dim=x_dim, **overrides)
     cfg = ModelConfig(**fields)
-    if cfg.family == "srnn" and match_parameters and not _srnn_paper_sized(data_kind, preset):
+    if family in _PAPER_SIZES and match_parameters and not _paper_sized(family, data_kind,
+                                                                         preset):
         ref = "vrnn-" + model.lower().rsplit("-", 1)[1]
         keep = ("components", "cell", "min_scale", "scale_bias", "learn_h0")
         ref_cfg = model_config(ref, x_dim=x_dim, data_kind=data_kind, preset=preset,

@@ -63,7 +63,7 @@ def save(model: SequenceModel, path: str | Path, *, data_name: str = "arrays") -
         data_name: what the model was trained on, recorded in the checkpoint's ``data_info``.
     """
     cfg = model.config
-    kind = {"bernoulli": "binary", "categorical": "text"}.get(cfg.output, "audio")
+    kind = {"bernoulli": "binary", "categorical": "text"}.get(cfg.output, "real")
     if cfg.output.startswith("stroke"):
         kind = "strokes"
     info = DataInfo(name=data_name, kind=kind, x_dim=cfg.x_dim, source="vrnn.save")

@@ -44,14 +44,14 @@ class TrainConfig:
     """--data NAME_OR_PATH: a built-in data set (vrnn data list) or a path (.npz, folder of
     WAVs...)."""
     model: str = "vrnn-gmm"
-    """--model: the model to train: one of Table 1 (rnn-gauss, rnn-gmm, vrnn-gauss, ...) or the
-    SRNN (srnn-gauss, srnn-gmm, srnn-bernoulli)."""
+    """--model: the model to train: one of Table 1 (rnn-gauss, rnn-gmm, vrnn-gauss, ...), the
+    SRNN (srnn-gauss, srnn-gmm, srnn-bernoulli), the DMM (dmm-...) or STORN (storn-...)."""
     preset: str = "small"
     """--preset: model size (vrnn presets lists the parameter counts)."""
     posterior: str | None = None
     """--posterior: a latent model's q: filtering (q(z_t | x_{<=t}, z_{<t}); the VRNN's default,
     as the paper) or smoothing (its encoder also reads a backward RNN over x_{>=t}; the SRNN's
-    default)."""
+    and the DMM's default). STORN's is filtering only."""
     res_q: bool | None = None
     """--res-q: SRNN: the posterior mean is the prior mean plus the encoder's output (Res_q; on by
     default for the SRNN; --no-res-q turns it off)."""
@@ -153,6 +153,8 @@ class TrainConfig:
         family = self.model.split("-")[0]
         need(self.posterior is None or family != "rnn", "--posterior",
              "left out for an RNN (it has no latent variables)", self.posterior)
+        need(self.posterior in (None, "filtering") or family != "storn", "--posterior",
+             "filtering for STORN (its q(z_t | x_{<=t}) reads no later frame)", self.posterior)
         need(self.res_q is None or family == "srnn", "--res-q",
              "left out unless --model is an SRNN", self.res_q)
         need(self.max_steps >= 0, "--max-steps", ">= 0", self.max_steps)

@@ -178,8 +178,9 @@ def _model_name(model: SequenceModel) -> str:
     if name in MODEL_NAMES:
         return name
     head = cfg.output.removeprefix("stroke-")
-    guess = f"{cfg.family}{'-i' if cfg.prior == 'standard' else ''}-{head}"
-    return guess if guess in MODEL_NAMES else f"{cfg.family}-gauss"
+    guesses = (f"{cfg.family}{'-i' if cfg.prior == 'standard' else ''}-{head}",
+               f"{cfg.family}-{head}")  # STORN's prior is standard, and it has no -i
+    return next((g for g in guesses if g in MODEL_NAMES), f"{cfg.family}-gauss")
 
 
 def fit(model: SequenceModel, train, valid=None, *, objective: Objective | None = None,
