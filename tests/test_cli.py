@@ -3,6 +3,7 @@ asserting on what it wrote; and user mistakes -> one line naming the flag or fil
 
 import json
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -422,3 +423,192 @@ def test_data_pack_converts_object_arrays_only_when_trusted(tmp_path):
     assert packed["splits"]["train"] == {"n_sequences": 3, "n_steps": 18}
     summary = json.loads(vrnn("data", "info", new, "--json").stdout)  # no pickle needed now
     assert [summary[s]["n_steps"] for s in lengths] == [18, 4, 11]
+
+
+def test_an_audio_prime_far_from_the_models_rate_is_refused_naming_both_rates(tmp_path):
+    """A 1 Hz header is not audio; a 1 kHz file for a 48 kHz model would be resampled 48x."""
+    import soundfile as sf
+
+    from vrnn.commands.prime import read_prime
+    from vrnn.data import DataInfo
+
+    wave = 0.1 * np.random.default_rng(0).normal(size=1000)
+    low, one = tmp_path / "low.wav", tmp_path / "one.wav"
+    sf.write(low, wave, 1000, subtype="PCM_16")
+    sf.write(one, wave, 1, subtype="PCM_16")
+    at48 = DataInfo(name="hifi", kind="audio", x_dim=200, sample_rate=48000, frame_size=200)
+    with pytest.raises(ValueError, match=r"--prime: .*low\.wav is at 1,000 Hz.*48,000 Hz"):
+        read_prime(low, at48)
+    at8 = DataInfo(name="speech", kind="audio", x_dim=200, sample_rate=8000, frame_size=200)
+    with pytest.raises(ValueError, match=r"--prime: .*one\.wav: .*sample rate of 1 Hz"):
+        read_prime(one, at8)
+
+
+def test_a_complex_or_float32_overflowing_prime_is_refused(tmp_path):
+    from vrnn.commands.prime import read_prime
+    from vrnn.data import DataInfo
+
+    info = DataInfo(name="toy", kind="real", x_dim=2)
+    x = np.random.default_rng(0).normal(size=(5, 2))
+    np.save(tmp_path / "c.npy", x + 1j)
+    np.save(tmp_path / "big.npy", np.where(x > 0, 1e300, x))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match=r"--prime: .*c\.npy: complex values \(dtype "
+                                             r"complex128\)"):
+            read_prime(tmp_path / "c.npy", info)
+        with pytest.raises(ValueError, match=r"--prime: .*big\.npy: \d+ values .*overflow float32"):
+            read_prime(tmp_path / "big.npy", info)
+
+
+@pytest.mark.parametrize("kind", ["npy", "audio"])
+def test_a_prime_longer_than_the_long_sequence_limit_is_cut_with_a_warning(tmp_path, kind):
+    import soundfile as sf
+
+    from vrnn.commands.prime import read_prime
+    from vrnn.data import DataInfo
+    from vrnn.data.core import LONG_SEQUENCE_STEPS as N
+
+    values = (np.arange((N + 5) * 2) % 7 / 8).astype(np.float32).reshape(N + 5, 2)
+    if kind == "npy":
+        path, info = tmp_path / "long.npy", DataInfo(name="toy", kind="real", x_dim=2)
+        np.save(path, values)
+    else:
+        path = tmp_path / "long.wav"
+        info = DataInfo(name="speech", kind="audio", x_dim=2, sample_rate=8000, frame_size=2)
+        sf.write(path, values.reshape(-1), 8000, subtype="FLOAT")
+    with pytest.warns(UserWarning, match=r"long\.(npy|wav) is 10,005 frames long.*last 10,000"):
+        prime = read_prime(path, info)
+    np.testing.assert_array_equal(prime, values[-N:])
+
+
+def test_a_long_prime_is_cut_and_said_so_on_stderr(tmp_path, run):
+    from vrnn.data.core import LONG_SEQUENCE_STEPS as N
+
+    long = tmp_path / "long.npy"
+    np.save(long, np.random.default_rng(0).normal(size=(N + 1, 4)).astype(np.float32))
+    out = tmp_path / "s"
+    proc = vrnn("sample", run["ckpt"], "--prime", long, "--num", "1", "--steps", "2",
+                "--out", out)
+    assert "vrnn: warning: --prime: " in proc.stderr and "last 10,000 frames" in proc.stderr
+    assert np.load(out / "primed.npy").shape == (1, N + 2, 4)
+
+
+@pytest.mark.parametrize("name", ["book.txt", "mydata.csv"])
+def test_a_text_or_csv_data_file_says_in_one_line_what_data_takes(capsys, tmp_path, name):
+    path = tmp_path / name
+    path.write_text("a,b\n1,2\n")
+    for argv in (("data", "info", path),
+                 ("train", "--data", path, "--model", "vrnn-gauss", "--out", tmp_path / "r",
+                  *TRAIN)):
+        err = _fails(capsys, *argv)
+        assert err.count("\n") == 1 and name in err and "--data takes" in err, err
+
+
+# -- hostile requests: huge seeds and memory, races on --out, exports given to info ----------
+
+@pytest.mark.parametrize("cmd", ["train", "evaluate", "sample", "analyse", "demo", "reproduce"])
+@pytest.mark.parametrize("seed", [str(2**70), str(2**63), "-1"])
+def test_a_seed_out_of_range_is_named_in_every_command(capsys, tmp_path, run, cmd, seed):
+    argv = {"train": ["train", "--data", run["data"], "--model", "vrnn-gauss", "--out",
+                      tmp_path / "r", *TRAIN],
+            "demo": ["demo", "--quick", "--serial", "--out", tmp_path / "r"],
+            "reproduce": ["reproduce", "--data", run["data"], "--out", tmp_path / "r"]
+            }.get(cmd, [cmd, run["ckpt"], "--out", tmp_path / "r"])
+    err = _fails(capsys, *argv, "--seed", seed)
+    assert "--seed must be a whole number from 0 to 2**63 - 1" in err and err.count("\n") == 1
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_request_too_big_for_memory_is_refused_naming_its_flag(capsys, tmp_path, run):
+    err = _fails(capsys, "evaluate", run["ckpt"], "--samples", 10**12)
+    assert "--samples 1000000000000: " in err and "memory" in err and err.count("\n") == 1
+    err = _fails(capsys, "evaluate", run["ckpt"], "--samples", 10**11, "--estimator", "smc")
+    assert "--samples 100000000000: " in err and "memory" in err
+    err = _fails(capsys, "sample", run["ckpt"], "--num", 10**9, "--steps", 10**6, "--out",
+                 tmp_path / "s")
+    assert "--num 1000000000" in err and "memory" in err and not (tmp_path / "s").exists()
+    out = tmp_path / "fivo"
+    err = _fails(capsys, "train", "--data", run["data"], "--model", "vrnn-gauss", "--out", out,
+                 *TRAIN, "--objective", "fivo", "--particles", 10**8)
+    assert "--particles 100000000: " in err and "memory" in err and err.count("\n") == 1
+    assert not out.exists()  # the corrected rerun needs no --overwrite
+
+
+@pytest.mark.parametrize("error", [
+    RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't "
+                 "allocate memory: you tried to allocate 12800000000 bytes. Error code 12 "
+                 "(Cannot allocate memory)"),
+    torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB. GPU 0 has a total "
+                           "capacity of 79.1 GiB of which 3.2 GiB is free."),
+    MemoryError(),
+])
+def test_running_out_of_memory_is_one_line_naming_the_flags(capsys, monkeypatch, run, error):
+    import vrnn.commands.evaluate as evaluate
+
+    def fails(*a, **k):
+        raise error
+
+    monkeypatch.setattr(evaluate, "evaluate_checkpoint", fails)
+    err = _fails(capsys, "evaluate", run["ckpt"])
+    assert err.startswith("vrnn evaluate: error: out of memory") and err.count("\n") == 1
+    assert "--samples" in err and "--batch-size" in err
+    if not isinstance(error, MemoryError):
+        assert "12.8 GB" in err or "20.00 GiB on GPU 0" in err
+
+
+def _appears(path, real, text="theirs"):
+    """``real``, which first writes ``path`` as another process would meanwhile."""
+    def wrapped(*a, **k):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        return real(*a, **k)
+
+    return wrapped
+
+
+def test_a_result_that_appeared_meanwhile_is_kept_and_the_command_refuses(
+        capsys, monkeypatch, tmp_path, run):
+    import safetensors.torch
+
+    import vrnn.commands.analysis as analysis
+    import vrnn.commands.evaluate as evaluate
+    from vrnn.models.base import SequenceModel
+
+    res = tmp_path / "res.json"
+    monkeypatch.setattr(evaluate, "evaluate_checkpoint",
+                        _appears(res, evaluate.evaluate_checkpoint))
+    err = _fails(capsys, "evaluate", run["ckpt"], "--samples", "2", "--out", res)
+    assert f"--out {res} appeared while this command ran" in err and err.count("\n") == 1
+    assert res.read_text() == "theirs"
+    res.unlink()
+    assert main(["evaluate", str(run["ckpt"]), "--samples", "2", "--out", str(res),
+                 "--json"]) == 2
+    assert json.loads(capsys.readouterr().out)["n_sequences"] == 6  # the figures are not lost
+    assert res.read_text() == "theirs"
+    samples = tmp_path / "s"
+    monkeypatch.setattr(SequenceModel, "sample",
+                        _appears(samples / "samples.npy", SequenceModel.sample))
+    err = _fails(capsys, "sample", run["ckpt"], "--num", "1", "--steps", "3", "--out", samples)
+    assert f"--out {samples / 'samples.npy'} appeared" in err
+    assert [p.name for p in samples.iterdir()] == ["samples.npy"]
+    png = tmp_path / "kl.png"
+    monkeypatch.setattr(analysis, "kl_profile", _appears(png, analysis.kl_profile))
+    err = _fails(capsys, "analyse", run["ckpt"], "--out", png)
+    assert f"--out {png} appeared" in err and png.read_text() == "theirs"
+    target = tmp_path / "w.safetensors"
+    monkeypatch.setattr(safetensors.torch, "save", _appears(target, safetensors.torch.save))
+    err = _fails(capsys, "export", run["ckpt"], "--out", target)
+    assert f"--out {target} appeared" in err and target.read_text() == "theirs"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kl.png", "res.json", "s",
+                                                           "w.safetensors"]
+
+
+def test_info_on_an_export_says_what_it_is_and_how_to_load_it(capsys, tmp_path, run):
+    target = tmp_path / "w.safetensors"
+    assert main(["export", str(run["ckpt"]), "--out", str(target)]) == 0
+    capsys.readouterr()
+    err = _fails(capsys, "info", target)
+    assert "not a vrnn checkpoint" not in err and "export" in err and "safetensors" in err
+    assert "load_file" in err and str(target.with_suffix(".json")) in err
+    assert err.count("\n") == 1

@@ -336,7 +336,7 @@ def test_npz_with_splits_round_trips_and_normalises_per_dim_from_train(tmp_path)
     test[0] = test[0] + 100.0  # must not move the statistics
     np.savez(tmp_path / "d.npz", **flat(train=train, valid=valid, test=test))
     ds = load_dataset(str(tmp_path / "d.npz"))
-    assert (ds.info.kind, ds.info.x_dim) == ("audio", 4)
+    assert (ds.info.kind, ds.info.x_dim) == ("real", 4)  # real-valued, not sound
     assert [len(ds.train), len(ds.valid), len(ds.test)] == [20, 3, 4]
     flat_train = np.concatenate(list(train))
     np.testing.assert_allclose(ds.info.mean, flat_train.mean(0), rtol=1e-5)
@@ -396,7 +396,7 @@ def test_missing_path_and_unknown_format(tmp_path):
     with pytest.raises(FileNotFoundError, match="'sppech'"):
         load_dataset("sppech")
     (tmp_path / "x.txt").write_text("hi")
-    with pytest.raises(DataError, match=r"x\.txt: cannot tell the format"):
+    with pytest.raises(DataError, match=r"x\.txt: --data does not read \.txt files"):
         load_dataset(str(tmp_path / "x.txt"))
     with pytest.raises(DataError, match="fmt='mp3'"):
         load_dataset(str(tmp_path), fmt="mp3")
@@ -567,3 +567,20 @@ def test_contiguous_batches_rows_continue_across_windows(B, seq_len):
     other = list(contiguous_batches(streams, B, seq_len, seed=3, epoch=3))
     assert not all(np.array_equal(a, b) for a, b in zip(wins, other))
     assert list(contiguous_batches(streams, 1000, 5)) == []
+
+
+def test_real_is_its_own_kind_and_the_old_audio_name_still_matches_it():
+    """Real-valued user data is 'real'; a checkpoint written when it was called 'audio' still
+    evaluates on it, and a real-valued model still refuses binary frames."""
+    from vrnn.data.core import DataError, DataInfo, check_same_kind
+
+    real = DataInfo(name="mine.npz", kind="real", x_dim=4)
+    check_same_kind(real, {"kind": "audio", "name": "mine.npz"})
+    check_same_kind(DataInfo(name="speech", kind="audio", x_dim=4), {"kind": "real", "name": "x"})
+    with pytest.raises(DataError, match="holds real-valued frames, but the model was trained on "
+                                        "binary frames"):
+        check_same_kind(real, {"kind": "binary", "name": "rolls"})
+    from vrnn.models.presets import model_config
+
+    assert model_config("vrnn-gauss", x_dim=4, data_kind="real", preset="tiny") == \
+        model_config("vrnn-gauss", x_dim=4, data_kind="audio", preset="tiny")

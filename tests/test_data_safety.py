@@ -368,3 +368,88 @@ def test_seq_len_windows_the_builtin_stroke_set_too():
     assert [len(s) for s in ds.train[:3]] == [100, 100, 50]
     assert len(ds.train) == 3 * len(whole.train) and len(ds.test) == len(whole.test)
     np.testing.assert_array_equal(np.concatenate(ds.train[:3]), whole.train[0])
+
+
+# -- hostile values: complex, beyond float32, negative lengths, empty splits, odd rates, odd files
+
+@pytest.mark.parametrize("container", ["npy", "npz"])
+def test_complex_values_are_refused_naming_the_file_and_the_dtype(tmp_path, container):
+    rng = np.random.default_rng(0)
+    x = (rng.normal(size=(6, 5, 2)) + 1j * rng.normal(size=(6, 5, 2))).astype(np.complex64)
+    path = tmp_path / f"c.{container}"
+    if container == "npy":
+        np.save(path, x)
+    else:
+        np.savez(path, data=x.reshape(-1, 2), lengths=[5] * 6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's nameless ComplexWarning would fail the test
+        with pytest.raises(DataError) as e:
+            load_dataset(str(path))
+    msg = str(e.value)
+    assert str(path) in msg and "complex64" in msg and "real" in msg and "\n" not in msg
+
+
+def test_values_beyond_float32_are_named_as_overflowing_it(tmp_path):
+    x = np.random.default_rng(0).normal(size=(6, 5, 2))  # float64
+    x[2, 3, 1] = 1e300
+    path = tmp_path / "big.npy"
+    np.save(path, x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "overflow encountered in cast" on the way
+        with pytest.raises(DataError, match=r"big\.npy\[2\]: 1 value .*1e\+300.*overflow float32"):
+            load_dataset(str(path))
+
+
+def test_negative_sequence_lengths_name_the_value_and_the_key(tmp_path):
+    path = tmp_path / "neg.npz"
+    np.savez(path, data=np.zeros((10, 2)), lengths=np.array([12, -2]))
+    with pytest.raises(DataError, match=r"neg\.npz\['lengths'\]: .*>= 0.*-2 \(sequence 1\)"):
+        load_dataset(str(path))
+
+
+@pytest.mark.parametrize("layout", ["splits", "3d", "data"])
+def test_an_empty_train_split_is_named_not_a_phantom_sequence(tmp_path, layout):
+    path = tmp_path / "e.npz"
+    valid = np.random.default_rng(0).normal(size=(3, 2))
+    if layout == "splits":
+        np.savez(path, train=np.zeros((0, 2)), train_lengths=np.zeros(0, np.int64),
+                 valid=valid, valid_lengths=[3])
+    elif layout == "3d":
+        np.savez(path, train=np.zeros((0, 4, 2)), valid=valid)
+    else:
+        np.savez(path, data=np.zeros((0, 2)), lengths=np.zeros(0, np.int64))
+    with pytest.raises(DataError) as e:
+        load_dataset(str(path))
+    msg = str(e.value)
+    assert f"{path}: the train split is empty" in msg and "[0]" not in msg
+
+
+def test_an_implausible_sample_rate_is_refused_naming_file_and_rate(tmp_path):
+    from vrnn.data.audio import read_audio
+
+    root = wav_folder(tmp_path / "audio", n=4)
+    sf.write(str(root / "one_hz.wav"), tone(4000), 1, subtype="PCM_16")
+    with pytest.raises(DataError, match=r"one_hz\.wav: .*sample rate of 1 Hz.*1,000"):
+        read_audio(root / "one_hz.wav")
+    with pytest.raises(DataError, match=r"one_hz\.wav: .*sample rate of 1 Hz"):
+        load_dataset(str(root))
+    ds = load_dataset(str(root), skip_bad=True)
+    assert ds.info.sample_rate == 8000 and len(ds.info.skipped) == 1
+
+
+@pytest.mark.parametrize("name,says", [
+    ("book.txt", ["--data text", "one-hot frames"]),
+    ("mydata.csv", ["does not read CSV files yet", "np.savez", "lengths=", "vrnn data pack"]),
+    ("mydata.tsv", ["does not read TSV files yet", "np.savez", "delimiter='\\t'"]),
+    ("notes.json", []),
+])
+def test_a_file_data_does_not_read_says_what_data_takes(tmp_path, name, says):
+    path = tmp_path / name
+    path.write_text("1,2\n3,4\n")
+    with pytest.raises(DataError) as e:
+        load_dataset(str(path))
+    msg = str(e.value)
+    assert msg.startswith(str(path)) and "\n" not in msg
+    for word in [*says, "--data takes", "speech", "folder of audio files", ".npz", "TIMIT",
+                 "IAM-OnDB"]:
+        assert word in msg, (word, msg)

@@ -4,10 +4,14 @@ paired gaps it reports, and the chorales fallback when the speech data are absen
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
+import time
 
 import numpy as np
 import pytest
+from toydata import finish_vrnn, start_vrnn, wait_until
 
 from vrnn.study import demo
 from vrnn.study.tables import paired_gap
@@ -79,3 +83,29 @@ def test_falls_back_to_chorales_without_speech(tmp_path, monkeypatch, capsys):
     assert '<a href="vrnn-bernoulli/sample_0.mid" type="audio/midi" download>' in page
     assert "<audio" not in page
     assert page.count('<img src="data:image/png;base64,') >= 4  # 2 models, real, KL, curves
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
+@pytest.mark.parametrize("serial, sig", [(True, signal.SIGINT), (False, signal.SIGINT),
+                                         (False, signal.SIGTERM)],
+                         ids=["serial ctrl-c", "parallel ctrl-c", "parallel sigterm"])
+def test_a_signal_during_training_stops_the_demo_without_a_report(tmp_path, serial, sig):
+    """Ctrl-C (to the whole process group, as a terminal sends it) or SIGTERM (to the command
+    alone) while the models train: the demo stops within seconds, every model's training with
+    it, status 130 (143), no report, saying to run the command again; not the half-trained
+    models evaluated and reported, nor the demo waiting minutes for the others' budgets."""
+    data = demo.DATA if demo.speech_missing() is None else demo.FALLBACK
+    models = demo.MODELS[data][:1] if serial else demo.MODELS[data]
+    out = tmp_path / "demo"
+    proc = start_vrnn(tmp_path, "demo", "--out", out, *(["--serial"] if serial else []),
+                      group=True)
+    wait_until(lambda: all((out / m / "metrics.csv").exists() for m in models), proc,
+               "the models to train", timeout=180)
+    time.sleep(1.0)  # well inside the training loops
+    code, stdout, stderr = finish_vrnn(proc, sig, timeout=90, group=sig == signal.SIGINT)
+    assert code == 128 + sig, f"status {code}:\n{stdout}\n{stderr}"
+    assert "Traceback" not in stderr, stderr
+    assert "no report" in stderr and "run the same command again" in stderr, stderr
+    assert not [p.name for p in out.iterdir() if p.is_file()]  # no report, no results.json
+    for m in models:
+        assert (out / m / "last.pt").is_file()  # each stopped as vrnn train does: saved

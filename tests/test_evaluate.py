@@ -1,5 +1,6 @@
 """The importance-sampled log-likelihood against an exact marginal, and the evaluation summary."""
 
+import json
 import math
 
 import numpy as np
@@ -276,3 +277,37 @@ def test_importance_sampling_ess_is_that_of_the_weights():
     assert s["estimator"] == "is" and "resamples_mean" not in s
     assert s["ess_mean"] == pytest.approx(res.ess_mean.mean())
     assert s["ess_min"] == pytest.approx(res.ess_min.min())
+
+
+def test_skip_bad_says_what_evaluate_and_analyse_left_out(tmp_path):
+    """``--skip-bad`` on a test split whose sequences 1 and 2 of 3 hold NaN and inf: evaluate
+    and analyse list them on stderr; evaluate's header says "1 of 3 sequences" and its JSON
+    names them in ``skipped``, beside ``sequences_in_split``. Without bad data: no note, an
+    empty list."""
+    from toydata import tiny_train_config, vrnn, write_npz
+
+    from vrnn.train.loop import train
+
+    clean = write_npz(tmp_path / "clean.npz")
+    train(tiny_train_config(str(clean), tmp_path / "run", max_steps=2))
+    ckpt = tmp_path / "run" / "last.pt"
+    rng = np.random.default_rng(0)
+    test = rng.normal(size=(3, 5, 4)).astype(np.float32)
+    test[1, 2, 0], test[2, 0, 3] = np.nan, np.inf
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, train=rng.normal(size=(6, 5, 4)), valid=rng.normal(size=(2, 5, 4)), test=test)
+
+    proc = vrnn("evaluate", ckpt, "--data", bad, "--skip-bad", "--samples", "2", "--json")
+    res = json.loads(proc.stdout)
+    assert res["n_sequences"] == 1 and res["sequences_in_split"] == 3
+    assert [s.split(": ")[0] for s in res["skipped"]] == [f"{bad}['test'][1]",
+                                                          f"{bad}['test'][2]"]
+    for name in res["skipped"]:
+        assert name.split(": ")[0] in proc.stderr
+    assert "skipped 2" in proc.stderr
+    text = vrnn("evaluate", ckpt, "--data", bad, "--skip-bad", "--samples", "2").stdout
+    assert "1 of 3 sequences" in text.splitlines()[0], text
+    proc = vrnn("analyse", ckpt, "--data", bad, "--skip-bad", "--out", tmp_path / "kl.png")
+    assert f"{bad}['test'][1]" in proc.stderr and f"{bad}['test'][2]" in proc.stderr
+    plain = vrnn("evaluate", ckpt, "--samples", "2", "--json")
+    assert json.loads(plain.stdout)["skipped"] == [] and "skipped" not in plain.stderr

@@ -101,3 +101,31 @@ def test_written_files_get_the_mode_open_would_give_not_0600(tmp_path):
         assert kept.stat().st_mode & 0o777 == 0o640
     finally:
         os.umask(umask)
+
+
+# -- no clobber: a file that appeared while a command ran is never replaced without --overwrite --
+
+def test_a_no_clobber_write_refuses_a_file_that_appeared_and_keeps_it(tmp_path):
+    p = tmp_path / "res.json"
+    assert files.write_text(p, "mine", overwrite=False, flag="--out") == p
+    assert p.read_text() == "mine"
+    with pytest.raises(files.WriteError, match=r"--out .*res\.json appeared while this command "
+                                               r"ran.*--overwrite") as err:
+        files.write_text(p, "later", overwrite=False, flag="--out")
+    assert "\n" not in str(err.value)
+    assert p.read_text() == "mine" and [x.name for x in tmp_path.iterdir()] == ["res.json"]
+    files.write_text(p, "replaced")  # the default replaces, as --overwrite does
+    assert p.read_text() == "replaced"
+
+
+def test_a_no_clobber_write_without_hard_links_still_refuses(tmp_path, monkeypatch):
+    def no_links(src, dst, *a, **k):
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(files.os, "link", no_links)
+    p = tmp_path / "kl.png"
+    files.write_bytes(p, b"one", overwrite=False)
+    assert p.read_bytes() == b"one"
+    with pytest.raises(files.WriteError, match="appeared while this command ran"):
+        files.write_bytes(p, b"two", overwrite=False)
+    assert p.read_bytes() == b"one" and [x.name for x in tmp_path.iterdir()] == ["kl.png"]

@@ -390,6 +390,26 @@ def test_bf16_without_hardware_support_is_refused_naming_the_flag(data, tmp_path
     train(tiny_train_config(data, tmp_path / "run", precision="fp32", max_steps=1))
 
 
+def test_the_refusal_names_the_flag_of_the_command_at_hand(data, tmp_path, monkeypatch, capsys):
+    """``vrnn evaluate --precision bf16`` without native bf16: one line, status 2, that tells
+    how to run *evaluate* in fp32, not how to train; ``vrnn train``'s names train's."""
+    from vrnn.cli import main
+
+    train(tiny_train_config(data, tmp_path / "run", max_steps=1))
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: False)
+    ckpt = str(tmp_path / "run" / "last.pt")
+    capsys.readouterr()
+    assert main(["evaluate", ckpt, "--samples", "2", "--device", "cpu",
+                 "--precision", "bf16"]) == 2
+    err = capsys.readouterr().err
+    assert "vrnn evaluate: error: --precision bf16: this CPU" in err
+    assert "vrnn evaluate --precision fp32" in err and "train with" not in err, err
+    assert main(["train", "--data", data, "--model", "vrnn-gauss", "--preset", "tiny",
+                 "--out", str(tmp_path / "bf16"), "--device", "cpu", "--precision", "bf16",
+                 "--no-progress"]) == 2
+    assert "vrnn train --precision fp32" in capsys.readouterr().err
+
+
 def test_the_support_check_reads_torchs_cpu_capabilities(monkeypatch):
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)

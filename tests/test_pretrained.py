@@ -4,6 +4,7 @@ takes ``--pretrained`` runs on it, writing under ``runs/pretrained/`` and never 
 """
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -115,3 +116,89 @@ def test_a_pretrained_model_cannot_be_resumed(tmp_path, capsys):
     assert main(["train", "--data", "chorales", "--model", "vrnn-bernoulli", "--resume",
                  str(path), "--out", str(tmp_path / "run"), "--max-steps", "1"]) == 2
     assert "lacks the training state" in capsys.readouterr().err
+
+
+# -- a hostile or damaged index: validated when read, checked against what the file holds -------
+
+def _weights_copy(tmp_path, names):
+    """A weights folder holding ``names``' files and the shipped index."""
+    for name in names:
+        shutil.copy(WEIGHTS / INDEX[name]["file"], tmp_path / INDEX[name]["file"])
+    shutil.copy(WEIGHTS / "index.json", tmp_path / "index.json")
+    return json.loads((tmp_path / "index.json").read_text())
+
+
+def test_an_entry_pointed_at_another_models_file_is_refused(tmp_path):
+    index = _weights_copy(tmp_path, ["chorales-vrnn-bernoulli"])
+    other = index["models"]["chorales-vrnn-bernoulli"]
+    entry = index["models"]["handwriting-vrnn-gmm"]
+    entry.update(file=other["file"], sha256=other["sha256"], bytes=other["bytes"])  # the SHA fits
+    (tmp_path / "index.json").write_text(json.dumps(index))
+    with pytest.raises(PretrainedError) as err:
+        pretrained_path("handwriting-vrnn-gmm", tmp_path)
+    message = str(err.value)
+    assert "handwriting-vrnn-gmm" in message and other["file"] in message
+    assert "vrnn-bernoulli" in message and "chorales" in message and "\n" not in message
+    assert pretrained_path("chorales-vrnn-bernoulli", tmp_path).name == other["file"]
+
+
+@pytest.mark.parametrize("change,named", [
+    (lambda e: e.pop("sha256"), "'sha256'"),
+    (lambda e: e.pop("file"), "'file'"),
+    (lambda e: e.update(parameters="242520"), "'parameters'"),
+    (lambda e: e.update(sha256=12), "'sha256'"),
+    (lambda e: e.update(model=None), "'model'"),
+    (lambda e: e.update(file="../../../../etc/passwd"), "'file'"),
+    (lambda e: e.update(file="/etc/passwd"), "'file'"),
+    (lambda e: e.update(file="sub/chorales-vrnn-bernoulli.pt"), "'file'"),
+    (lambda e: e.update(file=".."), "'file'"),
+    (lambda e: e["test"].update(log_likelihood="high"), "'log_likelihood'"),
+    (lambda e: e.update(test=[1, 2]), "'test'"),
+])
+def test_a_malformed_index_entry_is_one_line_naming_the_file_and_entry(tmp_path, change, named):
+    index = _weights_copy(tmp_path, [])
+    change(index["models"]["chorales-vrnn-bernoulli"])
+    (tmp_path / "index.json").write_text(json.dumps(index))
+    with pytest.raises(PretrainedError) as err:
+        read_index(tmp_path)
+    message = str(err.value)
+    assert str(tmp_path / "index.json") in message and "'chorales-vrnn-bernoulli'" in message
+    assert named in message and "\n" not in message
+
+
+@pytest.mark.parametrize("entry", ["a string", 3, None, ["file", "sha256"]])
+def test_an_index_entry_that_is_not_an_object_is_named(tmp_path, entry):
+    index = _weights_copy(tmp_path, [])
+    index["models"]["odd"] = entry
+    (tmp_path / "index.json").write_text(json.dumps(index))
+    with pytest.raises(PretrainedError, match=r"index\.json: entry 'odd' is not an object"):
+        read_index(tmp_path)
+
+
+def test_a_bad_index_or_an_empty_name_on_the_command_line_is_one_line(tmp_path, monkeypatch,
+                                                                        capsys):
+    import vrnn.store.pretrained as pretrained
+
+    monkeypatch.chdir(tmp_path)
+    for cmd in ("info", "sample", "evaluate", "analyse"):  # --pretrained "$UNSET"
+        assert main([cmd, "--pretrained", ""]) == 2
+        err = capsys.readouterr().err
+        assert "--pretrained ''" in err and "Traceback" not in err and err.count("\n") == 1
+    index = _weights_copy(tmp_path, [])
+    del index["models"]["speech-vrnn-gauss"]["sha256"]
+    (tmp_path / "index.json").write_text(json.dumps(index))
+    monkeypatch.setattr(pretrained, "WEIGHTS", tmp_path)
+    for argv in (["pretrained"], ["info", "--pretrained", "speech-vrnn-gauss"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert f"{tmp_path / 'index.json'}: entry 'speech-vrnn-gauss'" in err
+        assert "'sha256'" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("name", ["../../elsewhere", "a/b", "..", ""])
+def test_an_index_entry_whose_name_is_a_path_is_refused(tmp_path, name):
+    index = _weights_copy(tmp_path, [])
+    index["models"][name] = index["models"]["chorales-vrnn-bernoulli"]
+    (tmp_path / "index.json").write_text(json.dumps(index))
+    with pytest.raises(PretrainedError, match=f"entry {re.escape(repr(name))} has no plain name"):
+        read_index(tmp_path)

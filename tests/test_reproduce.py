@@ -2,10 +2,14 @@
 test sequences, the Table 1 section and figures written, and the study resumable."""
 
 import json
+import os
 import shlex
+import signal
 
 import numpy as np
 import pytest
+import torch
+from toydata import finish_vrnn, metrics_rows, start_vrnn, vrnn, wait_until
 
 from vrnn.cli import main
 from vrnn.models.config import parse_model_name
@@ -354,3 +358,37 @@ def test_an_is_error_is_printed_only_where_the_ess_supports_it():
     smc = {"estimator": "smc", "ess_mean": 1.3, "num_samples": 40, "is_stderr_mean": 1.0,
            "repeats": 4, "log_spread_mean": 12.34}
     assert _mc_cell(100.0, smc) == "100.0 (sd 12.3 over 4 filters)"
+
+
+# -- a signal stops the study ------------------------------------------------------------------
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_a_signal_during_training_stops_the_study_without_a_report(tmp_path, sig):
+    """Ctrl-C (or SIGTERM) while a model trains: that model saves last.pt and the study stops
+    there, status 130 (143), saying to run the same command again: the half-trained model is not
+    evaluated, the next model is not trained, no report or results.json is written. Run again,
+    the same command resumes that model and finishes the study."""
+    data = write_strokes(tmp_path / "pen.npz")
+    study, docs = tmp_path / "study", tmp_path / "docs"
+    args = ["reproduce", "--data", data, "--preset", "tiny", "--models", "vrnn-gauss,rnn-gauss",
+            "--budget-minutes", "0.1", "--val-interval", "20", "--samples", "2",
+            "--smc-repeats", "0", "--out", study, "--docs", docs, "--no-progress",
+            "--device", "cpu"]
+    proc = start_vrnn(tmp_path, *args)
+    wait_until(lambda: metrics_rows(study / "vrnn-gauss") >= 1, proc, "the first model to train")
+    code, out, err = finish_vrnn(proc, sig)
+    assert code == 128 + sig, f"status {code}:\n{out}\n{err}"
+    assert "Traceback" not in err, err
+    assert "run the same command again" in err and "vrnn reproduce --data" in err, err
+    assert (study / "vrnn-gauss" / "last.pt").is_file()
+    assert not (study / "rnn-gauss").exists()  # the next model was not trained
+    assert not (study / "results.json").exists() and not (study / "report.md").exists()
+    assert not docs.exists() or not list(docs.iterdir())
+    if sig == signal.SIGINT:  # the same command again resumes and reports
+        step = int(torch.load(study / "vrnn-gauss" / "last.pt", weights_only=True)["step"])
+        vrnn(*args)  # (a fresh start in a folder with results would be refused)
+        records = json.loads((study / "results.json").read_text())["models"]
+        assert list(records) == ["vrnn-gauss", "rnn-gauss"]
+        assert records["vrnn-gauss"]["steps"] > step
+        assert "<!-- reproduce:pen:begin -->" in (docs / "RESULTS.md").read_text()

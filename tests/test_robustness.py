@@ -8,13 +8,15 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from toydata import vrnn
+from toydata import finish_vrnn as finish
+from toydata import metrics_rows, vrnn
+from toydata import start_vrnn as start
+from toydata import wait_until as wait_for
 
 TRAIN = ("--model", "vrnn-gauss", "--preset", "tiny", "--batch-size", "8", "--val-interval", "3",
          "--device", "cpu", "--no-progress", "--no-tensorboard")
@@ -69,52 +71,6 @@ def error_line(proc) -> str:
     assert len(line) == 1, proc.stderr
     assert "Errno" not in line[0] and "invalid literal" not in line[0], line[0]
     return line[0]
-
-
-def start(tmp_path, *args) -> subprocess.Popen:
-    """``python -m vrnn ARGS`` in the background, its output in files beside ``tmp_path``."""
-    env = {**os.environ, "PYTHONWARNINGS": "error::DeprecationWarning"}
-    out = open(tmp_path / "bg.out", "w")  # noqa: SIM115 - closed by finish()
-    err = open(tmp_path / "bg.err", "w")  # noqa: SIM115
-    proc = subprocess.Popen([sys.executable, "-m", "vrnn", *map(str, args)], stdout=out,
-                            stderr=err, env=env, text=True)
-    proc.files = (out, err, tmp_path)
-    return proc
-
-
-def finish(proc, sig=None, timeout=120) -> tuple[int, str, str]:
-    """Send ``sig`` (if any), wait (killing it past ``timeout``); (status, stdout, stderr)."""
-    if sig is not None and proc.poll() is None:
-        proc.send_signal(sig)
-    try:
-        code = proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=30)
-        code = None
-    out, err, folder = proc.files
-    out.close()
-    err.close()
-    return code, (folder / "bg.out").read_text(), (folder / "bg.err").read_text()
-
-
-def wait_for(condition, proc, what: str, timeout=120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if proc.poll() is not None:
-            code, out, err = finish(proc)
-            pytest.fail(f"the run ended ({code}) before {what}:\n{out}\n{err}")
-        if time.monotonic() > deadline:
-            finish(proc, signal.SIGKILL)
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
-def metrics_rows(out: Path) -> int:
-    try:
-        return max(0, (out / "metrics.csv").read_text().count("\n") - 1)
-    except FileNotFoundError:
-        return 0
 
 
 def holds_lock(out: Path, pid: int) -> bool:

@@ -428,3 +428,64 @@ def test_ess_warning_rule():
             "num_samples": 40, "is_stderr_mean": 0.2, "estimator": "is", "ess_min": 1.0}
     assert "warning" in format_evaluation({**base, "ess_mean": 2.0})
     assert "warning" not in format_evaluation({**base, "ess_mean": 20.0})
+
+
+def test_smc_error_shows_the_filters_spread_and_warns_when_they_disagree(tmp_path, capsys):
+    """``vrnn evaluate --estimator smc`` on long sequences, where one of the R filters carries
+    the estimate: the delta-method se is at its ceiling of 1 while the R log-estimates lie tens of
+    nats apart. The text shows their spread beside the se and warns; the JSON has the spread and
+    range per sequence and how many sequences disagree. One filter (``--repeats 1``) has no
+    error to show: "n/a" and null, never 0.00."""
+    from vrnn.cli import main
+    from vrnn.data import pack_sequences
+
+    rng = np.random.default_rng(0)
+
+    def split(n, steps):
+        return [rng.normal(size=(steps, 4)).astype(np.float32) for _ in range(n)]
+
+    data = tmp_path / "long.npz"
+    pack_sequences({"train": split(8, 20), "valid": split(2, 20), "test": split(3, 300)}, data)
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(data), "--model", "vrnn-gauss", "--out", str(out),
+                 "--preset", "tiny", "--max-steps", "1", "--batch-size", "4",
+                 "--val-interval", "1", "--device", "cpu", "--no-progress"]) == 0
+    ckpt = str(out / "last.pt")
+    smc = ["evaluate", ckpt, "--estimator", "smc", "--samples", "8"]
+    capsys.readouterr()
+    assert main([*smc, "--repeats", "4", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    per = res["per_sequence"]
+    assert len(per["log_spread"]) == len(per["log_range"]) == 3
+    assert max(per["log_range"]) > 5 >= 5 * max(per["stderr"])  # far more than the se says
+    assert res["log_range_max"] == pytest.approx(max(per["log_range"]))
+    assert res["log_spread_mean"] == pytest.approx(np.mean(per["log_spread"]))
+    assert res["repeats_disagree"] >= 1
+    assert main([*smc, "--repeats", "4"]) == 0
+    text = capsys.readouterr().out
+    assert "filters' log-estimates: sd" in text, text
+    assert "disagree by more than the se says" in text, text
+    assert main([*smc, "--repeats", "1", "--json"]) == 0
+    one = json.loads(capsys.readouterr().out)
+    assert one["is_stderr_mean"] is None and set(one["per_sequence"]["stderr"]) == {None}
+    assert "log_spread" not in one["per_sequence"] and one.get("repeats_disagree") is None
+    assert main([*smc, "--repeats", "1"]) == 0
+    text = capsys.readouterr().out
+    assert "Monte Carlo se n/a" in text and "se 0.00" not in text, text
+
+
+def test_the_filters_disagree_rule():
+    """A sequence's R filters disagree when the delta-method se is at its ceiling (one filter
+    carries the estimate) or the spread of their log-estimates is well above what the se implies
+    (sd ~ se sqrt(R) where the delta method holds); estimates a fraction of a nat apart agree."""
+    from vrnn.evaluation.sequences import filters_disagree
+    from vrnn.inference.weights import delta_stderr
+
+    log_est = torch.tensor([[0.0, 0.0, 0.0], [0.1, -78.0, 0.0], [-0.1, -70.0, 0.0],
+                            [0.05, -75.0, -3.0]], dtype=torch.float64)  # (R, B)
+    se = delta_stderr(log_est).numpy()
+    spread = log_est.std(0).numpy()
+    assert se[1] == pytest.approx(1.0, abs=1e-6)  # the ceiling
+    assert se[2] < 0.5 and spread[2] > 2 * se[2] * math.sqrt(4)  # one filter 3 nats off
+    assert filters_disagree(se, spread, 4).tolist() == [False, True, True]
+

@@ -314,3 +314,28 @@ def test_prime_files_for_a_text_model(tmp_path):
     audio = DataInfo(name="a", kind="audio", x_dim=4, sample_rate=8000, frame_size=4)
     with pytest.raises(ValueError, match="only prime text models"):
         read_prime(txt, audio)
+
+
+def test_a_byte_order_mark_is_not_a_character_of_a_prime_or_a_text(tmp_path):
+    from vrnn.commands.prime import read_prime
+
+    info = DataInfo(name="t", kind="text", x_dim=4, vocabulary=" abd")
+    txt = tmp_path / "bom.txt"
+    txt.write_bytes(b"\xef\xbb\xbfabd a")  # what Notepad writes for "UTF-8"
+    assert decode(read_prime(txt, info), info.vocabulary) == "abd a"
+    book = tmp_path / "book.txt"
+    book.write_bytes("\ufeff".encode() + _corpus(120).encode())
+    assert "\ufeff" not in load_text_file(book, seq_len=40).info.vocabulary
+
+
+def test_a_text_prime_longer_than_the_long_sequence_limit_is_cut_with_a_warning(tmp_path):
+    from vrnn.commands.prime import read_prime
+    from vrnn.data.core import LONG_SEQUENCE_STEPS as N
+
+    info = DataInfo(name="t", kind="text", x_dim=4, vocabulary=" abd")
+    txt = tmp_path / "long.txt"
+    txt.write_text("ab" * N + "dd a", encoding="utf-8")
+    with pytest.warns(UserWarning, match=r"long\.txt is 20,004 characters long.*last 10,000"):
+        frames = read_prime(txt, info)
+    assert frames.shape == (N, 4)
+    assert decode(frames, info.vocabulary) == ("ab" * N + "dd a")[-N:]

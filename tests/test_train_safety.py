@@ -261,3 +261,70 @@ def test_the_command_line_reports_a_bad_out_in_one_line(data, tmp_path):
         capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"vrnn train: error: --out {file} is a file, not a folder"
+
+
+def test_a_failed_save_names_the_checkpoints_that_exist(data, tmp_path, monkeypatch):
+    from vrnn.store import checkpoint
+
+    out = tmp_path / "run"
+    real = checkpoint.save_atomic
+
+    def full_disk_on_last(obj, path):  # best.pt goes through, last.pt does not
+        if path.name == "last.pt":
+            raise WriteError(f"cannot write {path}: no space left on the device")
+        return real(obj, path)
+
+    monkeypatch.setattr(checkpoint, "save_atomic", full_disk_on_last)
+    with pytest.raises(TrainingError) as failure:
+        train(cfg_for(data, out, max_steps=8))
+    message = str(failure.value)
+    assert (out / "best.pt").exists() and not (out / "last.pt").exists()
+    assert "no checkpoint was written" not in message
+    assert f"{out / 'best.pt'} is kept" in message and "\n" not in message
+
+
+# -- a run that fails before its first update leaves its folder as it found it ----------------
+
+def test_a_refused_request_leaves_no_folder_behind(data, tmp_path, monkeypatch):
+    import vrnn.kernels.precision as precision
+
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: False)
+    out = tmp_path / "new" / "run"
+    with pytest.raises(ValueError, match="--precision bf16"):
+        train(cfg_for(data, out, precision="bf16"))
+    assert not (tmp_path / "new").exists()
+    with pytest.raises(ValueError, match=r"--particles 100000000: .*memory"):
+        train(cfg_for(data, out, objective="fivo", particles=10**8))
+    assert not (tmp_path / "new").exists()
+    for seed in (2**70, 2**63, -1):
+        with pytest.raises(ValueError, match="--seed"):
+            cfg_for(data, out, seed=seed)
+    assert cfg_for(data, out, seed=2**63 - 1).seed == 2**63 - 1
+
+
+def test_an_allocation_failure_before_the_first_update_leaves_the_folder_as_found(
+        data, tmp_path, monkeypatch):
+    import vrnn.train.loop as loop
+
+    def no_memory(*a, **k):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: "
+                           "can't allocate memory: you tried to allocate 25600000000 bytes.")
+
+    monkeypatch.setattr(loop, "train_step", no_memory)
+    out = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="DefaultCPUAllocator"):
+        train(cfg_for(data, out, tensorboard=True))
+    assert not out.exists()
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(RuntimeError, match="DefaultCPUAllocator"):
+        train(cfg_for(data, out, tensorboard=True))
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]
+    monkeypatch.undo()
+    assert train(cfg_for(data, out, max_steps=2)).step == 2  # the corrected rerun: no --overwrite
+
+
+def test_the_progress_bar_stays_off_a_redirected_stderr(data, tmp_path, capsys):
+    train(cfg_for(data, tmp_path / "run", max_steps=30, progress=True))
+    err = capsys.readouterr().err
+    assert "\r" not in err and "step/s" not in err and len(err) < 500, err[:500]

@@ -19,8 +19,8 @@
 Adding a subcommand is one entry in :data:`COMMANDS` (``Command(help, add_arguments, run)``, or
 ``Command(help, passthrough="module:function")`` for a command that parses its own arguments).
 A mistake the user can fix (a bad flag value, a missing or corrupt file, data that does not fit the
-checkpoint) prints one line naming the flag or file and exits with status 2; set ``VRNN_DEBUG=1``
-to see the traceback instead.
+checkpoint, a request that does not fit in memory or ran out of it) prints one line naming the flag
+or file and exits with status 2; set ``VRNN_DEBUG=1`` to see the traceback instead.
 """
 
 from __future__ import annotations
@@ -107,14 +107,16 @@ def _checkpoint(args: argparse.Namespace) -> str:
 
     if (args.checkpoint is None) == (args.pretrained is None):
         raise ValueError("give a checkpoint file CKPT or --pretrained NAME, one of them")
-    return str(pretrained_path(args.pretrained)) if args.pretrained else args.checkpoint
+    if args.pretrained is not None:  # '' too (an unset shell variable): pretrained_path says so
+        return str(pretrained_path(args.pretrained))
+    return args.checkpoint
 
 
 def _default_out(args: argparse.Namespace, name: str) -> str | None:
     """--out as given, or for --pretrained runs/pretrained/NAME/<name> (never the package)."""
     from vrnn.store.pretrained import output_folder
 
-    if args.out or not args.pretrained:
+    if args.out or args.pretrained is None:
         return args.out
     return str(output_folder(args.pretrained) / name)
 
@@ -167,8 +169,9 @@ def _evaluate(args: argparse.Namespace) -> int:
                                  precision=args.precision)
     print(json.dumps(result) if args.json else format_evaluation(result))
     if args.out:
-        try:
-            write_text(args.out, json.dumps(result, indent=2) + "\n")
+        try:  # not over a file that appeared meanwhile, unless --overwrite
+            write_text(args.out, json.dumps(result, indent=2) + "\n", overwrite=args.overwrite,
+                       flag="--out")
         except WriteError:
             if not args.json:  # the numbers took minutes: keep them on stdout
                 print(json.dumps(result))
@@ -373,8 +376,8 @@ def _reproduce(args: argparse.Namespace) -> int:
 
 
 COMMANDS: dict[str, Command] = {
-    "train": Command("train a model (VRNN, SRNN or RNN baseline) on a data set", _train_args,
-                     _train),
+    "train": Command("train a model (VRNN, SRNN, DMM, STORN or RNN baseline) on a data set",
+                     _train_args, _train),
     "evaluate": Command("ELBO and log-likelihood of a checkpoint on a split (Table 1 numbers)",
                         _evaluate_args, _evaluate),
     "sample": Command("generate sequences (pictures / audio and .npy)", _sample_args, _sample),
@@ -416,7 +419,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _user_error(command: str, err: BaseException) -> int:
+MEMORY_FLAGS = {"train": "a smaller --batch-size or --seq-len, fewer --particles",
+                "evaluate": "fewer --samples, a smaller --batch-size",
+                "sample": "fewer --num or --steps",
+                "reproduce": "a smaller --batch-size, fewer --samples"}
+"""What to ask for instead after running out of memory, by command."""
+
+
+def _user_error(command: str, err: BaseException | str) -> int:
     print(f"vrnn {command}: error: {err}", file=sys.stderr)
     return EXIT_USAGE
 
@@ -455,10 +465,18 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args) -> int:
     """Run the parsed command; user errors become one line on stderr and an exit status."""
     debug = os.environ.get("VRNN_DEBUG")
+    from vrnn.study.interrupt import StudyInterrupted
     from vrnn.train.loop import TrainingError
 
     try:
+        if getattr(args, "seed", None) is not None:  # every command that takes --seed
+            from vrnn.train.config import check_seed
+
+            check_seed(args.seed)
         return int(args.func(args) or 0)
+    except StudyInterrupted as e:  # a study stopped by a signal: 130 for Ctrl-C, 143 SIGTERM
+        print(f"vrnn {args.command}: {e}", file=sys.stderr)
+        return e.exit_status
     except TrainingError as e:
         if debug:
             raise
@@ -471,6 +489,14 @@ def _run(args) -> int:
         if debug:
             raise
         return _user_error(args.command, e)
+    except (MemoryError, RuntimeError) as e:  # torch.OutOfMemoryError, the CPU allocator's
+        from vrnn.host.memory import is_out_of_memory, out_of_memory_line
+
+        if debug or not is_out_of_memory(e):
+            raise
+        flags = MEMORY_FLAGS.get(args.command)
+        return _user_error(args.command, out_of_memory_line(e)
+                           + (f"; ask for less ({flags})" if flags else ""))
     except KeyboardInterrupt:
         print(f"vrnn {args.command}: interrupted", file=sys.stderr)
         return 130

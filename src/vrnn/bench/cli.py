@@ -147,7 +147,7 @@ def resolve_precisions(text: str | None, device: torch.device) -> list[str]:
         return ["fp32", "bf16"] if precision_mod.bf16_supported(device) else ["fp32"]
     precisions = parse_precisions(text)
     for p in precisions:
-        precision_mod.check_supported(p, device)
+        precision_mod.check_supported(p, device, "vrnn benchmark")
     return precisions
 
 

@@ -41,7 +41,8 @@ def analyse_checkpoint(path: str | Path, *, data: str | None = None, split: str 
         raise WriteError(f"--out {png} is a folder, not a file")
     check_folder(png.parent, "--out")
     refuse_existing([png], "--out", overwrite)
-    _, seqs = checkpoint_sequences(ckpt, info, data, split, index + 1, skip_bad=skip_bad)
+    seqs = checkpoint_sequences(ckpt, info, data, split, index + 1,
+                                skip_bad=skip_bad).sequences  # what it skipped: on stderr
     if index >= len(seqs):
         raise ValueError(f"--index {index}: the {split} split has {len(seqs)} sequences")
-    return figure_kl(model, seqs[index], info, png, seed=seed)
+    return figure_kl(model, seqs[index], info, png, seed=seed, overwrite=overwrite)

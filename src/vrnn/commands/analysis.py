@@ -71,7 +71,7 @@ def kl_profile(model: SequenceModel, x, *, seed: int = 0) -> dict[str, np.ndarra
 
 
 def figure_kl(model: SequenceModel, x, info: DataInfo, out_png: str | Path, *, seed: int = 0,
-              title: str | None = None) -> Path:
+              title: str | None = None, overwrite: bool = True) -> Path:
     """Figure 2 for one sequence: the data on top, then per-step KL and encoder changes.
 
     Panels share the time axis: (1) the sequence in data units (audio: the frames concatenated,
@@ -85,6 +85,8 @@ def figure_kl(model: SequenceModel, x, info: DataInfo, out_png: str | Path, *, s
         info: the data's statistics and kind, to denormalise and label the top panel.
         out_png: the PNG to write (its folder is created).
         title: figure title; default names the model and the data.
+        overwrite: False: never replace a file at ``out_png``, even one that appeared while the
+            figure was drawn (:class:`vrnn.host.files.ClobberError`).
 
     Returns:
         ``out_png`` as a Path.
@@ -131,7 +133,7 @@ def figure_kl(model: SequenceModel, x, info: DataInfo, out_png: str | Path, *, s
     axes[-1].set_xlim(edges[0], edges[-1])
     name = model.config.name or type(model).__name__
     fig.suptitle(title or f"{name} reading one sequence of {info.name}: KL per time step")
-    out = Path(out_png)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, format="png", dpi=100)
-    return out
+    from vrnn.host.files import atomic_write
+
+    return atomic_write(Path(out_png), lambda f: fig.savefig(f, format="png", dpi=100),
+                        overwrite=overwrite, flag="--out")

@@ -8,8 +8,10 @@ size and be of the same kind (real values, pen strokes or binary frames).
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -17,6 +19,38 @@ from vrnn.data import DataInfo
 from vrnn.models.base import SequenceModel
 
 SPLITS = ("train", "valid", "test")
+SPLIT_NAMES = {"train": "train", "valid": "valid", "validation": "valid", "dev": "valid",
+               "test": "test"}
+"""The names of the splits in a file's keys (``.npz``: ``test``, ``test/...``) and folders."""
+
+
+class SplitSequences(NamedTuple):
+    """What :func:`checkpoint_sequences` read."""
+
+    name: str
+    """The data's name."""
+    sequences: list[np.ndarray]
+    """``(T_i, D)`` float32 arrays in the checkpoint's normalised units."""
+    skipped: list[str]
+    """The bad sequences or files left out (``--skip-bad``) that belong to the split or whose
+    split is unknown, each 'name: problem'."""
+    in_split: int | None
+    """How many sequences the split holds, those left out included; None where some left out
+    cannot be placed in a split (their file was split after it was read)."""
+
+
+def split_of(skipped: str) -> str | None:
+    """The split a line of ``DataInfo.skipped`` names: a split key of a ``.npz`` file
+    (``path['test'][2]: ...``) or a ``train``/``valid``/``test`` folder on its path; None where it
+    names none (a file or sequence of data that is split after it is read)."""
+    label = skipped.split(": ", 1)[0]
+    key = re.search(r"\['([^'/]*)", label)
+    if key:
+        return SPLIT_NAMES.get(key.group(1).lower())
+    for part in reversed(Path(label).parts[:-1]):
+        if part.lower() in SPLIT_NAMES:
+            return SPLIT_NAMES[part.lower()]
+    return None
 
 
 def load_for_use(path: str | Path, device: str = "cpu") -> tuple[dict, SequenceModel, DataInfo]:
@@ -50,7 +84,7 @@ def _data_flags(ckpt: dict, info: DataInfo, name: str, skip_bad: bool) -> dict:
 
 def checkpoint_sequences(ckpt: dict, info: DataInfo, data: str | None = None,
                          split: str = "test", limit: int = 0,
-                         skip_bad: bool = False) -> tuple[str, list[np.ndarray]]:
+                         skip_bad: bool = False) -> SplitSequences:
     """The ``split`` of ``data`` (default the checkpoint's), as the checkpoint's model reads it.
 
     Args:
@@ -60,10 +94,12 @@ def checkpoint_sequences(ckpt: dict, info: DataInfo, data: str | None = None,
             read with the data flags it was trained with (other data: its defaults).
         split: train, valid or test.
         limit: the first N sequences only (0: all).
-        skip_bad: report and skip unreadable files instead of stopping.
+        skip_bad: report and skip unreadable files instead of stopping (listed on stderr
+            and in the result's ``skipped``: those of ``split`` and those of no known split).
 
     Returns:
-        (the data's name, ``(T_i, D)`` float32 arrays in the checkpoint's normalised units).
+        a :class:`SplitSequences`: the data's name, the ``(T_i, D)`` float32 arrays in the
+        checkpoint's normalised units, what was left out.
 
     Audio at another sample rate than the model's is resampled to the model's (a note on stderr
     says so): a density over 200-sample frames means something only at one rate.
@@ -85,13 +121,22 @@ def checkpoint_sequences(ckpt: dict, info: DataInfo, data: str | None = None,
     check_x_dim(ds.info, ckpt["model_config"]["x_dim"])
     check_same_kind(ds.info, info, "--data")
     seqs = list(ds.split(split))
+    skipped = [s for s in ds.info.skipped if split_of(s) in (split, None)]
+    known = sum(split_of(s) == split for s in skipped)
+    in_split = len(seqs) + known if known == len(skipped) else None
+    if skipped:
+        print(f"--skip-bad: skipped {len(skipped)} bad sequence(s) or file(s) of {name} "
+              f"(the {split} split{'' if in_split is not None else ' or of no known split'}; "
+              f"the rest are numbered without them):\n  " + "\n  ".join(skipped),
+              file=sys.stderr)
     if limit:
         seqs = seqs[:limit]
     if not seqs:
-        raise ValueError(f"--data {name}: the {split} split is empty")
+        left = f" ({len(skipped)} bad ones skipped)" if skipped else ""
+        raise ValueError(f"--data {name}: the {split} split is empty{left}")
     same = (list(ds.info.mean) == list(info.mean) and list(ds.info.std) == list(info.std)
             and list(ds.info.normalised_dims) == list(info.normalised_dims))
     if not same:  # the data's own units, then the checkpoint's normalisation
         seqs = [np.asarray(info.normalise(ds.info.denormalise(s)), dtype=np.float32)
                 for s in seqs]
-    return name, seqs
+    return SplitSequences(name, seqs, skipped, in_split)

@@ -57,9 +57,20 @@ class SampleResult:
         return text + ":"
 
 
-def save_npy(path: Path, arr: np.ndarray) -> Path:
-    """``np.save`` through :func:`vrnn.host.files.atomic_write` (never a half-written array)."""
-    return atomic_write(path, lambda f: np.save(f, arr))
+def save_npy(path: Path, arr: np.ndarray, *, overwrite: bool = True) -> Path:
+    """``np.save`` through :func:`vrnn.host.files.atomic_write` (never a half-written array;
+    with ``overwrite=False`` never over a file that appeared meanwhile)."""
+    return atomic_write(path, lambda f: np.save(f, arr), overwrite=overwrite, flag="--out")
+
+
+def _check_memory(model, num: int, frames: int) -> None:
+    """Refuse, naming ``--num``, a draw whose frames (``(N, P + T, D)``, kept as the model's
+    output, in data units and as the arrays written) or per-step state cannot fit in memory."""
+    from vrnn.host.memory import FLOAT_BYTES, check_fits, floats_per_row
+
+    need = FLOAT_BYTES * num * (4 * frames * model.config.x_dim + 3 * floats_per_row(model.config))
+    check_fits(need, model.initial_state.device, f"--num {num}",
+               f"{num} sequences of {frames} frames", "draw fewer --num or --steps")
 
 
 def sample_checkpoint(path: str | Path, *, num: int = 4, steps: int | None = None,
@@ -99,6 +110,7 @@ def sample_checkpoint(path: str | Path, *, num: int = 4, steps: int | None = Non
     ckpt, model, info = load_for_use(path, device)
     steps = steps or int(ckpt.get("median_train_length") or 0) or DEFAULT_STEPS
     prefix = torch.from_numpy(read_prime(prime, info)) if prime else None  # (P, D)
+    _check_memory(model, num, steps + (0 if prefix is None else len(prefix)))
     folder = check_folder(Path(out) if out else Path(path).parent / "samples", "--out")
     earlier = earlier_samples(folder)
     if earlier and not overwrite:
@@ -112,7 +124,10 @@ def sample_checkpoint(path: str | Path, *, num: int = 4, steps: int | None = Non
     result = SampleResult(model.config.name, num, steps, temperature,
                           None if prefix is None else str(prime),
                           0 if prefix is None else len(prefix))
-    result.files.append(save_npy(folder / "samples.npy", whole[:, whole.shape[1] - steps:]))
+    # written first and, without --overwrite, never over one that appeared meanwhile: a second
+    # run into the same folder then stops here, before it writes anything
+    result.files.append(save_npy(folder / "samples.npy", whole[:, whole.shape[1] - steps:],
+                                 overwrite=overwrite))
     if prefix is not None:
         result.files.append(save_npy(folder / "primed.npy", whole))
     result.files += list(write_samples(whole[:MAX_PICTURES], info, folder, prefix="sample"))

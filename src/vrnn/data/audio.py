@@ -22,10 +22,12 @@ Sources and licences
 
 Preprocessing (the paper's)
     Multi-channel files are averaged to mono; ``sample_rate=`` resamples every file with
-    ``scipy.signal.resample_poly`` (without it, files of mixed rates are an error). Each utterance
-    is cut into frames of ``frame_size`` (200) samples without overlap; the trailing partial frame
-    is dropped. One scalar mean and std over every training sample normalise all splits (kept in
-    ``DataInfo`` and undone by ``denormalise`` before writing audio). Training and validation
+    ``scipy.signal.resample_poly`` (without it, files of mixed rates are an error). A file whose
+    header gives a rate outside 1,000 to 1,000,000 Hz (:func:`plausible_rate`) is a bad file, and
+    ``sample_rate=`` must lie in that range too. Each utterance is cut into frames of
+    ``frame_size`` (200) samples without overlap; the trailing partial frame is dropped. One
+    scalar mean and std over every training sample normalise all splits (kept in ``DataInfo`` and
+    undone by ``denormalise`` before writing audio). Training and validation
     sequences are consecutive non-overlapping windows of ``seq_len`` frames (default 0.5 s: 20
     frames at 8 kHz, 40 at 16 kHz; an utterance's last partial window is dropped); the test set is
     whole utterances (variable length, padded with a mask by ``pad_batch``). ``train_streams`` holds
@@ -153,6 +155,33 @@ def _nist_sample_count(path: Path) -> int | None:
     return int(m.group(1)) if m else None
 
 
+MIN_SAMPLE_RATE = 1_000
+MAX_SAMPLE_RATE = 1_000_000
+"""Sample rates (Hz) outside ``[MIN_SAMPLE_RATE, MAX_SAMPLE_RATE]`` are refused: a header that
+says 1 Hz is broken or not sound, and resampling such a file to a model's rate would multiply its
+size by thousands."""
+RATE_RANGE = f"audio is read at {MIN_SAMPLE_RATE:,} to {MAX_SAMPLE_RATE:,} Hz"
+
+
+def plausible_rate(rate: int) -> bool:
+    """Whether ``rate`` (Hz) is a sample rate of sound (:data:`MIN_SAMPLE_RATE` to
+    :data:`MAX_SAMPLE_RATE`)."""
+    return MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE
+
+
+def implausible_rate(path: Path, rate: int) -> str:
+    """The 'path: problem' line of a file whose header gives an implausible sample rate."""
+    return (f"{path}: its header gives a sample rate of {rate:,} Hz, which is not sound "
+            f"({RATE_RANGE})")
+
+
+def resample(x: np.ndarray, rate: int, target: int) -> np.ndarray:
+    """A mono waveform ``x`` (N,) at ``rate`` Hz resampled to ``target`` Hz
+    (``scipy.signal.resample_poly``), float32."""
+    g = gcd(int(target), int(rate))
+    return resample_poly(x, int(target) // g, int(rate) // g).astype(np.float32)
+
+
 def read_audio(path: str | Path, sample_rate: int | None = None) -> tuple[np.ndarray, int]:
     """One audio file as a mono float32 waveform in [-1, 1] (channels averaged).
 
@@ -164,12 +193,15 @@ def read_audio(path: str | Path, sample_rate: int | None = None) -> tuple[np.nda
         (x, rate): x of shape (N,), and its sample rate.
 
     Raises:
-        DataError naming the file when it cannot be read, is truncated or holds NaN/inf.
+        DataError naming the file when it cannot be read, is truncated, holds NaN/inf or its
+        sample rate is not plausible (:func:`plausible_rate`).
     """
     path = Path(path)
     try:
         with sf.SoundFile(str(path)) as f:
             rate, n_header, extra = f.samplerate, f.frames, f.extra_info
+            if not plausible_rate(rate):
+                raise DataError(implausible_rate(path, rate))
             x = f.read(dtype="float32", always_2d=True)  # (N, channels)
         declared = _nist_sample_count(path)
     except (RuntimeError, OSError, sf.SoundFileError) as e:
@@ -186,10 +218,15 @@ def read_audio(path: str | Path, sample_rate: int | None = None) -> tuple[np.nda
     check_finite(x, str(path))
     x = x.mean(axis=1) if x.shape[1] > 1 else x[:, 0]  # (N,)
     if sample_rate is not None and sample_rate != rate:
-        g = gcd(int(sample_rate), int(rate))
-        x = resample_poly(x, int(sample_rate) // g, int(rate) // g).astype(np.float32)
-        rate = int(sample_rate)
+        x, rate = resample(x, rate, sample_rate), int(sample_rate)
     return np.ascontiguousarray(x, dtype=np.float32), int(rate)
+
+
+def check_rate_flag(sample_rate: int | None) -> None:
+    """DataError unless ``sample_rate=`` (``--sample-rate``) is None or :func:`plausible_rate`."""
+    if sample_rate is not None and not plausible_rate(sample_rate):
+        raise DataError(f"sample_rate= (--sample-rate) must be a sample rate of sound, "
+                        f"{MIN_SAMPLE_RATE:,} to {MAX_SAMPLE_RATE:,} Hz; got {sample_rate:,}")
 
 
 def _probe(files: list[Path], bad: dict[Path, str]) -> tuple[dict[Path, int], dict[Path, str]]:
@@ -200,6 +237,9 @@ def _probe(files: list[Path], bad: dict[Path, str]) -> tuple[dict[Path, int], di
             info = sf.info(str(f))
         except (RuntimeError, OSError, sf.SoundFileError) as e:
             bad[f] = f"{f}: cannot read audio ({e})"
+            continue
+        if not plausible_rate(int(info.samplerate)):
+            bad[f] = implausible_rate(f, int(info.samplerate))
             continue
         rates[f], kinds[f] = int(info.samplerate), f"{info.format}/{info.subtype}"
     return rates, kinds
@@ -242,8 +282,7 @@ def build_audio_dataset(name: str, split_files: dict[str, list[Path]], *, frame_
         raise DataError(f"frame_size must be >= 1, got {frame_size}")
     if seq_len is not None and seq_len < 1:
         raise DataError(f"seq_len must be >= 1 frame, got {seq_len}")
-    if sample_rate is not None and sample_rate < 1:
-        raise DataError(f"sample_rate must be >= 1 Hz, got {sample_rate}")
+    check_rate_flag(sample_rate)
     everything = [f for s in ("train", "valid", "test") for f in split_files.get(s, [])]
     named = list(bad_names or [])
     if not everything and not named:

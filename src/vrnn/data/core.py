@@ -22,7 +22,7 @@ import numpy as np
 
 from vrnn.host.files import atomic_write
 
-KINDS = ("audio", "strokes", "binary", "text")
+KINDS = ("audio", "real", "strokes", "binary", "text")
 SPLITS = ("train", "valid", "test")
 SPLIT_FRACTIONS = (0.9, 0.05, 0.05)
 SPLIT_SEED = 0
@@ -43,9 +43,11 @@ class DataInfo:
     name: str
     """Data set name (a built-in name or the path it was read from)."""
     kind: str
-    """'audio' (real-valued frames: waveform or any real data), 'strokes' (dx, dy, pen_up),
-    'binary' ({0, 1} frames: piano rolls, binarised digits) or 'text' (one-hot characters of
-    ``vocabulary``)."""
+    """'audio' (frames cut from a waveform: sound, with a sample rate), 'real' (any other
+    real-valued frames: motion, sensors, cepstra; normalised per feature), 'strokes' (dx, dy,
+    pen_up), 'binary' ({0, 1} frames: piano rolls, binarised digits) or 'text' (one-hot
+    characters of ``vocabulary``). Files written before 'real' existed call real-valued user
+    data 'audio'; the two are the same kind to every check (:func:`check_same_kind`)."""
     x_dim: int
     """Frame size D: values per time step."""
     sample_rate: int | None = None
@@ -241,7 +243,10 @@ def not_installed(name: str, package: str, pip_spec: str) -> DataError:
                      f"install it with: {PIP_HINT}, or pip install '{pip_spec}'")
 
 
-KIND_WORDS = {"audio": "real-valued", "strokes": "pen-stroke (dx, dy, pen-up)",
+REAL_KINDS = ("audio", "real")
+"""The real-valued kinds: audio (sound) and real (everything else); one kind to a model."""
+KIND_WORDS = {"audio": "real-valued", "real": "real-valued",
+              "strokes": "pen-stroke (dx, dy, pen-up)",
               "binary": "binary", "text": "one-hot character"}
 
 
@@ -253,7 +258,7 @@ def check_same_kind(info: DataInfo | SequenceDataset, trained: DataInfo | dict,
     info = getattr(info, "info", info)
     kind = trained.get("kind") if isinstance(trained, dict) else trained.kind
     name = trained.get("name") if isinstance(trained, dict) else trained.name
-    if kind and info.kind != kind:
+    if kind and info.kind != kind and not {info.kind, kind} <= set(REAL_KINDS):
         raise DataError(f"{flag} {info.name} holds {KIND_WORDS.get(info.kind, info.kind)} frames, "
                         f"but the model was trained on {KIND_WORDS.get(kind, kind)} frames "
                         f"({name})")
@@ -298,6 +303,29 @@ def check_finite(x: np.ndarray, where: str) -> None:
         n_nan = int(np.isnan(x).sum())
         n_inf = int(np.isinf(x).sum())
         raise DataError(f"{where}: holds {n_nan} NaN and {n_inf} infinite values")
+
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+"""The largest finite float32 (about 3.4e38): frames are float32, larger values overflow."""
+
+
+def float32_problem(x: np.ndarray) -> str | None:
+    """Why the numeric array ``x`` cannot become float32 frames, or None: complex values (NumPy
+    would keep the real part and drop the rest, with only a ComplexWarning that names no file)
+    or finite values beyond float32's range (they would become infinite)."""
+    if np.iscomplexobj(x):
+        return (f"complex values (dtype {x.dtype}); frames are real numbers: keep the real and "
+                f"imaginary parts as separate dims, e.g. np.concatenate([x.real, x.imag], axis=-1)")
+    if x.dtype.kind == "f" and x.dtype.itemsize > 4 and x.size:
+        with np.errstate(invalid="ignore"):
+            over = np.isfinite(x) & (np.abs(x) > FLOAT32_MAX)
+        n = int(over.sum())
+        if n:
+            peak = float(np.abs(x[over]).max())
+            return (f"{n} value{'s' if n > 1 else ''} beyond float32's range (largest magnitude "
+                    f"{peak:.3g}, dtype {x.dtype}) would overflow float32, whose largest value "
+                    f"is {FLOAT32_MAX:.3g}: rescale the data")
+    return None
 
 
 def moments(seqs: list[np.ndarray], dims: list[int] | None = None) -> tuple[np.ndarray, np.ndarray]:

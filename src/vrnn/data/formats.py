@@ -21,7 +21,12 @@ seed 0. NumPy object arrays (``np.save`` of a list or a dict, ``np.savez(p, trai
 ragged lists) can only be read by unpickling, which runs whatever code the file carries: they are
 refused with a message naming the file, its keys, and the command that converts a file one trusts
 (``vrnn data pack OLD NEW.npz --trust-pickle``). With ``skip_bad`` a file's object-array keys are
-left out (never read) when other keys hold data.
+left out (never read) when other keys hold data. Frames are float32: complex arrays and values
+beyond float32's range (about 3.4e38) are refused by name (file, key, dtype), as are negative
+``lengths`` (the value and its key) and a ``train`` split with no sequences.
+
+Files ``--data`` does not read (``.txt``, ``.csv``, ``.tsv``, anything else) are refused with what
+it takes and, for those three, how to convert them (:func:`detect_format`).
 
 With ``seq_len``, training and validation sequences are cut into consecutive windows of
 ``seq_len`` steps, the last window of each keeping the remaining steps (nothing is dropped); test
@@ -50,6 +55,7 @@ from vrnn.data.core import (
     DataError,
     DataInfo,
     SequenceDataset,
+    float32_problem,
     moments,
     report_bad,
     split_indices,
@@ -65,13 +71,42 @@ _SPLIT_KEYS = {"train": "train", "valid": "valid", "validation": "valid", "test"
 LENGTHS_SUFFIX = "_lengths"
 
 
+def what_data_takes() -> str:
+    """One sentence for messages: what ``--data`` (``load_dataset``) reads."""
+    from vrnn.data.registry import BUILTIN_DATASETS  # registry imports this module
+
+    return (f"--data takes a built-in name ({', '.join(BUILTIN_DATASETS)}), a folder of audio "
+            f"files ({suffix_list()}), TIMIT in its LDC layout (TRAIN/ and TEST/ folders), a "
+            f"folder of IAM-OnDB lineStrokes .xml files, a .npy of (N, T, D) or (T, D) frames, "
+            f"or a .npz of sequences (data + lengths, or train/valid/test + train_lengths...; "
+            f"see vrnn.data.formats)")
+
+
+def _unread_file(path: Path) -> str:
+    """Why ``--data`` does not read the file ``path``, and what to do instead."""
+    suffix = path.suffix.lower()
+    if suffix == ".txt":
+        return (f"{path}: --data does not read .txt files: text training uses the built-in text "
+                f"set (--data text), or a .npy of one-hot frames (T, V) (trained as binary "
+                f"frames); a .txt of numbers, one row per step, converts with: vrnn data pack "
+                f"{path} NEW.npz")
+    if suffix in (".csv", ".tsv"):
+        sep = "," if suffix == ".csv" else "\\t"
+        pack = f"vrnn data pack {path} NEW.npz (one sequence), or " if suffix == ".csv" else ""
+        return (f"{path}: --data does not read {suffix[1:].upper()} files yet: convert it once "
+                f"with {pack}np.savez('NEW.npz', data=np.loadtxt('{path}', delimiter='{sep}', "
+                f"ndmin=2), lengths=[steps of each sequence]) (one row per step, one column per "
+                f"value; skiprows=1 for a header line), then pass --data NEW.npz")
+    return f"{path}: cannot tell the format of this file"
+
+
 def detect_format(path: Path) -> str:
-    """'numpy', 'timit', 'iam' or 'audio' for an existing path; DataError if none fits."""
+    """'numpy', 'timit', 'iam' or 'audio' for an existing path; DataError if none fits, saying
+    what ``--data`` takes (and how to convert a .txt, .csv or .tsv file)."""
     if path.is_file():
         if path.suffix.lower() in (".npy", ".npz"):
             return "numpy"
-        raise DataError(f"{path}: cannot tell the format of this file (expected .npy or .npz, "
-                        f"or a folder of audio, TIMIT or IAM-OnDB files)")
+        raise DataError(f"{_unread_file(path)}. {what_data_takes()}")
     if find_timit_root(path) is not None:
         return "timit"
     bad: list[str] = []
@@ -134,15 +169,29 @@ def _cut(a: np.ndarray, lengths: np.ndarray, label: str, where: str,
          bad: list[str]) -> list[tuple[str, np.ndarray]]:
     """A concatenated (sum T_i, D) array cut into its sequences by ``lengths`` (N,)."""
     lengths = np.asarray(lengths)
-    if lengths.ndim != 1 or not np.issubdtype(lengths.dtype, np.integer) or np.any(lengths < 0):
+    if lengths.ndim != 1 or not np.issubdtype(lengths.dtype, np.integer):
         bad.append(f"{where}: expected a 1-D array of sequence lengths (integers >= 0), got "
                    f"dtype {lengths.dtype} shape {tuple(lengths.shape)}")
+        return []
+    negative = np.flatnonzero(lengths < 0)
+    if negative.size:
+        i = int(negative[0])
+        more = f" and {negative.size - 1} more" if negative.size > 1 else ""
+        bad.append(f"{where}: sequence lengths must be >= 0, got {int(lengths[i])} (sequence "
+                   f"{i}){more}")
         return []
     if a.ndim != 2 or int(lengths.sum()) != len(a):
         bad.append(f"{label}: expected a (T, D) array of {int(lengths.sum())} steps (the sum of "
                    f"{where}), got shape {tuple(a.shape)}")
         return []
+    if not len(lengths):  # no sequences (np.split would make one empty one)
+        return []
     return [(f"{label}[{i}]", s) for i, s in enumerate(np.split(a, np.cumsum(lengths)[:-1]))]
+
+
+def _split_of(key: str) -> str | None:
+    """The split a key names ('train', 'valid', 'test'; prefixes 'train/'...), or None."""
+    return _SPLIT_KEYS.get(key.split("/", 1)[0].lower())
 
 
 def _sequences(arrays: dict[str, np.ndarray], path: Path,
@@ -157,8 +206,11 @@ def _sequences(arrays: dict[str, np.ndarray], path: Path,
             bad.append(f"{path}[{k!r}]: lengths without the array they cut (expected a key "
                        f"{k[:-len(LENGTHS_SUFFIX)] if k != 'lengths' else 'data'!r})")
             continue
-        split = _SPLIT_KEYS.get(k.split("/", 1)[0].lower())
+        split = _split_of(k)
         label = f"{path}[{k!r}]" if k else str(path)
+        if np.iscomplexobj(a):  # the whole key: each of its sequences would repeat the line
+            bad.append(f"{label}: {float32_problem(a)}")
+            continue
         partner = _partner(k, arrays)
         if partner is not None:
             pieces = _cut(a, arrays[partner], label, f"{path}[{partner!r}]", bad)
@@ -188,6 +240,8 @@ def _check(pairs: list[tuple[str, np.ndarray]], bad: list[str],
         elif not np.all(np.isfinite(a)):
             bad.append(f"{label}: holds {int(np.isnan(a).sum())} NaN and "
                        f"{int(np.isinf(a).sum())} infinite values")
+        elif problem := float32_problem(a):
+            bad.append(f"{label}: {problem}")
         else:
             first_of_dim.setdefault(int(a.shape[1]), label)
             out.append(a.astype(np.float32))
@@ -213,8 +267,9 @@ def load_numpy(path: str | Path, *, skip_bad: bool = False,
            for k in pickled]
     first_of_dim: dict[int, str] = {}
     items = _sequences(arrays, path, bad)
-    named = {split for split, _, _ in items if split}
-    if "train" in named and len(named) > 1:
+    named = {_split_of(k) for k in arrays} - {None}  # a split key with no sequences counts too
+    predefined = "train" in named and len(named) > 1
+    if predefined:
         splits = {s: _check([(lab, a) for sp, lab, a in items if sp == s], bad, first_of_dim)
                   for s in named}
         unused = sum(1 for sp, _, _ in items if sp is None)
@@ -233,7 +288,12 @@ def load_numpy(path: str | Path, *, skip_bad: bool = False,
     if not splits["train"]:
         if bad:
             raise report_bad(bad, f"data {path}", skip_bad=True)
-        raise DataError(f"{path}: no usable training sequences")
+        keys = [repr(k) for k in arrays if _split_of(k) == "train"]
+        where = (f"its key{'s' if len(keys) > 1 else ''} {', '.join(keys)} hold"
+                 f"{'' if len(keys) > 1 else 's'} no sequences" if predefined
+                 else "the file holds no sequences")
+        raise DataError(f"{path}: the train split is empty ({where}); training needs at least "
+                        f"one sequence")
     if len(first_of_dim) > 1:
         sizes = ", ".join(f"D={d} (first: {label})" for d, label in sorted(first_of_dim.items()))
         raise DataError(f"{path}: sequences have different frame sizes: {sizes}")
@@ -264,7 +324,7 @@ def _infer_info(path: Path, splits: dict[str, list[np.ndarray]]) -> DataInfo:
     else:
         mean, std = moments(splits["train"], dims=list(range(D)))
         std = np.where(std > 0, std, 1.0)
-        info = DataInfo(name=str(path), kind="audio", x_dim=D, mean=mean.tolist(),
+        info = DataInfo(name=str(path), kind="real", x_dim=D, mean=mean.tolist(),
                         std=std.tolist(), normalised_dims=list(range(D)))
     info.source = f"numpy file {path}"
     return info

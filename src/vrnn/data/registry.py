@@ -46,8 +46,7 @@ def _check_flags(name: str, kind: str | None, sample_rate: int | None,
         raise DataError(f"subsample= applies to pen strokes; {name} is {kind}")
     if subsample is not None and subsample < 1:
         raise DataError(f"subsample must be >= 1, got {subsample}")
-    if sample_rate is not None and sample_rate < 1:
-        raise DataError(f"sample_rate must be >= 1 Hz, got {sample_rate}")
+    audio.check_rate_flag(sample_rate)
 
 
 def load_dataset(name_or_path: str, *, seq_len: int | None = None, frame_size: int = 200,

@@ -1,5 +1,6 @@
 """The built-in ``text`` set: a novel as one-hot characters, the character-level example; and
-:func:`load_text_file`, any UTF-8 ``.txt`` file read the same way (from Python).
+:func:`load_text_file`, any UTF-8 ``.txt`` file read the same way (from Python; a leading
+byte-order mark is dropped).
 
 Source and licence
     Jane Austen's *Lady Susan* (written about 1794, published 1871; Austen died in 1817, so the
@@ -60,7 +61,7 @@ def text_path() -> Path | None:
 
 def _read(path: Path) -> str:
     try:
-        return path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8-sig")  # a leading byte-order mark dropped
     except UnicodeDecodeError as e:
         raise DataError(f"{path}: not UTF-8 text ({e})") from None
     except OSError as e:

@@ -26,6 +26,24 @@ from vrnn.models.base import SequenceModel
 
 ESTIMATORS = METHODS
 """``evaluate_sequences``'s estimators of log p(x): importance sampling, sequential Monte Carlo."""
+SE_CEILING = 0.9
+"""The delta-method standard error of log (1/R) sum_r w_r is at most 1, reached when one weight
+carries the mean; at or above this it says only that one filter carried the estimate."""
+SPREAD_FACTOR = 1.5
+"""Where the delta method holds, the R log-estimates' standard deviation is about se sqrt(R);
+their filters disagree (:func:`filters_disagree`) when it is more than this many times that."""
+
+
+def filters_disagree(stderr: np.ndarray, spread: np.ndarray, repeats: int) -> np.ndarray:
+    """Per sequence, whether its R filters' log-estimates disagree by more than the delta-method
+    standard error ``stderr`` says: the error at its ceiling (``>= SE_CEILING``: one filter
+    carried the estimate), or their standard deviation ``spread`` (nats) above ``SPREAD_FACTOR``
+    times ``stderr * sqrt(R)``. The se then understates the estimator's error: simulated with
+    R = 4 log-normal estimates of sd s nats, the spread of log (1/R) sum_r w_r over reruns is 1.5
+    times the median se at s = 1, 2 at s = 2, 3 at s = 4 and 28 at s = 40 (at s = 0.3: 1.15); the
+    rule flags 3% of sequences at s = 0.7, 9% at s = 1, 47% at s = 2 and 87% at s = 4."""
+    stderr, spread = np.asarray(stderr), np.asarray(spread)
+    return (stderr >= SE_CEILING) | (spread > SPREAD_FACTOR * stderr * math.sqrt(repeats))
 
 
 @dataclass
@@ -40,7 +58,10 @@ class EvaluationResult:
     per filter; ``estimator``: "is", "smc" or "exact" (RNN); ``repeats``: SMC's R;
     ``log_spread``: SMC with R > 1: the standard deviation of log p^_r(x) over the R filters, in
     nats (the estimator's own variability in log space; the delta-method ``is_stderr`` over as
-    few as R = 4 repeats reaches its ceiling of 1 as soon as one filter dominates).
+    few as R = 4 repeats reaches its ceiling of 1 as soon as one filter dominates);
+    ``log_range``: the same, max - min. A single weight (IS with S = 1, SMC with R = 1) has no
+    Monte Carlo error to measure: its ``is_stderr`` is 0 here and None (JSON null) in
+    :meth:`summary` and the command's output.
     """
 
     elbo: np.ndarray
@@ -55,6 +76,19 @@ class EvaluationResult:
     estimator: str = "is"
     repeats: int = 1
     log_spread: np.ndarray | None = None
+    log_range: np.ndarray | None = None
+
+    @property
+    def single_weight(self) -> bool:
+        """One importance sample or one filter per sequence: no Monte Carlo error to measure."""
+        return ((self.estimator == "is" and self.num_samples == 1)
+                or (self.estimator == "smc" and self.repeats == 1))
+
+    def disagree(self) -> np.ndarray | None:
+        """SMC with R > 1: per sequence, :func:`filters_disagree`; else None."""
+        if self.log_spread is None:
+            return None
+        return filters_disagree(self.is_stderr, self.log_spread, self.repeats)
 
     def summary(self) -> dict:
         """The paper's unit (mean nats per sequence) with the standard error over sequences, and
@@ -74,7 +108,8 @@ class EvaluationResult:
                 bits = "nll" if key == "log_likelihood" else "neg_elbo"
                 out[f"{bits}_bits_per_sample"] = -per_sample / math.log(2.0)
         out["stderr"] = out["log_likelihood_stderr"]
-        out["is_stderr_mean"] = float(self.is_stderr.mean()) if n else 0.0
+        out["is_stderr_mean"] = (None if self.single_weight
+                                 else float(self.is_stderr.mean()) if n else 0.0)
         out["estimator"] = self.estimator
         if self.ess_mean is not None and n:  # mean over sequences; the smallest of any sequence
             out["ess_mean"] = float(self.ess_mean.mean())
@@ -86,6 +121,9 @@ class EvaluationResult:
                 out["resamples_per_step"] = float(self.resamples.sum() / steps)
             if self.log_spread is not None and n:
                 out["log_spread_mean"] = float(self.log_spread.mean())
+                out["log_range_mean"] = float(self.log_range.mean())
+                out["log_range_max"] = float(self.log_range.max())
+                out["repeats_disagree"] = int(self.disagree().sum())
         return out
 
 
@@ -122,7 +160,7 @@ def evaluate_sequences(model: SequenceModel, sequences: Sequence[np.ndarray], *,
     lengths = np.array([len(s) for s in sequences])
     order = np.argsort(-lengths, kind="stable")  # longest first: similar lengths share a batch
     n = len(sequences)
-    elbo, ll, se, ess_mean, ess_min, resamples, spread = (np.zeros(n) for _ in range(7))
+    elbo, ll, se, ess_mean, ess_min, resamples, spread, span = (np.zeros(n) for _ in range(8))
     method = estimator
     was_training = model.training
     model.eval()
@@ -141,7 +179,9 @@ def evaluate_sequences(model: SequenceModel, sequences: Sequence[np.ndarray], *,
                                ("resamples", resamples)):
                 out[idx] = getattr(est, field).double().cpu().numpy()
             if est.repeats > 1:  # the spread of the R filters' log-estimates, in nats
-                spread[idx] = est.log_weights.double().std(0).cpu().numpy()
+                log_est = est.log_weights.double()  # (R, B)
+                spread[idx] = log_est.std(0).cpu().numpy()
+                span[idx] = (log_est.max(0).values - log_est.min(0).values).cpu().numpy()
             if progress is not None:
                 progress(len(idx))
     finally:
@@ -149,4 +189,5 @@ def evaluate_sequences(model: SequenceModel, sequences: Sequence[np.ndarray], *,
     smc = method == "smc"
     return EvaluationResult(elbo, ll, se, lengths, num_samples if method != "exact" else 1,
                             frame_size, ess_mean, ess_min, resamples if smc else None, method,
-                            repeats if smc else 1, spread if smc and repeats > 1 else None)
+                            repeats if smc else 1, spread if smc and repeats > 1 else None,
+                            span if smc and repeats > 1 else None)

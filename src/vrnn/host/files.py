@@ -7,6 +7,11 @@ temporary file in the destination folder (``.NAME.<random>.tmp``), are flushed t
 intact until the new one is complete. A failure (disk full, read-only folder, a path that is a
 file) raises :class:`WriteError`, one line naming the path; the temporary file is removed.
 
+Without ``--overwrite`` a command's final write is a no-clobber one (``overwrite=False``): the
+complete temporary is hard-linked into place (``os.link`` fails if the name exists, atomically), so
+a file that another process wrote there while this one worked is kept, and the write raises
+:class:`ClobberError` naming it (checking before the work alone leaves that window open).
+
 :func:`remove_stale_temporaries` clears the ``.NAME.*.tmp`` files that a process killed mid-write
 (SIGKILL, power loss) leaves behind.
 
@@ -29,6 +34,10 @@ TMP_SUFFIX = ".tmp"
 
 class WriteError(OSError):
     """A file could not be written: the message names the path and the reason in one line."""
+
+
+class ClobberError(WriteError):
+    """A no-clobber write found its path taken by a file that appeared meanwhile (kept)."""
 
 
 def _reason(err: BaseException) -> str:
@@ -61,11 +70,13 @@ def check_folder(folder: str | Path, flag: str = "") -> Path:
     return folder
 
 
-def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], None], *,
+                 overwrite: bool = True, flag: str = "") -> Path:
     """Call ``write(f)`` on a binary file object, then move the result to ``path`` atomically.
 
     Raises :class:`WriteError` naming ``path`` when the folder or the disk refuses; ``path``
-    itself is then untouched."""
+    itself is then untouched. ``overwrite=False``: never replace a file at ``path``, even one
+    that appeared a moment ago (:class:`ClobberError` naming it and ``flag``)."""
     path = Path(path)
     if path.is_dir():
         raise WriteError(f"{path} is a folder, not a file")
@@ -82,7 +93,13 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            _link_new(tmp, path, flag)
+    except ClobberError:
+        _unlink_quietly(tmp)
+        raise
     except (OSError, RuntimeError) as e:
         _unlink_quietly(tmp)
         raise WriteError(f"cannot write {path}: {_reason(e)}") from None
@@ -90,6 +107,35 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
         _unlink_quietly(tmp)
         raise
     return path
+
+
+def _link_new(tmp: str, path: Path, flag: str) -> None:
+    """Put the complete temporary ``tmp`` at ``path`` only if no file is there: a hard link
+    (atomic, fails if the name exists), or where the file system has none, the name claimed with
+    ``O_CREAT | O_EXCL`` and then replaced. :class:`ClobberError` when the name is taken."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise _appeared(path, flag) from None
+    except OSError:  # no hard links here (FAT, some network file systems)
+        try:
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        except FileExistsError:
+            raise _appeared(path, flag) from None
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            _unlink_quietly(path)  # our empty claim, not a result
+            raise
+    else:
+        _unlink_quietly(tmp)
+
+
+def _appeared(path: Path, flag: str) -> ClobberError:
+    what = f"{flag} {path}" if flag else str(path)
+    again = f"another {flag}" if flag else "another path"
+    return ClobberError(f"{what} appeared while this command ran (another process wrote it) and "
+                        f"is kept: --overwrite to replace it, or {again}")
 
 
 def _set_mode(fd: int, path: Path) -> None:
@@ -107,20 +153,22 @@ def _set_mode(fd: int, path: Path) -> None:
     os.fchmod(fd, mode)
 
 
-def write_text(path: str | Path, text: str) -> Path:
-    """``text`` (UTF-8) to ``path``, atomically."""
-    return atomic_write(path, lambda f: f.write(text.encode()))
+def write_text(path: str | Path, text: str, *, overwrite: bool = True, flag: str = "") -> Path:
+    """``text`` (UTF-8) to ``path``, atomically (``overwrite``, ``flag``: :func:`atomic_write`)."""
+    return atomic_write(path, lambda f: f.write(text.encode()), overwrite=overwrite, flag=flag)
 
 
-def write_bytes(path: str | Path, data: bytes) -> Path:
-    """``data`` to ``path``, atomically."""
-    return atomic_write(path, lambda f: f.write(data))
+def write_bytes(path: str | Path, data: bytes, *, overwrite: bool = True,
+                flag: str = "") -> Path:
+    """``data`` to ``path``, atomically (``overwrite``, ``flag``: :func:`atomic_write`)."""
+    return atomic_write(path, lambda f: f.write(data), overwrite=overwrite, flag=flag)
 
 
 def refuse_existing(paths, flag: str, overwrite: bool) -> None:
     """Results are never replaced without ``--overwrite``: a ``ValueError`` naming ``flag``
     and the first of ``paths`` that exists as a file, unless ``overwrite``. Call it before the
-    work. (A folder in the way is left to the write, whose error names it.)"""
+    work, and write with ``overwrite=overwrite`` after it: a file that appeared meanwhile is then
+    kept too. (A folder in the way is left to the write, whose error names it.)"""
     if overwrite:
         return
     for p in map(Path, paths):

@@ -65,9 +65,10 @@ def bf16_supported(device: torch.device) -> bool:
     return False
 
 
-def check_supported(precision: str, device: torch.device) -> None:
+def check_supported(precision: str, device: torch.device, command: str = "vrnn train") -> None:
     """Refuse ``--precision bf16`` on a device without native bfloat16 products (a
-    ``ValueError`` naming the flag and the device); fp32 is always supported."""
+    ``ValueError`` naming the flag and the device, and telling how to run ``command``, the
+    command at hand, in fp32); fp32 is always supported."""
     if precision not in PRECISIONS:
         raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if precision == "fp32" or bf16_supported(device):
@@ -75,7 +76,8 @@ def check_supported(precision: str, device: torch.device) -> None:
     what = ("this CPU has neither AVX-512 BF16 nor AMX instructions" if device.type == "cpu"
             else f"{device} does not support bfloat16 (torch.cuda.is_bf16_supported() is False)")
     raise ValueError(f"--precision bf16: {what}, so bfloat16 products would be emulated, slower "
-                     f"than float32; train with --precision fp32")
+                     f"than float32; run {command} --precision fp32 (or leave the flag out: "
+                     f"fp32 is the default)")
 
 
 # -- the products of the library's modules: autocast, outputs back to float32 ---------------------

@@ -92,6 +92,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise FileNotFoundError(f"checkpoint not found: {path} is a folder; {hint}")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    if is_safetensors(path):
+        raise CheckpointError(export_message(path))
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises several types for garbage / truncated zips
@@ -104,6 +106,29 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             raise CheckpointError(f"checkpoint {path} lacks {key!r}")
     check_sizes(ckpt, str(path))
     return ckpt
+
+
+def is_safetensors(path: Path) -> bool:
+    """Whether ``path`` starts as a safetensors file does (what ``vrnn export`` writes): a
+    little-endian 8-byte header length, then the header's JSON object."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(9)
+    except OSError:
+        return False
+    return len(head) == 9 and head[8:] == b"{" and 2 <= int.from_bytes(head[:8], "little") \
+        <= 100_000_000
+
+
+def export_message(path: Path) -> str:
+    """One line for a ``vrnn export`` file given where a checkpoint belongs: what it is, and how
+    to load one."""
+    config = path.with_suffix(".json")
+    return (f"{path} is a vrnn export (safetensors: the weights only; their configs are in "
+            f"{config}), not a checkpoint: give the commands the .pt checkpoint it was exported "
+            f"from, or in Python build the model with vrnn.build_model(vrnn.ModelConfig.from_dict("
+            f"json.load(open('{config}'))['model_config'])) and load the weights with "
+            f"model.load_state_dict(safetensors.torch.load_file('{path}'))")
 
 
 def check_sizes(ckpt: dict, what: str = "checkpoint") -> None:
@@ -217,7 +242,8 @@ def export_safetensors(ckpt: dict, out: str | Path, *, overwrite: bool = False
     """Write the model weights as ``out`` (.safetensors) and the configs as ``out`` .json beside.
 
     Returns the two paths. Either existing is refused (a ``ValueError`` naming it) unless
-    ``overwrite``.
+    ``overwrite``; so is one that appears while the weights are converted (a
+    :class:`vrnn.host.files.ClobberError`, the file kept).
     """
     import json
 
@@ -232,11 +258,11 @@ def export_safetensors(ckpt: dict, out: str | Path, *, overwrite: bool = False
     refuse_existing([out, out.with_suffix(".json")], "--out", overwrite)
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in ckpt["model"].items()}
     meta = {"format": "vrnn-weights", "model": ckpt.get("train_config", {}).get("model", "")}
-    write_bytes(out, save(tensors, metadata=meta))
+    write_bytes(out, save(tensors, metadata=meta), overwrite=overwrite, flag="--out")
     js = out.with_suffix(".json")
     write_text(js, json.dumps({
         "model_config": ckpt["model_config"], "data_info": ckpt["data_info"],
         "train_config": ckpt.get("train_config"), "step": ckpt.get("step"),
         "best_bound": ckpt.get("best_bound"), "versions": ckpt.get("versions"),
-    }, indent=2, default=str) + "\n")
+    }, indent=2, default=str) + "\n", overwrite=overwrite, flag="--out")
     return out, js

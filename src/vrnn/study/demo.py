@@ -11,6 +11,9 @@ learning curves, and ``report.md`` + ``report.html`` (:mod:`vrnn.study.html`) in
 
 Where the speech data are not installed it says how to install them and runs the same comparison
 on ``chorales`` (VRNN-Bernoulli against RNN-Bernoulli), saying so on the console and in the report.
+
+Ctrl-C (or SIGTERM) stops every model's training within an update (:mod:`vrnn.study.interrupt`):
+no report, exit status 130 (143); run again, the demo starts over.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import signal
 import time
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
@@ -28,6 +32,7 @@ import torch
 
 from vrnn.host.files import check_folder, write_text
 from vrnn.study.html import write_html
+from vrnn.study.interrupt import StudyInterrupted, own_process_group, stop_on_signals
 from vrnn.study.tables import format_se, paired_gap
 
 DATA = "speech"
@@ -116,6 +121,9 @@ def train_and_evaluate(job: dict) -> dict:
     cpu0, wall0 = time.process_time(), time.time()
     result = train(cfg, dataset=ds)
     train_cpu, train_wall = time.process_time() - cpu0, time.time() - wall0
+    if result.stopped == "interrupted":  # Ctrl-C or SIGTERM: not evaluated, not reported
+        raise StudyInterrupted(f"{name} stopped at step {result.step}",
+                               result.signal or signal.SIGINT)
 
     ckpt = load_checkpoint(result.best_checkpoint)
     model = model_from_checkpoint(ckpt)
@@ -150,6 +158,16 @@ def run_demo(out: Path = Path("runs/demo"), *, quick: bool = False, seed: int = 
     ``parallel``: one process per model (spawned, one thread each); False trains them one after
     the other in this process.
     """
+    try:
+        with stop_on_signals():  # a model's training stops on its own, saved (vrnn train's)
+            return _run_demo(out, quick, seed, parallel)
+    except StudyInterrupted as e:
+        what = f"stopped by {e.signal_name}" + (f" ({e})" if str(e) else "")
+        raise StudyInterrupted(f"{what}; no report written in {out}; run the same command "
+                               f"again (the demo starts over)", e.signum) from None
+
+
+def _run_demo(out: Path, quick: bool, seed: int, parallel: bool) -> Path:
     from vrnn.data import load_dataset
 
     wall0, cpu0 = time.time(), time.process_time()
@@ -169,8 +187,10 @@ def run_demo(out: Path = Path("runs/demo"), *, quick: bool = False, seed: int = 
     budget = "quick" if quick else f"{MINUTES:g} CPU-minutes each"
     how = "one process each, at the same time" if parallel else "one after the other"
     print(f"vrnn demo: training {', '.join(models)} ({budget}, {how})")
-    if parallel:
-        with ProcessPoolExecutor(len(jobs), mp_context=get_context("spawn")) as pool:
+    if parallel:  # a signal reaches this process alone; it sends it on to the models' ones
+        with (stop_on_signals(forward=True),
+              ProcessPoolExecutor(len(jobs), mp_context=get_context("spawn"),
+                                  initializer=own_process_group) as pool):
             rows = list(pool.map(train_and_evaluate, jobs))
     else:
         rows = [train_and_evaluate(j) for j in jobs]

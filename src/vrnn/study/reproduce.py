@@ -14,6 +14,10 @@ checkpoint they came from. So a study can run in pieces::
 
     vrnn reproduce --data handwriting --budget-minutes 20      # stop it any time, run it again
 
+Ctrl-C (or SIGTERM) stops the study where it is (:mod:`vrnn.study.interrupt`): the model in
+training saves ``last.pt`` as ``vrnn train`` does, nothing more is trained, evaluated or reported,
+and the command exits 130 (143) naming the command that resumes it.
+
 What it writes: ``<out>/<model>/`` (the runs), ``<out>/results.json`` (every per-sequence number),
 and in ``--docs`` (default ``docs/``): a section of ``RESULTS.md`` for the data set (the table in
 Table 1's layout, the claims with their paired standard errors, the settings and the exact
@@ -55,12 +59,14 @@ import shlex
 import sys
 import time
 from pathlib import Path
+from signal import SIGINT
 
 import numpy as np
 import torch
 
 from vrnn.host.files import check_folder, write_text
 from vrnn.study.figures import make_figures
+from vrnn.study.interrupt import StudyInterrupted, stop_on_signals
 from vrnn.study.studies import SRNN_PAPER, STUDIES, Entry, study_claims, study_entries
 from vrnn.study.tables import ModelResult, format_cell, format_se, format_table, paired_gap
 
@@ -251,28 +257,50 @@ def run_study(args: argparse.Namespace) -> dict:
                          f", not --study {study}: choose another --out")
     records: dict[str, dict] = saved.get("models", {})
 
-    for entry in entries:
-        name = entry.key
-        run_dir = out / name
-        if not args.eval_only:
-            cfg = configs[name]
-            print(f"\n[{name}] training at preset {args.preset}, budget {args.budget_minutes:g} "
-                  f"min (resumes from {run_dir / 'last.pt'} when present)")
-            res = train(cfg, dataset=ds)
-            print(f"[{name}] {res.stopped} at step {res.step}")
-        best = run_dir / "best.pt"
-        if not best.exists():
-            print(f"[{name}] no checkpoint in {run_dir}: skipped")
-            continue
-        records[name] = _evaluate(entry, best, test, records.get(name), args, info)
-        head = {"data": args.data} if study == "paper" else {"data": args.data, "study": study}
-        write_text(results_path, json.dumps({**head, "models": records}, indent=1))
+    doing = ["starting"]  # what the study is at, for the message of a signal
+    try:
+        with stop_on_signals():  # a model's training stops on its own, saved (vrnn train's)
+            for entry in entries:
+                name = entry.key
+                run_dir = out / name
+                if not args.eval_only:
+                    doing[0] = f"training {name}"
+                    print(f"\n[{name}] training at preset {args.preset}, budget "
+                          f"{args.budget_minutes:g} min (resumes from {run_dir / 'last.pt'} "
+                          f"when present)")
+                    res = train(configs[name], dataset=ds)
+                    print(f"[{name}] {res.stopped} at step {res.step}")
+                    if res.stopped == "interrupted":  # not evaluated, not reported
+                        raise StudyInterrupted(f"at step {res.step}, saved in "
+                                               f"{res.last_checkpoint}", res.signal or SIGINT)
+                best = run_dir / "best.pt"
+                if not best.exists():
+                    print(f"[{name}] no checkpoint in {run_dir}: skipped")
+                    continue
+                doing[0] = f"evaluating {name}"
+                records[name] = _evaluate(entry, best, test, records.get(name), args, info)
+                head = ({"data": args.data} if study == "paper"
+                        else {"data": args.data, "study": study})
+                write_text(results_path, json.dumps({**head, "models": records}, indent=1))
 
-    if not records:
-        raise ValueError(f"no trained model in {out}: run without --eval-only first")
-    report = write_report(args, info, ds, out, records, command=command_line(args))
+            if not records:
+                raise ValueError(f"no trained model in {out}: run without --eval-only first")
+            doing[0] = "writing the report"
+            report = write_report(args, info, ds, out, records, command=command_line(args))
+    except StudyInterrupted as e:
+        raise StudyInterrupted(_interrupted(e, doing[0], args), e.signum) from None
     print(f"\nwrote {report}")
     return records
+
+
+def _interrupted(e: StudyInterrupted, doing: str, args: argparse.Namespace) -> str:
+    """What a study stopped by a signal says: where it stopped, that it wrote no report, and the
+    command that resumes it (the trained models and the evaluations done are kept)."""
+    what = f"stopped by {e.signal_name} while {doing}" + (f" ({e})" if str(e) else "")
+    report = ("the report may be incomplete" if doing == "writing the report" else
+              f"no report written ({Path(args.docs) / 'RESULTS.md'} unchanged)")
+    return (f"{what}; {report}; run the same command again to resume where it "
+            f"stopped:\n    {command_line(args)}")
 
 
 def _evaluate(entry: Entry, best: Path, test: list, cached: dict | None,

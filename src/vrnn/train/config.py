@@ -34,6 +34,16 @@ from vrnn.models.config import MODEL_NAMES, POSTERIORS
 from vrnn.models.presets import PRESETS
 
 BUDGET_CLOCKS = ("wall", "cpu")
+SEED_LIMIT = 2**63
+"""Seeds are whole numbers in [0, 2**63): what torch's generators take (a signed 64-bit
+number); a larger one would fail deep inside them ("Overflow when unpacking long long")."""
+
+
+def check_seed(seed, flag: str = "--seed") -> int:
+    """``seed``, or a ``ValueError`` naming ``flag`` unless 0 <= seed < 2**63."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < SEED_LIMIT:
+        raise ValueError(f"{flag} must be a whole number from 0 to 2**63 - 1, got {seed!r}")
+    return seed
 
 
 @dataclass
@@ -158,6 +168,7 @@ class TrainConfig:
         need(self.res_q is None or family == "srnn", "--res-q",
              "left out unless --model is an SRNN", self.res_q)
         need(self.max_steps >= 0, "--max-steps", ">= 0", self.max_steps)
+        check_seed(self.seed)
         need(self.lr > 0 and math.isfinite(self.lr), "--lr", "> 0", self.lr)
         need(self.batch_size >= 1, "--batch-size", ">= 1", self.batch_size)
         for flag, value in (("--seq-len", self.seq_len), ("--sample-rate", self.sample_rate),

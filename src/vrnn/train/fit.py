@@ -194,14 +194,17 @@ def fit(model: SequenceModel, train, valid=None, *, objective: Objective | None 
     Args:
         model: any model of the package (``vrnn.build_model(vrnn.model_config(...))``); trained
             in place, on ``device``.
-        train, valid: a list of ``(T_i, D)`` arrays or tensors, a padded ``(B, T, D)`` array, or
-            ``(x, lengths)`` / ``(x, mask)`` of one. ``valid`` (optional) gives the validation
-            bound, early stopping and the best weights.
+        train: a list of ``(T_i, D)`` arrays or tensors, a padded ``(B, T, D)`` array, or
+            ``(x, lengths)`` / ``(x, mask)`` of one.
+        valid: optional, in any form ``train`` takes: gives the validation bound, early
+            stopping and the best weights.
         objective: :class:`vrnn.ELBO` (default, with its KL annealing and free bits),
             :class:`vrnn.IWAE` or :class:`vrnn.FIVO`.
         steps: updates (the batches are drawn by similar length, shuffled each epoch).
-        batch_size, lr, grad_clip: Adam's batch and learning rate; the gradient norm is clipped
-            to ``grad_clip`` before each step (0: off). Chung et al.: 3e-4 and 5.
+        batch_size: Adam's batch (sequences per update).
+        lr: Adam's learning rate (Chung et al.: 3e-4).
+        grad_clip: the gradient norm is clipped to this before each step (0: off; Chung et
+            al.: 5).
         val_interval: updates between validations (default: 10 per run, at least every 10).
         patience: stop after this many validations without improvement (0: never).
         normalise: ``"auto"``, True or False (see the module's notes).

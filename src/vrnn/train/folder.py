@@ -5,6 +5,7 @@ earlier step (``--rewind``), cleared of the temporary files a killed process lef
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from pathlib import Path
 
@@ -76,16 +77,35 @@ def check_run_folder(cfg: TrainConfig, folder, resume: Path | None, ckpt: dict |
 @contextlib.contextmanager
 def owned_run_folder(cfg: TrainConfig, env: DistEnv):
     """Rank 0 holds ``<out>/.lock`` for the whole run (a second run on the same --out refuses)
-    and clears what killed processes left mid-write; the other ranks get None."""
+    and clears what killed processes left mid-write; the other ranks get None. A run that fails
+    leaves no empty folder that it created (``--out`` and its missing parents)."""
     if not env.is_main:
         yield None
         return
     from vrnn.train.run_folder import RunFolder
 
     folder = RunFolder(cfg.out_dir)
+    created = _missing_folders(folder.path)
+    failed = True
     folder.acquire()
     try:
         folder.remove_stale_temporaries()
         yield folder
+        failed = False
     finally:
         folder.release()
+        if failed:
+            for p in created:  # deepest first; a folder with anything in it stays
+                try:
+                    p.rmdir()
+                except OSError:
+                    break
+
+
+def _missing_folders(path: Path) -> list[Path]:
+    """``path`` and its ancestors that do not exist yet, deepest first."""
+    missing = []
+    while not os.path.lexists(path) and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    return missing

@@ -76,6 +76,7 @@ import torch
 from torch import Tensor, nn
 
 from vrnn.host.files import WriteError, write_text
+from vrnn.host.memory import FLOAT_BYTES, check_fits, floats_per_row
 from vrnn.kernels.precision import check_supported
 from vrnn.models.base import SequenceModel, count_parameters
 from vrnn.models.build import build_model
@@ -276,10 +277,10 @@ class Run:
         try:
             ckio.save_atomic(self.checkpoint(), path)
         except WriteError as e:
-            kept = (f"{self.last_path} is kept as it was" if self.last_path.exists()
-                    else "no checkpoint was written yet")
-            raise TrainingError(f"{e}; training stopped at step {self.state.step}: {kept}"
-                                ) from None
+            kept = [f"{p} is kept" + (" as it was" if p == path else "")
+                    for p in (self.last_path, self.best_path) if p.exists()]
+            raise TrainingError(f"{e}; training stopped at step {self.state.step}: "
+                                f"{', '.join(kept) or 'no checkpoint was written yet'}") from None
 
     def validate_and_save(self) -> None:
         """Validate; log the row; save best.pt when the bound improved (else count patience)."""
@@ -352,10 +353,27 @@ def _model_config(cfg: TrainConfig, info, ckpt: dict | None, resume: Path | None
     return model_cfg
 
 
+def _check_memory(cfg: TrainConfig, model_cfg: ModelConfig, batches: EpochBatches,
+                  env: DistEnv) -> None:
+    """Refuse, naming the flag, a training step that cannot fit in the device's memory: K
+    particles x this rank's rows x the steps of a batch x what a row keeps per step
+    (:func:`vrnn.host.memory.floats_per_row`), kept for the backward pass and its gradients."""
+    rows = cfg.batch_size if batches.tbptt else min(cfg.batch_size, max(1, len(batches.lengths)))
+    rows = -(-rows // env.world_size)
+    steps = batches.window if batches.tbptt else int(max(batches.lengths, default=1))
+    K = cfg.particles or 1
+    need = 3 * K * rows * steps * floats_per_row(model_cfg) * FLOAT_BYTES
+    flag, fix = ((f"--particles {K}", "use fewer --particles or a smaller --batch-size") if K > 1
+                 else (f"--batch-size {cfg.batch_size}", "use a smaller --batch-size or "
+                       "--seq-len"))
+    particles = f" x {K} particles" if K > 1 else ""
+    check_fits(need, env.device, flag, f"a training step of {rows} sequences{particles} x "
+               f"{steps} steps", fix)
+
+
 def _prepare(cfg: TrainConfig, env: DistEnv, dataset, folder) -> Run:
     """Check the run folder, load the data, build (or restore) the model and its state."""
     clock = TrainClock()  # elapsed_s counts from here, data loading included
-    check_supported(cfg.precision, env.device)  # before anything is loaded
     resume = resume_path(cfg)
     ckpt = ckio.load_checkpoint(resume) if resume is not None else None
     if ckpt is not None:
@@ -380,6 +398,7 @@ def _prepare(cfg: TrainConfig, env: DistEnv, dataset, folder) -> Run:
             group["lr"] = cfg.lr  # --lr may change on resume
         state.restore(ckpt, env.device)
     batches = EpochBatches(dataset, cfg, env)
+    _check_memory(cfg, model_cfg, batches, env)
     loss = LossModule(model, objective_of(cfg), cfg.precision)
     objective: nn.Module = loss
     if batches.tbptt and not loss.objective.carries_state and env.is_main:
@@ -410,14 +429,16 @@ def _prepare(cfg: TrainConfig, env: DistEnv, dataset, folder) -> Run:
 # -- the loop ---------------------------------------------------------------------------------
 
 class _ProgressBar:
-    """tqdm on rank 0 (when --progress), showing a running mean of the training bound."""
+    """tqdm on rank 0 (when --progress), showing a running mean of the training bound; only on
+    a terminal (or a notebook): a redirected stderr gets no bar (``disable=None``), since every
+    redraw would be a line of the log file."""
 
     def __init__(self, run: Run):
         from tqdm.auto import tqdm
 
         cfg = run.cfg
         self.bar = tqdm(total=cfg.max_steps, initial=min(run.state.step, cfg.max_steps),
-                        unit="step", disable=not (run.env.is_main and cfg.progress),
+                        unit="step", disable=None if run.env.is_main and cfg.progress else True,
                         dynamic_ncols=True, desc=cfg.model)
         self.running: float | None = None
 
@@ -509,15 +530,22 @@ def train(cfg: TrainConfig, *, dataset=None, callback=None) -> TrainResult:
     env = setup(cfg.device)
     finished = False
     try:
+        check_supported(cfg.precision, env.device)  # before the folder is touched
         with _distribution_checks_off(), owned_run_folder(cfg, env) as folder:
             run = _prepare(cfg, env, dataset, folder)
             start_step = run.state.step
             try:
-                with StopConditions(cfg, run.state.clock, run.last_path) as stops:
-                    stopped = _loop(run, stops, callback)
-                    _finish(run, stopped, start_step)
-            finally:
-                run.metrics.close()
+                try:
+                    with StopConditions(cfg, run.state.clock, run.last_path) as stops:
+                        stopped = _loop(run, stops, callback)
+                        _finish(run, stopped, start_step)
+                finally:
+                    run.metrics.close()
+            except BaseException:
+                if folder is not None and not run.resumed and run.state.step == 0:
+                    with contextlib.suppress(OSError):  # the failure, not this, is the news
+                        folder.clear()  # a fresh run that never updated: config.json, metrics
+                raise
         finished = True
     finally:
         cleanup(env, finished=finished)
