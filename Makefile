@@ -9,13 +9,13 @@ STAMP  := $(VENV)/.installed
 DEBIAN_SOUNDS := asterisk-core-sounds-en-wav asterisk-core-sounds-es-wav \
                  asterisk-core-sounds-fr-wav asterisk-core-sounds-it-wav asterisk-core-sounds-ru-wav
 
-.PHONY: demo test test-slow lint bench data clean
+.PHONY: demo test test-slow lint bench data docs clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	# constraints.txt pins torch==2.13.0+cpu; an open range would pull CUDA wheels.
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[data,export,dev]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[data,export,dev,docs]'
 	touch $(STAMP)
 
 # The speech data sets ship in Debian packages. Installed with apt-get when we are root;
@@ -59,6 +59,16 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m vrnn benchmark
+
+# The documentation site (mkdocs.yml) into build/site: the pages of docs/, the API reference from
+# the docstrings (mkdocstrings), the command-line page from the parsers (docs/gen_cli.py). The
+# docs extra is installed when missing; --strict turns every warning (a broken link, a docstring
+# naming a parameter the function lacks) into a failure. NO_MKDOCS_2_WARNING silences the
+# theme's end-of-life banner (Material for MkDocs is maintained until May 2027).
+docs: $(STAMP)
+	@$(PY) -c "import mkdocs, mkdocstrings, mkdocstrings_handlers.python, material" 2>/dev/null \
+	  || $(PY) -m pip install --quiet -c constraints.txt -e '.[docs]'
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache

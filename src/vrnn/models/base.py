@@ -9,7 +9,7 @@ methods of :mod:`vrnn.inference.protocol` (``context``, ``step``, ``observe``; `
   ``(N, .)`` slices: the reference a fast ``forward`` is pinned to, and ``forward`` itself for a
   family without one;
 * :meth:`loss`: the negative ELBO; :meth:`log_prob`: log p(x) by importance sampling or by the
-  particle filter, one result type (:class:`vrnn.inference.LogProb`);
+  particle filter, one result type (:class:`vrnn.inference.likelihood.LogProb`);
 * :meth:`sample`: unconditional and primed generation with a temperature.
 
 Notation, batch-first everywhere: B batch, T time steps, D frame size (x_dim), Z latent size,
@@ -201,7 +201,7 @@ class SequenceModel(nn.Module):
             generator: the stream of the draws, for reproducible estimates.
 
         Returns:
-            :class:`vrnn.inference.LogProb`: the estimate per sequence, its standard error, the
+            :class:`vrnn.inference.likelihood.LogProb`: the estimate per sequence, its standard error, the
             ELBO, the effective sample size (mean and least) and the resampling count, each
             ``(B,)``. Both estimates are logs of unbiased estimates of p(x), so stochastic lower
             bounds of log p(x). On the model's own scale: a model fitted on normalised data
