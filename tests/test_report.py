@@ -63,7 +63,8 @@ def test_one_sequence_has_no_standard_error_anywhere():
     claim = assess_claims({"RNN-Gauss": result("RNN-Gauss", [1.0]),
                            "VRNN-Gauss": result("VRNN-Gauss", [3.0])})[0]
     assert claim.se is None and claim.z is None and "paired se n/a, n/a se" in claim.line()
-    one = EvaluationResult(np.array([-4.0]), np.array([-3.0]), np.zeros(1), np.array([5]), 2)
+    one = EvaluationResult(elbo=np.array([-4.0]), log_likelihood=np.array([-3.0]),
+                           is_stderr=np.zeros(1), lengths=np.array([5]), num_samples=2)
     summary = one.summary()
     assert summary["elbo_stderr"] is None and summary["stderr"] is None
     text = format_evaluation({**summary, "name": "VRNN-Gauss", "latent": True, "data": "toy",

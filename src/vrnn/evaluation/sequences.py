@@ -46,7 +46,7 @@ def filters_disagree(stderr: np.ndarray, spread: np.ndarray, repeats: int) -> np
     return (stderr >= SE_CEILING) | (spread > SPREAD_FACTOR * stderr * math.sqrt(repeats))
 
 
-@dataclass
+@dataclass(kw_only=True)
 class EvaluationResult:
     """Results over a set of sequences; per-sequence arrays have one entry per sequence.
 
@@ -187,7 +187,10 @@ def evaluate_sequences(model: SequenceModel, sequences: Sequence[np.ndarray], *,
     finally:
         model.train(was_training)
     smc = method == "smc"
-    return EvaluationResult(elbo, ll, se, lengths, num_samples if method != "exact" else 1,
-                            frame_size, ess_mean, ess_min, resamples if smc else None, method,
-                            repeats if smc else 1, spread if smc and repeats > 1 else None,
-                            span if smc and repeats > 1 else None)
+    many = smc and repeats > 1
+    return EvaluationResult(
+        elbo=elbo, log_likelihood=ll, is_stderr=se, lengths=lengths,
+        num_samples=num_samples if method != "exact" else 1, frame_size=frame_size,
+        ess_mean=ess_mean, ess_min=ess_min, resamples=resamples if smc else None,
+        estimator=method, repeats=repeats if smc else 1, log_spread=spread if many else None,
+        log_range=span if many else None)
