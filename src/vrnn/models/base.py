@@ -201,11 +201,12 @@ class SequenceModel(nn.Module):
             generator: the stream of the draws, for reproducible estimates.
 
         Returns:
-            :class:`vrnn.inference.likelihood.LogProb`: the estimate per sequence, its standard error, the
-            ELBO, the effective sample size (mean and least) and the resampling count, each
-            ``(B,)``. Both estimates are logs of unbiased estimates of p(x), so stochastic lower
-            bounds of log p(x). On the model's own scale: a model fitted on normalised data
-            (:func:`vrnn.fit`) scores the data it is handed as given.
+            :class:`vrnn.inference.likelihood.LogProb`: the estimate per sequence, its standard
+            error, the ELBO, the effective sample size (mean and least) and the resampling
+            count, each ``(B,)``. Both estimates are logs of unbiased estimates of p(x), so
+            stochastic lower bounds of log p(x). In nats of the data as handed in: a model
+            :func:`vrnn.fit` normalised (``config.x_scale``) normalises ``x`` itself and adds the
+            log-Jacobian, so the figure is on the user's own scale.
         """
         x, mask, jacobian = self._user_scale(x, mask, method, num_samples, repeats, threshold,
                                              resampling)
