@@ -22,6 +22,9 @@ import numpy as np
 
 from vrnn.host.files import atomic_write
 
+BUILTIN_DATASETS: tuple[str, ...] = ("speech", "speech-multi", "handwriting", "chorales", "mnist",
+                                     "text")
+"""The data sets that install with the package (``vrnn.data.registry`` loads them by name)."""
 KINDS = ("audio", "real", "strokes", "binary", "text")
 SPLITS = ("train", "valid", "test")
 SPLIT_FRACTIONS = (0.9, 0.05, 0.05)

@@ -51,6 +51,7 @@ import numpy as np
 
 from vrnn.data.audio import find_audio_files, find_timit_root, suffix_list
 from vrnn.data.core import (
+    BUILTIN_DATASETS,
     SPLITS,
     DataError,
     DataInfo,
@@ -73,8 +74,6 @@ LENGTHS_SUFFIX = "_lengths"
 
 def what_data_takes() -> str:
     """One sentence for messages: what ``--data`` (``load_dataset``) reads."""
-    from vrnn.data.registry import BUILTIN_DATASETS  # registry imports this module
-
     return (f"--data takes a built-in name ({', '.join(BUILTIN_DATASETS)}), a folder of audio "
             f"files ({suffix_list()}), TIMIT in its LDC layout (TRAIN/ and TEST/ folders), a "
             f"folder of IAM-OnDB lineStrokes .xml files, a .npy of (N, T, D) or (T, D) frames, "

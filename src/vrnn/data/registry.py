@@ -23,6 +23,7 @@ import numpy as np
 
 from vrnn.data import audio, digits, music, strokes, text
 from vrnn.data.core import (
+    BUILTIN_DATASETS,
     PIP_HINT,
     DataError,
     SequenceDataset,
@@ -32,8 +33,6 @@ from vrnn.data.core import (
 )
 from vrnn.data.formats import FORMAT_ALIASES, FORMATS, detect_format, load_numpy
 
-BUILTIN_DATASETS: tuple[str, ...] = ("speech", "speech-multi", "handwriting", "chorales", "mnist",
-                                     "text")
 BUILTIN_KINDS = {"speech": "audio", "speech-multi": "audio", "handwriting": "strokes",
                  "chorales": "binary", "mnist": "binary", "text": "text"}
 
