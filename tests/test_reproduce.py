@@ -349,7 +349,7 @@ def test_a_tiny_objectives_study_reports_is_and_smc(tmp_path, capsys):
 
 
 def test_an_is_error_is_printed_only_where_the_ess_supports_it():
-    from vrnn.study.reproduce import _mc_cell
+    from vrnn.study.report import _mc_cell
 
     ok = {"estimator": "is", "ess_mean": 12.0, "num_samples": 40, "is_stderr_mean": 0.25}
     assert _mc_cell(100.0, ok) == "100.0 (MC se 0.2)"

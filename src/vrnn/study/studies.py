@@ -13,6 +13,7 @@ folder, ``--models``, its record in results.json). Three studies:
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass
 
 from vrnn.study.tables import Claim, ModelResult, paired_gap
@@ -181,3 +182,21 @@ def study_claims(study: str, results: dict[str, ModelResult], *,
         return assess_claims({r.name: r for r in results.values()}) \
             if field == "log_likelihood" else []
     return (srnn_claims if study == "srnn" else objective_claims)(results, field=field)
+
+
+DEFAULT_BATCH = {"audio": 32, "strokes": 20, "binary": 20, "text": 32}
+"""Sequences per update (the paper: 128 for speech, 20 for handwriting; 32 keeps two CPU cores
+busy at the small preset; text: 32 windows of characters)."""
+
+
+def study_tag(args: argparse.Namespace) -> str:
+    """The study's tag: ``--tag``, after the study's name for a study other than ``paper``."""
+    study = getattr(args, "study", "paper")
+    return "-".join(t for t in (study if study != "paper" else "", args.tag) if t)
+
+
+def study_stem(data: str, tag: str = "") -> str:
+    """The study's name in file names and RESULTS.md: the data's stem, plus ``-<tag>``."""
+    from vrnn.train.config import data_stem
+
+    return data_stem(data) + (f"-{tag}" if tag else "")
