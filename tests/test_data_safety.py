@@ -439,8 +439,6 @@ def test_an_implausible_sample_rate_is_refused_naming_file_and_rate(tmp_path):
 
 @pytest.mark.parametrize("name,says", [
     ("book.txt", ["--data text", "one-hot frames"]),
-    ("mydata.csv", ["does not read CSV files yet", "np.savez", "lengths=", "vrnn data pack"]),
-    ("mydata.tsv", ["does not read TSV files yet", "np.savez", "delimiter='\\t'"]),
     ("notes.json", []),
 ])
 def test_a_file_data_does_not_read_says_what_data_takes(tmp_path, name, says):

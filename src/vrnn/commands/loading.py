@@ -72,14 +72,22 @@ def load_for_use(path: str | Path, device: str = "cpu") -> tuple[dict, SequenceM
 
 def _data_flags(ckpt: dict, info: DataInfo, name: str, skip_bad: bool) -> dict:
     """The ``load_dataset`` flags to read ``name`` with: those the checkpoint was trained with
-    for its own data, the data set's defaults (with the model's frame size) for other data."""
+    for its own data, the data set's defaults (with the model's frame size) for other data, and
+    for a table the checkpoint's sequence, time and feature columns."""
+    from vrnn.data.formats import detect_format
+
     tc = ckpt.get("train_config") or {}
     own = name == (tc.get("data") or info.name)
+    path = Path(name).expanduser()
+    # a table's columns are the model's frame: other tables are read with the same columns
+    table = own or (path.exists() and detect_format(path) == "table")
     return {"seq_len": tc.get("seq_len"), "frame_size": tc.get("frame_size") or 200,
             "sample_rate": tc.get("sample_rate") if own else None,
             "subsample": tc.get("subsample") if own else None,
             "max_files": tc.get("max_files") if own else None,
-            "skip_bad": skip_bad or (own and bool(tc.get("skip_bad")))}
+            "skip_bad": skip_bad or (own and bool(tc.get("skip_bad"))),
+            **{k: tc.get(k) if table else None
+               for k in ("sequence_column", "time_column", "feature_columns")}}
 
 
 def checkpoint_sequences(ckpt: dict, info: DataInfo, data: str | None = None,

