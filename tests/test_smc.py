@@ -13,6 +13,7 @@ from test_kalman import as_tensor, kalman_log_likelihood, sample_ssm, ssm, ssm_m
 
 from vrnn import build_model, model_config
 from vrnn.evaluation.sequences import evaluate_sequences
+from vrnn.inference import smc
 from vrnn.inference.importance import estimate_log_likelihood
 from vrnn.inference.smc import SMCEstimate, smc_log_likelihood
 from vrnn.models.base import SequenceModel
@@ -176,7 +177,10 @@ def test_resampling_matches_the_trajectory_reference(key):
 @pytest.mark.parametrize("broken", ["keep", "h only", "other sequence"])
 def test_the_reference_notices_states_left_behind(broken, monkeypatch):
     """The comparison above can fail: states not copied at all, only h copied of an LSTM's (h,
-    c), or copied from the same particle of the neighbouring sequence each make it red."""
+    c), or copied from the same particle of the neighbouring sequence each make it red. Planted
+    in the protocol's ``reorder``, which the step-by-step filter reads (the VRNN's estimate runs
+    the filter inside its fast loop, which copies the state itself: its planted copies are in
+    tests/test_particles.py)."""
     model, x = _reference_case("vrnn-lstm-smoothing")
     good = SequenceModel.reorder
     B = x.shape[0]
@@ -190,8 +194,7 @@ def test_the_reference_notices_states_left_behind(broken, monkeypatch):
 
     monkeypatch.setattr(type(model), "reorder", bad)
     with torch.no_grad():
-        est = smc_log_likelihood(model, x, particles=5, threshold=0.9,
-                                 generator=torch.Generator().manual_seed(3))
+        est = smc._filter(model, x, None, 5, torch.Generator().manual_seed(3), 0.9)
         ref = reference_filter(model, x, 5, torch.Generator().manual_seed(3), 0.9)
     assert (est.log_likelihood - ref).abs().max() > 1e-6
 
@@ -199,6 +202,19 @@ def test_the_reference_notices_states_left_behind(broken, monkeypatch):
 def test_srnn_reference_notices_z_left_behind(monkeypatch):
     model, x = _reference_case("srnn-resq")
     monkeypatch.setattr(type(model), "reorder", lambda self, state, rows: state)
+    with torch.no_grad():  # the step-by-step filter, which reads reorder
+        est = smc._filter(model, x, None, 5, torch.Generator().manual_seed(3), 0.9)
+        ref = reference_filter(model, x, 5, torch.Generator().manual_seed(3), 0.9)
+    assert (est.log_likelihood - ref).abs().max() > 1e-6
+
+
+def test_srnn_fast_estimate_notices_z_left_behind(monkeypatch):
+    """The SRNN's estimate runs the filter in its z-chain, which copies z itself: a chain that
+    keeps z_t where it should take the ancestor's turns the comparison red."""
+    model, x = _reference_case("srnn-resq")
+    real = type(model)._weigh
+    monkeypatch.setattr(type(model), "_weigh", lambda self, *a: (
+        lambda *b: (real(self, *a)(*b), None)[1]))
     with torch.no_grad():
         est = smc_log_likelihood(model, x, particles=5, threshold=0.9,
                                  generator=torch.Generator().manual_seed(3))

@@ -20,13 +20,14 @@ Train on arrays in memory, ask for log p(x), sample, load a model that ships wit
 
 The families are classes of one step protocol (:mod:`vrnn.inference.protocol`); the objectives
 are objects (``vrnn.fit(model, seqs, objective=vrnn.FIVO(4))``); every estimate of log p(x) is a
-:class:`LogProb`. The command line (``vrnn --help``) is these functions plus files.
+:class:`LogProb`, and ``model.score`` gives log p(x_t | x_<t) of every step as a
+:class:`StepScores`. The command line (``vrnn --help``) is these functions plus files.
 """
 
 from vrnn.evaluation.sequences import EvaluationResult, evaluate_sequences
 from vrnn.host.version import __version__
 from vrnn.inference.importance import estimate_log_likelihood
-from vrnn.inference.likelihood import LogProb
+from vrnn.inference.likelihood import LogProb, StepScores
 from vrnn.inference.objectives import ELBO, FIVO, IWAE, Objective
 from vrnn.inference.protocol import Step, StepTerms, masked_sum
 from vrnn.models.base import SequenceModel, count_parameters
@@ -44,7 +45,7 @@ from vrnn.train.fit import History, fit
 __all__ = [
     "DMM", "ELBO", "FIVO", "IWAE", "MODEL_NAMES", "PRESETS", "RNN", "SRNN", "STORN", "VRNN",
     "EvaluationResult", "History", "LogProb", "ModelConfig", "Objective", "SequenceModel", "Step",
-    "StepTerms",
+    "StepScores", "StepTerms",
     "__version__", "build_model", "count_parameters", "estimate_log_likelihood",
     "evaluate_sequences", "fit", "load", "masked_sum", "model_config", "parse_model_name",
     "save",

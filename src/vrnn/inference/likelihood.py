@@ -3,7 +3,8 @@
 ``model.log_prob(x, mask, method="is" | "smc")`` (:meth:`vrnn.models.base.SequenceModel.log_prob`,
 through :func:`vrnn.inference.estimate.log_prob_of`) returns it: importance sampling
 (:mod:`vrnn.inference.importance`), the particle filter (:mod:`vrnn.inference.smc`), or the
-exact log-likelihood of a model without latent variables.
+exact log-likelihood of a model without latent variables. ``model.score`` answers the same
+question step by step, log p(x_t | x_{<t}), as :class:`StepScores`.
 """
 
 from __future__ import annotations
@@ -78,3 +79,57 @@ def check_method(method: str, num_samples: int, repeats: int, threshold: float,
     if resampling not in RESAMPLING:
         raise ValueError(f"resampling must be one of {', '.join(RESAMPLING)}; "
                          f"got {resampling!r}")
+
+
+@dataclass
+class StepScores:
+    """log p(x_t | x_{<t}) at every step of B sequences, and how far to trust each: what
+    ``model.score`` returns (:meth:`vrnn.models.base.SequenceModel.score`). Every tensor is
+    ``(B, T)``; padded steps (``mask`` false) hold zeros (never NaN), and ``resampled`` false.
+
+    ``log_p``: the one-step predictive log-density log p(x_t | x_{<t}), nats per step on the
+    scale of the data handed in (a model that normalises its input adds the step's log-Jacobian,
+    as ``log_prob`` does). Exact for a model without latent variables (``method == "exact"``);
+    otherwise one particle filter's estimate log sum_k W_{t-1}^k alpha_t^k
+    (:mod:`vrnn.inference.smc`), so the steps of a sequence sum to that filter's log p^(x)
+    (:attr:`log_likelihood`), a stochastic lower bound of log p(x). ``ess``: ESS_t =
+    1 / sum_k (W_t^k)^2, the effective number of particles behind the step's figure: the ESS of
+    its K terms W_{t-1}^k alpha_t^k (between 1 and K; 1 when exact); near 1, one particle
+    carried the step and its figure is noisy. ``kl``: KL(q(z_t | past, x) || p(z_t | past)), the
+    analytic KL of each particle averaged under W_{t-1}, the weights its past carries into step
+    t (uniform after a resampling step), in nats: how far the frame moved the posterior from the
+    prior (zero without latent variables). ``resampled``: bool, whether the filter resampled
+    after step t. ``mask``: bool, the valid steps. ``method``: "smc" or "exact";
+    ``num_samples``: K, the particles (1 when exact).
+    """
+
+    log_p: Tensor
+    ess: Tensor
+    kl: Tensor
+    resampled: Tensor
+    mask: Tensor
+    method: str
+    num_samples: int
+
+    @property
+    def log_likelihood(self) -> Tensor:
+        """log p^(x) per sequence, ``(B,)``: the sum of :attr:`log_p` over the valid steps."""
+        return self.log_p.sum(1)
+
+    def shifted(self, by: Tensor | float) -> StepScores:
+        """The same scores with ``by`` nats (a scalar or ``(B, T)``) added to ``log_p`` at every
+        valid step (a change of the data's scale: the per-step log-Jacobian)."""
+        by = torch.as_tensor(by, dtype=self.log_p.dtype, device=self.log_p.device)
+        log_p = self.log_p + by * self.mask.to(self.log_p.dtype)  # (B, T)
+        return StepScores(log_p, self.ess, self.kl, self.resampled, self.mask, self.method,
+                          self.num_samples)
+
+
+def exact_step_scores(log_p: Tensor, mask: Tensor | None = None) -> StepScores:
+    """The :class:`StepScores` of an exact ``log p(x_t | x_{<t})`` ``(B, T)`` (a model without
+    latent variables): zeros at padded steps, ESS 1, no KL, one "sample"."""
+    mask = (torch.ones(log_p.shape, dtype=torch.bool, device=log_p.device) if mask is None
+            else mask.bool())
+    zeros = torch.zeros_like(log_p)
+    return StepScores(torch.where(mask, log_p, 0.0), mask.to(log_p.dtype), zeros,
+                      torch.zeros_like(mask), mask, "exact", 1)

@@ -9,9 +9,10 @@
   of K trajectories z^k ~ q drawn with ``model(x, replicas=K)`` (what does not depend on z once
   per sequence). With K = 1 it is the ELBO with a *sampled* KL (the log-ratio of the drawn z),
   not the analytic one: equal in expectation, not per draw.
-- :class:`FIVO`: the SMC bound (Maddison et al. 2017), :func:`vrnn.inference.smc.smc_log_likelihood`
-  with ``differentiable=True``: K particles resampled when ESS < K/2, the gradient of log p^(x)
-  without the resampling's score-function term.
+- :class:`FIVO`: the SMC bound (Maddison et al. 2017): K particles resampled when ESS < K/2, the
+  gradient of log p^(x) without the resampling's score-function term. The filter runs inside the
+  model's own pass (:meth:`vrnn.models.base.SequenceModel.particle_pass`: the VRNN's hand-written
+  loop, the literal pass for the other families; :mod:`vrnn.inference.particles`).
 
 Each object owns its noise (:meth:`Objective.noise`: what it draws from a run's shared stream for
 a global batch) and its bound (:meth:`Objective.bound`), which returns a :class:`Bound`: the
@@ -31,8 +32,8 @@ import torch
 from torch import Tensor
 
 from vrnn.inference.likelihood import check_method
+from vrnn.inference.particles import ParticleFilter, resampled_log_likelihood
 from vrnn.inference.protocol import State, StepTerms, masked_sum
-from vrnn.inference.smc import smc_log_likelihood
 from vrnn.inference.weights import log_mean_exp
 
 OBJECTIVES = ("elbo", "iwae", "fivo")
@@ -121,19 +122,35 @@ def iwae_bound(model, x: Tensor, mask: Tensor | None, *, particles: int,
 
 def fivo_bound(model, x: Tensor, mask: Tensor | None, *, particles: int,
                generator: torch.Generator | None = None, elbo_noise: Tensor | None = None,
-               threshold: float = 0.5, resampling: str = "multinomial") -> Bound:
+               threshold: float = 0.5, resampling: str = "multinomial",
+               noise: Tensor | None = None) -> Bound:
     """The FIVO bound (Maddison et al. 2017) of ``x (B, T, D)``: the log of SMC's unbiased
-    estimate of p(x) with ``particles`` particles (:func:`vrnn.inference.smc.smc_log_likelihood`,
-    ``differentiable=True``: no gradient through the resampling), its draws from ``generator``.
+    estimate of p(x) with ``particles`` particles, no gradient through the resampling.
 
-    The plain ELBO beside it comes from one more pass without gradient, with ``elbo_noise
-    (B, T, Z)`` (drawn from ``generator`` when None)."""
-    est = smc_log_likelihood(model, x, mask, particles=particles, generator=generator,
-                             differentiable=True, threshold=threshold, resampling=resampling)
+    The particles' noise ``(K * B, T, Z)`` (``noise``, else drawn from ``generator`` first),
+    then the ancestors, drawn from ``generator`` at the steps that resample; the filter runs in
+    the model's own pass (:meth:`~vrnn.models.base.SequenceModel.particle_pass`), and log p^
+    is recomputed from the pass's differentiable terms along the ancestors it chose
+    (:func:`vrnn.inference.particles.resampled_log_likelihood`). The plain ELBO beside it comes
+    from one more pass of the B sequences without gradient, with ``elbo_noise (B, T, Z)``
+    (drawn from ``generator`` when None)."""
+    check_method("smc", particles, 1, threshold, resampling)
+    model._check_input(x, mask)
+    B, T, _ = x.shape
+    K = particles
+    valid = (torch.ones(B, T, dtype=torch.bool, device=x.device) if mask is None
+             else mask.bool())
+    if noise is None:
+        noise = torch.randn(K * B, T, model.latent_dim, dtype=x.dtype, device=x.device,
+                            generator=generator)
+    pf = ParticleFilter(K, valid, threshold=threshold, resampling=resampling,
+                        generator=generator, dtype=x.dtype)
+    terms = model.particle_pass(x, mask, noise=noise, particles=pf)  # (K * B, T) terms
+    log_alpha = terms.log_px + terms.log_pz - terms.log_qz
+    bound = resampled_log_likelihood(log_alpha, pf.resampled, valid, K)  # (B,)
     with torch.no_grad():
-        terms = model(x, mask, noise=elbo_noise, generator=generator)
-    return Bound(est.log_likelihood, terms.elbo(mask), masked_sum(terms.kl, mask),
-                 ess=est.ess_mean.detach())
+        plain = model(x, mask, noise=elbo_noise, generator=generator)
+    return Bound(bound, plain.elbo(mask), masked_sum(plain.kl, mask), ess=pf.ess_mean)
 
 
 # -- the objectives as objects -------------------------------------------------------------------

@@ -36,9 +36,17 @@ sequence b. Each sequence has its own weights, its own ESS and resamples on its 
 (``mask`` false; masks are prefix masks) leave weights, states and log p^ unchanged and never
 trigger resampling; nor does a sequence's last valid step (nothing after it would use the copies).
 
-FIVO trains on log p^(x) (``differentiable=True``): the draws are reparameterised and the
+With ``differentiable=True`` log p^(x) is differentiable: the draws are reparameterised and the
 gradient flows through the weights and through the copied states, but not through the choice of
 ancestors (the resampling's score-function term is dropped, as Maddison et al.).
+
+Where it runs: an estimate without gradient and without per-step figures runs the filter inside
+the model's own pass (:meth:`vrnn.models.base.SequenceModel.particle_pass`,
+:mod:`vrnn.inference.particles`: the VRNN's hand-written loop, the SRNN's z-chain; the literal
+pass for the other families), drawing the noise and the ancestors in the order this module's
+step-by-step filter draws them, so both give the same particles. FIVO training
+(:class:`vrnn.inference.objectives.FIVO`) runs there too. The step-by-step filter below remains
+the reference, the per-step scores' filter and ``differentiable=True``.
 
 Notation as in :mod:`vrnn.models.base`: B sequences, T steps, D frame size, Z latent size, K
 particles, N = K * B rows.
@@ -52,8 +60,10 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+from torch.distributions import kl_divergence
 
-from vrnn.inference.likelihood import DEFAULT_SMC_REPEATS, LogProb, check_method
+from vrnn.inference.likelihood import DEFAULT_SMC_REPEATS, LogProb, StepScores, check_method
+from vrnn.inference.particles import ParticleFilter, draw_ancestors
 from vrnn.inference.weights import delta_stderr, effective_sample_size, log_mean_exp
 
 DEFAULT_ROW_BUDGET = 512
@@ -68,34 +78,22 @@ class SMCEstimate:
     ``ess_mean``: the mean over the sequence's valid steps of ESS_t, the effective number of
     particles of the normalised weights after step t's reweighting and before any resampling
     (between 1 and K); ``ess_min``: its minimum over the valid steps; ``resamples``: how many
-    times the sequence resampled.
+    times the sequence resampled; ``steps``: the per-step figures
+    (:class:`vrnn.inference.likelihood.StepScores`, ``(B, T)`` each) when asked for
+    (``per_step``), else None.
     """
 
     log_likelihood: Tensor
     ess_mean: Tensor
     ess_min: Tensor
     resamples: Tensor
-
-
-def draw_ancestors(weights_log: Tensor, resampling: str,
-                   generator: torch.Generator | None) -> Tensor:
-    """K ancestor indices for each of b sequences from their normalised log weights
-    ``(b, K)`` -> ``(b, K)`` (long): multinomial (K independent draws from W) or systematic (the
-    points (u + k) / K, one u ~ U(0, 1) per sequence, through the cumulative weights)."""
-    b, K = weights_log.shape
-    W = weights_log.exp()  # (b, K)
-    if resampling == "multinomial":
-        return torch.multinomial(W, K, replacement=True, generator=generator)  # (b, K)
-    u = torch.rand(b, 1, dtype=W.dtype, device=W.device, generator=generator)  # (b, 1)
-    points = (u + torch.arange(K, dtype=W.dtype, device=W.device)) / K  # (b, K)
-    cdf = W.cumsum(1)  # (b, K)
-    return torch.searchsorted(cdf, points).clamp(max=K - 1)  # (b, K)
+    steps: StepScores | None = None
 
 
 def smc_log_likelihood(model, x: Tensor, mask: Tensor | None = None, *, particles: int,
                        generator: torch.Generator | None = None, threshold: float = 0.5,
-                       differentiable: bool = False,
-                       resampling: str = "multinomial") -> SMCEstimate:
+                       differentiable: bool = False, resampling: str = "multinomial",
+                       per_step: bool = False) -> SMCEstimate:
     """The particle filter's log p^(x) of every sequence of ``x (B, T, D)``.
 
     Args:
@@ -110,23 +108,49 @@ def smc_log_likelihood(model, x: Tensor, mask: Tensor | None = None, *, particle
         differentiable: FIVO: log p^ differentiable in the model's parameters (reparameterised
             draws; no gradient through the ancestor indices). False runs under ``no_grad``.
         resampling: ``"multinomial"`` or ``"systematic"`` ancestors.
+        per_step: also keep every step's increment log sum_k W_{t-1}^k alpha_t^k, ESS_t, the
+            KL averaged under W_{t-1} and whether it resampled (``steps``; not with
+            ``differentiable``). The draws, and so every other figure, are the same either way.
 
     Returns:
-        :class:`SMCEstimate`, every field ``(B,)``.
+        :class:`SMCEstimate`, every field ``(B,)`` (``steps``: ``(B, T)`` each).
     """
     if isinstance(particles, bool) or not isinstance(particles, int) or particles < 1:
         raise ValueError(f"particles must be an int >= 1, got {particles!r}")
     check_method("smc", particles, 1, threshold, resampling)
     model._check_input(x, mask)
+    if per_step and differentiable:
+        raise ValueError("per_step figures are not differentiable: pass one of per_step, "
+                         "differentiable")
+    if not (differentiable or per_step):  # the filter inside the model's own pass
+        return _filter_in_pass(model, x, None if mask is None else mask.bool(), particles,
+                               generator, threshold, resampling)
     context = contextlib.nullcontext() if differentiable else torch.no_grad()
     with context:
         return _filter(model, x, None if mask is None else mask.bool(), particles, generator,
-                       threshold, resampling)
+                       threshold, resampling, per_step=per_step)
+
+
+@torch.no_grad()
+def _filter_in_pass(model, x: Tensor, mask: Tensor | None, K: int,
+                    generator: torch.Generator | None, threshold: float,
+                    resampling: str) -> SMCEstimate:
+    """:func:`_filter`'s estimate from the model's own pass with the filter inside it
+    (:meth:`~vrnn.models.base.SequenceModel.particle_pass`; the VRNN: its fast loop), the noise
+    and the ancestors drawn from ``generator`` in the order :func:`_filter` draws them."""
+    B, T, _ = x.shape
+    valid = torch.ones(B, T, dtype=torch.bool, device=x.device) if mask is None else mask
+    noise = x.new_empty(K * B, T, model.latent_dim)
+    pf = ParticleFilter(K, valid, threshold=threshold, resampling=resampling,
+                        generator=generator, dtype=x.dtype, noise=noise)
+    model.particle_pass(x, mask, noise=noise, particles=pf, terms=False)
+    return SMCEstimate(log_likelihood=pf.log_likelihood, ess_mean=pf.ess_mean,
+                       ess_min=pf.ess_min, resamples=pf.resamples)
 
 
 def _filter(model, x: Tensor, mask: Tensor | None, K: int,
             generator: torch.Generator | None, threshold: float,
-            resampling: str = "multinomial") -> SMCEstimate:
+            resampling: str = "multinomial", per_step: bool = False) -> SMCEstimate:
     B, T, _ = x.shape
     valid = (torch.ones(B, T, dtype=torch.bool, device=x.device) if mask is None
              else mask)  # (B, T)
@@ -140,6 +164,9 @@ def _filter(model, x: Tensor, mask: Tensor | None, K: int,
     ess_sum, ess_min = x.new_zeros(B), x.new_full((B,), math.inf)
     resamples = torch.zeros(B, dtype=torch.long, device=x.device)
     columns = torch.arange(B, device=x.device)  # (B,)
+    if per_step:  # (B, T) each: the step's increment, ESS_t, KL under W_{t-1}, resampled
+        step_log_p, step_ess, step_kl = (x.new_zeros(B, T) for _ in range(3))
+        step_resampled = torch.zeros(B, T, dtype=torch.bool, device=x.device)
     for t in range(T):
         eps = torch.randn(N, Z, dtype=x.dtype, device=x.device, generator=generator)
         ctx_t = tuple(c[:, t].repeat(K, 1) for c in ctx)  # each (N, .)
@@ -150,6 +177,9 @@ def _filter(model, x: Tensor, mask: Tensor | None, K: int,
                      - st.posterior.log_prob(st.z))  # (N,)
         new_state = model.observe(st.carry, x_t, ctx_t)
         on = valid[:, t]  # (B,)
+        if per_step:  # each particle's analytic KL_t, weighted by the W_{t-1} its past carries
+            kl = kl_divergence(st.posterior, st.prior).view(K, B)  # (K, B)
+            step_kl[:, t] = torch.where(on, (log_W.exp() * kl).sum(0), 0.0)
         on_rows = on.repeat(K)  # (N,)
         log_alpha = torch.where(on, log_alpha.view(K, B), 0.0)  # (K, B); padded: alpha = 1
         state = tuple(torch.where(on_rows.view(-1, *[1] * (new.dim() - 1)), new, old)
@@ -161,6 +191,9 @@ def _filter(model, x: Tensor, mask: Tensor | None, K: int,
         ess = effective_sample_size(log_W).detach()  # (B,): 1 / sum_k W^2
         ess_sum = ess_sum + torch.where(on, ess, 0.0)
         ess_min = torch.where(on, torch.minimum(ess_min, ess), ess_min)
+        if per_step:
+            step_log_p[:, t] = torch.where(on, increment, 0.0)
+            step_ess[:, t] = torch.where(on, ess, 0.0)
         if t + 1 == T or threshold == 0.0:
             continue
         need = on & valid[:, t + 1] & (ess < threshold * K)  # (B,): not after the last step
@@ -174,9 +207,13 @@ def _filter(model, x: Tensor, mask: Tensor | None, K: int,
         state = model.reorder(state, rows)
         log_W = torch.where(need, log_uniform, log_W)  # reset: no gradient through resampling
         resamples = resamples + need.long()
+        if per_step:
+            step_resampled[:, t] = need
     n_valid = valid.sum(1).clamp(min=1).to(x.dtype)  # (B,)
+    steps = (StepScores(step_log_p, step_ess, step_kl, step_resampled, valid, "smc", K)
+             if per_step else None)
     return SMCEstimate(log_likelihood=log_phat, ess_mean=ess_sum / n_valid, ess_min=ess_min,
-                       resamples=resamples)
+                       resamples=resamples, steps=steps)
 
 
 @torch.no_grad()
@@ -228,3 +265,51 @@ def estimate_log_likelihood_smc(model, x: Tensor, mask: Tensor | None = None, *,
                    ess_mean=gather("ess_mean").mean(0), ess_min=gather("ess_min").min(0).values,
                    resamples=gather("resamples").to(x.dtype).mean(0), log_weights=log_est,
                    method="smc", num_samples=particles, repeats=R)
+
+
+@torch.no_grad()
+def smc_step_scores(model, x: Tensor, mask: Tensor | None = None, *, particles: int = 40,
+                    threshold: float = 0.5, resampling: str = "multinomial",
+                    row_budget: int = DEFAULT_ROW_BUDGET,
+                    generator: torch.Generator | None = None) -> StepScores:
+    """log p^(x_t | x_{<t}) at every step of ``x (B, T, D)``: one particle filter of
+    ``particles`` per sequence (:func:`smc_log_likelihood` with ``per_step``), its increments
+    log sum_k W_{t-1}^k alpha_t^k, ESS_t and the KL under W_{t-1}.
+
+    One filter, not several: a sequence's steps then sum to that filter's log p^(x) (the
+    log-mean of R filters' estimates does not split over the steps). The B filters run in passes
+    of as many sequences as fit ``row_budget`` rows (particles x sequences) per step, at least
+    one; a pass runs to its own longest sequence, and the draws of a pass that holds the whole
+    batch are those of ``smc_log_likelihood(model, x, mask, particles=..., generator=...)``.
+    ``threshold=0`` never resamples: importance sampling's K trajectories, step by step.
+
+    Returns:
+        :class:`vrnn.inference.likelihood.StepScores` with ``method="smc"``, each ``(B, T)``.
+    """
+    check_method("smc", particles, 1, threshold, resampling)
+    model._check_input(x, mask)
+    B, T, _ = x.shape
+    valid = (torch.ones(B, T, dtype=torch.bool, device=x.device) if mask is None
+             else mask.bool())  # (B, T)
+    per_pass = max(1, row_budget // particles)
+    parts = []
+    for start in range(0, B, per_pass):
+        m = valid[start:start + per_pass]
+        steps = max(1, int(m.sum(1).max()))  # the pass's longest sequence
+        est = smc_log_likelihood(model, x[start:start + per_pass, :steps], m[:, :steps],
+                                 particles=particles, generator=generator, threshold=threshold,
+                                 resampling=resampling, per_step=True)
+        parts.append(est.steps)
+
+    def gather(field: str) -> Tensor:  # (B, T): each pass padded back to T steps
+        out = torch.zeros(B, T, dtype=getattr(parts[0], field).dtype, device=x.device)
+        row = 0
+        for p in parts:
+            value = getattr(p, field)  # (b, steps)
+            out[row:row + value.shape[0], :value.shape[1]] = value
+            row += value.shape[0]
+        return out
+
+    return StepScores(log_p=gather("log_p"), ess=gather("ess"), kl=gather("kl"),
+                      resampled=gather("resampled"), mask=valid, method="smc",
+                      num_samples=particles)

@@ -30,6 +30,7 @@ of the encoder's first layer; G the cell's gate rows (4H for an LSTM, 3H for a G
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -52,7 +53,16 @@ from vrnn.kernels.filtering_parts import (
 )
 from vrnn.kernels.precision import Factor, linear, low, product_dtype
 
-__all__ = ["Filtered", "LoopWeights", "Pair", "filtering_loop", "gru_gates", "lstm_gates"]
+__all__ = ["Filtered", "LoopWeights", "Pair", "Resample", "filtering_loop", "gru_gates",
+           "lstm_gates"]
+
+Resample = Callable[[int, Tensor, Tensor, Tensor, Tensor, Tensor], "Tensor | None"]
+"""The particle filter's hook: called after step t's cell as ``resample(t, h_prev, z, phi_z,
+scale, eps)`` (each ``(N, .)``: the h_{t-1} step t read, z_t, phi_z(z_t), the encoder's scale and
+the noise of z_t), it returns None, or ``rows (N,)`` (long): row i then continues from row
+``rows[i]``'s state (h_t, and c_t for an LSTM), the ancestors of a resampling step. Never at the
+last step. The choice is not differentiated (FIVO drops the resampling's score-function term):
+the backward pass sends each row's state gradient back to its ancestor (a scatter-add)."""
 
 
 class Filtered(NamedTuple):
@@ -74,7 +84,7 @@ class Filtered(NamedTuple):
 
 def filtering_loop(feat_x: Tensor, noise: Tensor, state: tuple[Tensor, ...],
                    weights: LoopWeights, *, min_scale: float, replicas: int = 1,
-                   hand_written: bool = True) -> Filtered:
+                   hand_written: bool = True, resample: Resample | None = None) -> Filtered:
     """Eq. 7-9 over all steps: the filtering posterior and the recurrence it drives.
 
     Args:
@@ -87,6 +97,10 @@ def filtering_loop(feat_x: Tensor, noise: Tensor, state: tuple[Tensor, ...],
             the products with phi_x(x_t) are computed once per sequence and shared.
         hand_written: differentiate with the hand-written backward; False: autograd, step by
             step (same numbers, slower; supports double backward).
+        resample: the particle filter's hook (:data:`Resample`): after each step it may reorder
+            the N rows' state by ancestor (rows stay within their sequence: row ``r * B + b``
+            takes a row ``r' * B + b``). Every returned per-step tensor is in its step's own row
+            order; ``h_prev`` holds h_{t-1} as step t read it, after any reordering.
     """
     lstm = len(state) == 2
     device = feat_x.device.type
@@ -100,12 +114,14 @@ def filtering_loop(feat_x: Tensor, noise: Tensor, state: tuple[Tensor, ...],
     with (torch.autocast(device, enabled=False) if product is not None
           else contextlib.nullcontext()):
         if not hand_written:
-            out = _autograd_loop(spec, feat_x, noise, h0, cell0, weights)
+            out = _autograd_loop(spec, feat_x, noise, h0, cell0, weights, resample)
         elif torch.is_grad_enabled() and any(t.requires_grad for t in (feat_x, *state, *params)):
             # apply hands back a plain tuple, in the fields' order
-            out = LoopOutputs(*_FilteringLoop.apply(spec, feat_x, noise, h0, cell0, *params))
+            out = LoopOutputs(*_FilteringLoop.apply(spec, resample, feat_x, noise, h0, cell0,
+                                                    *params))
         else:  # inference: nothing kept for a backward pass
-            out, _ = _forward(spec, feat_x, noise, h0, cell0, weights, keep=False)
+            out, _, _ = _forward(spec, feat_x, noise, h0, cell0, weights, keep=False,
+                                 resample=resample)
     Z = noise.shape[-1]
     return Filtered(h_prev=out.h_prev, z=out.z, phi_z=out.z if out.phi_z is None else out.phi_z,
                     loc=out.enc_out[..., :Z], scale=out.scale,
@@ -116,7 +132,8 @@ def filtering_loop(feat_x: Tensor, noise: Tensor, state: tuple[Tensor, ...],
 
 
 def _autograd_loop(spec: LoopSpec, feat_x: Tensor, noise: Tensor, h0: Tensor,
-                   cell0: Tensor | None, weights: LoopWeights) -> LoopOutputs:
+                   cell0: Tensor | None, weights: LoopWeights,
+                   resample: Resample | None = None) -> LoopOutputs:
     """The loop of :class:`_FilteringLoop` with the same products hoisted and fused, left to
     autograd: the readable statement of what the hand-written pass computes.
 
@@ -144,7 +161,8 @@ def _autograd_loop(spec: LoopSpec, feat_x: Tensor, noise: Tensor, h0: Tensor,
     # step and makes the cost quadratic in T
     h, cell = h0, cell0
     hs, zs, fzs, outs, scales = [], [], [], [], []
-    for enc_x_t, cell_x_t, eps_t in zip(enc_x.unbind(0), cell_x.unbind(0), noise.unbind(1)):
+    steps = zip(enc_x.unbind(0), cell_x.unbind(0), noise.unbind(1))
+    for t, (enc_x_t, cell_x_t, eps_t) in enumerate(steps):
         hs.append(h)
         enc_h, cell_h = linear(h, w_h, b_h, lo).split([E1, w_hh.shape[0]], 1)  # one product
         a = F.relu(tiled_add(enc_h, enc_x_t))  # Eq. 9: the encoder
@@ -162,6 +180,9 @@ def _autograd_loop(spec: LoopSpec, feat_x: Tensor, noise: Tensor, h0: Tensor,
             h, cell = lstm_gates(gi + cell_h, cell)
         else:
             h = gru_gates(gi, cell_h, h)
+        rows = None if resample is None else resample(t, hs[-1], z, fz, scale, eps_t)
+        if rows is not None:  # the particles continue from their ancestors' states
+            h, cell = h[rows], (cell[rows] if spec.lstm else None)
         zs.append(z)
         fzs.append(fz)
         outs.append(enc_out)
@@ -180,20 +201,22 @@ def _autograd_loop(spec: LoopSpec, feat_x: Tensor, noise: Tensor, h0: Tensor,
 class _FilteringLoop(torch.autograd.Function):
     """The filtering loop with its hand-written backward pass (the "custom cell").
 
-    Inputs: ``spec``, ``feat_x (B, T, X)``, ``noise (N, T, Z)``, ``h0 (N, H)``, ``cell0 (N, H)``
-    (None for a GRU), then ``LoopWeights.flat()``. Outputs: the fields of :class:`LoopOutputs`,
+    Inputs: ``spec``, ``resample`` (the particle filter's hook, or None), ``feat_x (B, T, X)``,
+    ``noise (N, T, Z)``, ``h0 (N, H)``, ``cell0 (N, H)`` (None for a GRU), then
+    ``LoopWeights.flat()``. Outputs: the fields of :class:`LoopOutputs`,
     ``h_prev (N, T, H)``, ``z (N, T, Z)``, ``phi_z (N, T, F)`` (None when phi_z is the identity),
     ``enc_out (N, T, 2Z)`` (the encoder's loc and raw scale), ``scale (N, T, Z)``, and the final
     ``h``, ``cell`` (None: GRU); ``apply`` returns them as a plain tuple.
     """
 
     @staticmethod
-    def forward(ctx, spec: LoopSpec, feat_x: Tensor, noise: Tensor, h0: Tensor,
-                cell0: Tensor | None, *params: Tensor) -> LoopOutputs:
+    def forward(ctx, spec: LoopSpec, resample: Resample | None, feat_x: Tensor, noise: Tensor,
+                h0: Tensor, cell0: Tensor | None, *params: Tensor) -> LoopOutputs:
         weights = LoopWeights.from_flat(params, spec.n_enc, spec.n_phi_z)
-        out, saved = _forward(spec, feat_x, noise, h0, cell0, weights, keep=True)
+        out, saved, ancestors = _forward(spec, feat_x, noise, h0, cell0, weights, keep=True,
+                                         resample=resample)
         packed = saved.pack()
-        ctx.spec, ctx.n_saved = spec, len(packed)
+        ctx.spec, ctx.n_saved, ctx.ancestors = spec, len(packed), ancestors
         ctx.save_for_backward(*packed, feat_x, noise,
                               cell0 if cell0 is not None else h0.new_empty(0), *params)
         ctx.set_materialize_grads(False)
@@ -210,16 +233,18 @@ class _FilteringLoop(torch.autograd.Function):
         weights = product_weights(LoopWeights.from_flat(tensors[n + 3:], spec.n_enc,
                                                         spec.n_phi_z), spec.product)
         pre, d_h0, d_cell0 = back.backward_through_time(spec, saved, noise, cell0, weights,
-                                                        LoopOutputs(*grads))
-        d_feat_x, d_params = back.weight_grads(spec, ctx.needs_input_grad[1], saved, feat_x,
+                                                        LoopOutputs(*grads), ctx.ancestors)
+        d_feat_x, d_params = back.weight_grads(spec, ctx.needs_input_grad[2], saved, feat_x,
                                                weights, pre)
-        return (None, d_feat_x, None, d_h0, d_cell0, *d_params)
+        return (None, None, d_feat_x, None, d_h0, d_cell0, *d_params)
 
 
 def _forward(spec: LoopSpec, feat_x: Tensor, noise: Tensor, h0: Tensor, cell0: Tensor | None,
-             weights: LoopWeights, keep: bool) -> tuple[LoopOutputs, Saved]:
-    """The loop of :class:`_FilteringLoop`: its outputs, and what the backward pass reads
-    (``keep``: stored for every step; else only the per-step outputs are whole)."""
+             weights: LoopWeights, keep: bool, resample: Resample | None = None
+             ) -> tuple[LoopOutputs, Saved, list[Tensor | None]]:
+    """The loop of :class:`_FilteringLoop`: its outputs, what the backward pass reads
+    (``keep``: stored for every step; else only the per-step outputs are whole), and the
+    ancestors ``resample`` chose after each step (None where it kept the rows as they were)."""
     lo = spec.product
     weights = product_weights(weights, lo)
     (w_e1, b_e1), *enc_rest = weights.encoder
@@ -268,6 +293,7 @@ def _forward(spec: LoopSpec, feat_x: Tensor, noise: Tensor, h0: Tensor, cell0: T
                cell_extra=tuple(steps(N, kept, H) for _ in range(2 if spec.lstm else 1)))
     s.h_prev[:, 0] = h0
     h, cell = s.h_prev[:, 0], cell0
+    ancestors: list[Tensor | None] = []
     for t in range(T):
         k = t if keep else 0
         # in bf16, h_{t-1} is cast once, for this product and the weight gradient
@@ -302,7 +328,17 @@ def _forward(spec: LoopSpec, feat_x: Tensor, noise: Tensor, h0: Tensor, cell0: T
             gh = hw[:, E1:]  # (N, 3H) hidden side, with b_hh
             s.cell_extra[0][:, k] = gh[:, 2 * H:]
             h = gru_gates(gi, gh, h, act=s.gates[:, k], h_out=h_out)
+        if resample is not None:
+            rows = resample(t, s.h_prev[:, t], s.z[:, t], fz, s.scale[:, t], noise[:, t])
+            if rows is not None:
+                if t + 1 == T:
+                    raise ValueError("the filtering loop cannot resample after its last step")
+                # the particles continue from their ancestors' states; what step t kept for
+                # the backward pass stays in its own row order
+                h = h_out.copy_(h[rows])
+                cell = cell[rows] if spec.lstm else None
+            ancestors.append(rows)
     # phi_z may be the identity: phi_z(z) is then z itself, returned once (None in its slot)
     out = LoopOutputs(h_prev=s.h_prev, z=s.z, phi_z=s.a_z[-1] if weights.phi_z else None,
                       enc_out=s.enc_out, scale=s.scale, h=h, cell=cell if spec.lstm else None)
-    return out, s
+    return out, s, ancestors

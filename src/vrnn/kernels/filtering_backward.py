@@ -71,10 +71,14 @@ def gru_step_back(act: Tensor, gh_n: Tensor, h_prev: Tensor, dh: Tensor, g_in: T
 
 
 def backward_through_time(spec: LoopSpec, s: Saved, noise: Tensor, cell0: Tensor,
-                           weights: LoopWeights, grads: LoopOutputs):
+                           weights: LoopWeights, grads: LoopOutputs,
+                           ancestors: list[Tensor | None] | None = None):
     """The loop backwards over time for the activations: returns the pre-activation gradients
     of every step (:class:`PreGrads`) and d h_0, d c_0. ``grads``: the gradients with respect to
-    the loop's outputs, field by field (None: none flows into that output)."""
+    the loop's outputs, field by field (None: none flows into that output). ``ancestors``: the
+    rows the forward pass's particle filter reordered the state by after each step (None, or
+    None at a step: not reordered); the gradient of a reordered state goes back to the rows it
+    was copied from (summed where a row was copied several times)."""
     lo = spec.product
     (w_e1, _), *enc_rest = weights.encoder
     w_head, _ = weights.head
@@ -113,13 +117,18 @@ def backward_through_time(spec: LoopSpec, s: Saved, noise: Tensor, cell0: Tensor
                        cell_in_low=hw_low[..., E1:] if spec.lstm
                        else steps(N, T, G, lo))
     d_softplus = torch.sigmoid(s.enc_out[..., Z:])  # softplus'(raw), (N, T, Z)
+
+    def reordered(t: int) -> Tensor | None:  # the rows step t's state was copied from
+        return None if not ancestors or t < 0 else ancestors[t]
     for t in reversed(range(T)):
         d_in = g.cell_in[:, t]
         d_in_low = d_in  # what the products with w_iz read
         if spec.lstm:
             cells, tanh_c = s.cell_extra
-            lstm_step_back(s.gates[:, t], tanh_c[:, t], cells[:, t - 1] if t > 0 else cell0,
-                            dh, dcell, d_in)
+            cell_prev = cells[:, t - 1] if t > 0 else cell0
+            if reordered(t - 1) is not None:  # c_{t-1} as step t read it
+                cell_prev = cell_prev[reordered(t - 1)]
+            lstm_step_back(s.gates[:, t], tanh_c[:, t], cell_prev, dh, dcell, d_in)
         else:
             dh_direct = gru_step_back(s.gates[:, t], s.cell_extra[0][:, t], s.h_prev[:, t], dh,
                                        d_in, g_hw[:, t, E1:])
@@ -152,6 +161,11 @@ def backward_through_time(spec: LoopSpec, s: Saved, noise: Tensor, cell0: Tensor
         dh = f_h.addmm(d_hprev[:, t], g_hw_t)
         if not spec.lstm:
             dh.add_(dh_direct)
+        rows = reordered(t - 1)
+        if rows is not None:  # from the copies step t read back to the states of step t - 1
+            dh = torch.zeros_like(dh).index_add_(0, rows, dh)
+            if spec.lstm:
+                dcell = torch.zeros_like(dcell).index_add_(0, rows, dcell)
     return g, dh, dcell
 
 

@@ -10,7 +10,11 @@ methods of :mod:`vrnn.inference.protocol` (``context``, ``step``, ``observe``; `
   family without one;
 * :meth:`loss`: the negative ELBO; :meth:`log_prob`: log p(x) by importance sampling or by the
   particle filter, one result type (:class:`vrnn.inference.likelihood.LogProb`);
-* :meth:`sample`: unconditional and primed generation with a temperature.
+  :meth:`score`: log p(x_t | x_{<t}) at every step, from the particle filter
+  (:class:`vrnn.inference.likelihood.StepScores`);
+* :meth:`sample`: unconditional and primed generation with a temperature, by the family's fast
+  sampler (:mod:`vrnn.models.generation`) or, ``literal=True``, through the protocol
+  (:meth:`generate`).
 
 Notation, batch-first everywhere: B batch, T time steps, D frame size (x_dim), Z latent size,
 H recurrent units, K mixture components, S importance samples, R replicas, N = R * B rows.
@@ -26,10 +30,13 @@ from torch import Tensor, nn
 from torch.distributions import kl_divergence
 
 from vrnn.inference.estimate import log_prob_of
-from vrnn.inference.likelihood import LogProb, check_method
+from vrnn.inference.likelihood import LogProb, StepScores, check_method
+from vrnn.inference.particles import ParticleFilter
 from vrnn.inference.protocol import State, Step, StepTerms
+from vrnn.inference.smc import smc_step_scores
 from vrnn.models.config import ModelConfig
 from vrnn.models.distributions import draw
+from vrnn.models.generation import fast_sampler
 
 
 class SequenceModel(nn.Module):
@@ -135,10 +142,12 @@ class SequenceModel(nn.Module):
     def literal_forward(self, x: Tensor, mask: Tensor | None = None, *,
                         state: State | None = None, noise: Tensor | None = None,
                         generator: torch.Generator | None = None, sample_terms: bool = False,
-                        return_latents: bool = False, replicas: int = 1) -> StepTerms:
+                        return_latents: bool = False, replicas: int = 1,
+                        particles: ParticleFilter | None = None) -> StepTerms:
         """:meth:`forward` one step at a time through the protocol: the context once per
         sequence, then ``step`` and ``observe`` on ``(N, .)`` slices, the KL from
-        ``torch.distributions.kl_divergence``. The arguments and result of :meth:`forward`."""
+        ``torch.distributions.kl_divergence``. The arguments and result of :meth:`forward`;
+        ``particles``: as :meth:`particle_pass`."""
         noise = self._checked_noise(x, mask, noise, generator, replicas)
         B = x.shape[0]
         R = replicas
@@ -156,13 +165,18 @@ class SequenceModel(nn.Module):
         carry = start
         columns = []
         steps = zip(xr.unbind(1), noise.unbind(1), *(c.unbind(1) for c in ctx))
-        for x_t, eps_t, *ctx_t in steps:
+        for t, (x_t, eps_t, *ctx_t) in enumerate(steps):
             st = self.step(carry, tuple(ctx_t), eps_t)
             q, p = st.posterior, st.prior
             columns.append((st.emission.log_prob(x_t), kl_divergence(q, p), p.log_prob(st.z),
                             q.log_prob(st.z), st.z, q.base_dist.loc, q.base_dist.scale,
                             p.base_dist.loc, p.base_dist.scale))
             carry = self.observe(st.carry, x_t, tuple(ctx_t))
+            if particles is not None:  # alpha_t, then the state of the ancestors
+                log_px, _, log_pz, log_qz = columns[-1][:4]
+                rows = particles(t, log_px + log_pz - log_qz)
+                if rows is not None:
+                    carry = self.reorder(carry, rows)
         log_px, kl, log_pz, log_qz, *lat = (torch.stack(c, 1) for c in zip(*columns))
         terms = StepTerms(log_px=log_px, kl=kl, state=self.window_state(xr, mr, start, carry))
         if sample_terms:
@@ -171,6 +185,20 @@ class SequenceModel(nn.Module):
             terms.latents = dict(zip(("z", "enc_loc", "enc_scale", "prior_loc", "prior_scale"),
                                      lat))
         return terms
+
+    def particle_pass(self, x: Tensor, mask: Tensor | None, *, noise: Tensor,
+                      particles: ParticleFilter, terms: bool = True) -> StepTerms | None:
+        """One pass of K = ``particles.K`` particles per sequence that resamples as it goes:
+        :meth:`forward` with ``replicas=K`` and ``sample_terms``, except that after each step
+        ``particles`` (:class:`vrnn.inference.particles.ParticleFilter`) is handed the step's
+        incremental log weights and may reorder the state by ancestor. Every returned per-step
+        term is in its step's own row order, differentiable (FIVO:
+        :func:`vrnn.inference.particles.resampled_log_likelihood`). ``terms=False``: only the
+        filter's own figures are wanted (an estimate without gradient), and a fast path may
+        skip what it computes after the loop and return None. Default: the literal pass; a
+        family with a fast path runs the filter inside it."""
+        return self.literal_forward(x, mask, noise=noise, sample_terms=True,
+                                    replicas=particles.K, particles=particles)
 
     # -- what a researcher asks --------------------------------------------------------------
     def loss(self, x: Tensor, mask: Tensor | None = None, *, kl_weight: float = 1.0,
@@ -215,6 +243,45 @@ class SequenceModel(nn.Module):
                           generator=generator)
         return est.shifted(jacobian) if self.config.x_scale else est
 
+    @torch.no_grad()
+    def score(self, x: Tensor | Sequence, mask: Tensor | None = None, *, num_samples: int = 40,
+              threshold: float = 0.5, resampling: str = "multinomial",
+              generator: torch.Generator | None = None) -> StepScores:
+        """log p(x_t | x_{<t}) at every step of ``x (B, T, D)``, ``mask (B, T)`` (or of a list of
+        ``(T_i, D)`` arrays or tensors), in nats: how well the model predicted each frame from
+        the frames before it. A frame the model finds unlikely (an outlier, a glitch, a change
+        of regime) scores far below its neighbours.
+
+        Args:
+            num_samples: K, the particles of the one particle filter per sequence
+                (:func:`vrnn.inference.smc.smc_step_scores`); it resamples when the effective
+                sample size falls below ``threshold * num_samples`` (0: never, importance
+                sampling step by step). A model without latent variables answers exactly.
+            generator: the stream of the draws, for reproducible scores.
+
+        Returns:
+            :class:`vrnn.inference.likelihood.StepScores`, each ``(B, T)``: ``log_p`` (the
+            filter's log sum_k W_{t-1}^k alpha_t^k, zero at padded steps), ``ess`` (ESS_t, in
+            [1, K]; near 1 the step's figure rests on one particle), ``kl`` (KL(q || p) of z_t,
+            averaged over the particles under W_{t-1}). A sequence's steps sum to the filter's
+            log p^(x), a stochastic lower bound of log p(x) like ``log_prob(method="smc")``'s
+            (which averages ``repeats`` filters). In nats of the data as handed in: a model
+            :func:`vrnn.fit` normalised adds each step's log-Jacobian, -sum_d log
+            ``config.x_scale[d]``, so the steps sum to the figure on the user's own scale.
+        """
+        x, mask, _ = self._user_scale(x, mask, "smc", num_samples, 1, threshold, resampling)
+        scores = smc_step_scores(self, x, mask, particles=num_samples, threshold=threshold,
+                                 resampling=resampling, generator=generator)
+        return self._scores_on_user_scale(scores)
+
+    def _scores_on_user_scale(self, scores: StepScores) -> StepScores:
+        """``scores`` of the normalised frames plus the per-step log-Jacobian of the
+        normalisation (-sum_d log ``config.x_scale[d]``) when the model has one."""
+        if not self.config.x_scale:
+            return scores
+        _, scale = self._data_scale(scores.log_p)
+        return scores.shifted(-scale.log().sum())
+
     def _user_scale(self, x: Tensor, mask: Tensor | None, method: str, num_samples: int,
                     repeats: int, threshold: float, resampling: str
                     ) -> tuple[Tensor, Tensor | None, Tensor]:
@@ -247,7 +314,7 @@ class SequenceModel(nn.Module):
 
     def sample(self, num: int, steps: int, *, prime: Tensor | None = None,
                temperature: float = 1.0, generator: torch.Generator | None = None,
-               include_prime: bool = False) -> Tensor:
+               include_prime: bool = False, literal: bool = False) -> Tensor:
         """Generate ``num`` sequences of ``steps`` frames -> ``(num, steps, D)``.
 
         Args:
@@ -258,6 +325,11 @@ class SequenceModel(nn.Module):
                 scales by its root.
             generator: the random stream, for reproducible samples.
             include_prime: prepend the prefix to the output -> ``(num, P + steps, D)``.
+            literal: read the prefix and generate through the step protocol, one step at a time
+                with its distribution objects (:meth:`literal_forward`, :meth:`generate`): the
+                reference that the default, the model's ``forward`` and its fast sampler
+                (:meth:`fast_generate`), is tested against. The same sequences from the same
+                ``generator`` (up to rounding), slower.
 
         A model fitted on normalised data (``config.x_scale``, :func:`vrnn.fit`) reads the prefix
         and returns the frames on the user's own scale.
@@ -281,8 +353,10 @@ class SequenceModel(nn.Module):
                         raise ValueError(f"prime must be (P, D={self.config.x_dim}) or "
                                          f"(num={num}, P, D); got {tuple(prime.shape)}")
                     loc, scale = self._data_scale(prime) if self.config.x_scale else (0, 1)
-                    state = self((prime - loc) / scale, state=state, generator=generator).state
-                out = self.generate(state, steps, temperature, generator)
+                    read = self.literal_forward if literal else self
+                    state = read((prime - loc) / scale, state=state, generator=generator).state
+                make = self.generate if literal else self.fast_generate
+                out = make(state, steps, temperature, generator)
                 if self.config.x_scale:  # back onto the user's scale
                     loc, scale = self._data_scale(out)
                     out = out * scale + loc
@@ -291,6 +365,22 @@ class SequenceModel(nn.Module):
         if include_prime and prime is not None:
             out = torch.cat([prime, out], 1)
         return out
+
+    fast_sampler: type | None = None
+    """The family's sampler class in :mod:`vrnn.models.generation` (None: generation goes by
+    the step protocol)."""
+
+    def fast_generate(self, state: State, steps: int, temperature: float = 1.0,
+                      generator: torch.Generator | None = None) -> Tensor:
+        """:meth:`generate`'s frames by the family's fast sampler (:mod:`vrnn.models.generation`:
+        no distribution objects, the products with each input fused, the output preallocated),
+        drawing the same random numbers in the same order; :meth:`generate` itself for a model
+        without one (or with a network of its own swapped in) -> ``(num, steps, D)``."""
+        with torch.no_grad():
+            sampler = fast_sampler(self)
+            if sampler is None:
+                return self.generate(state, steps, temperature, generator)
+            return sampler.run(state, steps, temperature, generator)
 
     def generate(self, state: State, steps: int, temperature: float = 1.0,
                  generator: torch.Generator | None = None) -> Tensor:

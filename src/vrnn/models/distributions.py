@@ -191,6 +191,36 @@ def draw(dist: Distribution, generator: torch.Generator | None = None) -> Tensor
     raise TypeError(f"draw() does not know how to sample {type(dist).__name__}")
 
 
+# -- drawing from a head's linear output directly (fast generation) --------------------------------
+# Each head's ``sample_from(out, temperature, generator)`` draws what ``draw(head(h, temperature),
+# generator)`` draws from ``out = head.linear(h)``, without building a distribution: the same
+# parameters by the same operations and the same random numbers from ``generator`` in the same
+# order (so the two agree draw for draw), and nothing that validates arguments.
+
+
+def _category(logits: Tensor, generator: torch.Generator | None) -> Tensor:
+    """One category per row of ``logits (..., K)`` -> ``(...)``: ``Categorical(logits=...)``'s
+    probabilities (the log-softmax normalised logits through a softmax, as that class computes
+    them, so that ``torch.multinomial`` sees the same numbers) and one multinomial draw."""
+    k = logits.shape[-1]
+    probs = F.softmax(logits - logits.logsumexp(-1, keepdim=True), -1)  # (..., K)
+    return torch.multinomial(probs.reshape(-1, k), 1, generator=generator).view(
+        logits.shape[:-1])
+
+
+def _bits(logits: Tensor, generator: torch.Generator | None) -> Tensor:
+    """Bernoulli bits of ``logits``: a uniform below ``sigmoid(logits)``, as :func:`draw`."""
+    probs = torch.sigmoid(logits)
+    u = torch.rand(probs.shape, dtype=probs.dtype, device=probs.device, generator=generator)
+    return (u < probs).to(probs.dtype)
+
+
+def _columns(index: Tensor, width: int, offset: int = 0) -> Tensor:
+    """The columns ``offset + index * width + (0 .. width - 1)`` of component ``index (N,)`` in
+    a row of K blocks of ``width`` -> ``(N, width)`` (for ``gather``)."""
+    return torch.arange(offset, offset + width, device=index.device) + index.unsqueeze(-1) * width
+
+
 class GaussianHead(nn.Module):
     """Linear layer to a diagonal Gaussian ``Independent(Normal(loc, scale), 1)`` over D dims."""
 
@@ -211,6 +241,16 @@ class GaussianHead(nn.Module):
         if temperature != 1.0:
             scale = scale * math.sqrt(temperature)
         return diagonal_normal(loc, scale)
+
+    def sample_from(self, out: Tensor, temperature: float = 1.0,
+                    generator: torch.Generator | None = None) -> Tensor:
+        """A draw of ``forward`` from the linear output ``out (N, 2 D)`` -> ``(N, D)``."""
+        loc, raw = out.chunk(2, -1)
+        scale = positive_scale(raw, self.min_scale)
+        if temperature != 1.0:
+            scale = scale * math.sqrt(temperature)
+        eps = torch.randn(loc.shape, dtype=loc.dtype, device=loc.device, generator=generator)
+        return loc + scale * eps
 
 
 class GMMHead(nn.Module):
@@ -235,6 +275,23 @@ class GMMHead(nn.Module):
             logits, scale = logits / temperature, scale * math.sqrt(temperature)
         return MixtureSameFamily(Categorical(logits=logits), diagonal_normal(loc, scale))
 
+    def sample_from(self, out: Tensor, temperature: float = 1.0,
+                    generator: torch.Generator | None = None) -> Tensor:
+        """A draw of ``forward`` from the linear output ``out (N, K (1 + 2 D))`` -> ``(N, D)``:
+        the component, then the noise of every component (as :func:`draw`), of which the
+        chosen one's is used."""
+        k, d = self.k, self.out_dim
+        logits = out[:, :k] if temperature == 1.0 else out[:, :k] / temperature
+        idx = _category(logits, generator)  # (N,)
+        eps = torch.randn(out.shape[0], k * d, dtype=out.dtype, device=out.device,
+                          generator=generator)  # (N, K D): every component's, as draw()
+        cols = _columns(idx, d)  # (N, D): the chosen component's
+        loc = out.gather(1, cols + k)  # [logits K | loc K D | raw K D]
+        scale = positive_scale(out.gather(1, cols + k * (1 + d)), self.min_scale)
+        if temperature != 1.0:
+            scale = scale * math.sqrt(temperature)
+        return loc + scale * eps.gather(1, cols)
+
 
 class BernoulliHead(nn.Module):
     """Linear layer to independent Bernoulli bits ``Independent(Bernoulli(logits=...), 1)``."""
@@ -249,6 +306,11 @@ class BernoulliHead(nn.Module):
         if temperature != 1.0:
             logits = logits / temperature
         return Independent(Bernoulli(logits=logits), 1)
+
+    def sample_from(self, out: Tensor, temperature: float = 1.0,
+                    generator: torch.Generator | None = None) -> Tensor:
+        """A draw of ``forward`` from the logits ``out (N, D)`` -> ``(N, D)`` bits."""
+        return _bits(out / temperature if temperature != 1.0 else out, generator)
 
 
 class CategoricalHead(nn.Module):
@@ -265,6 +327,12 @@ class CategoricalHead(nn.Module):
         if temperature != 1.0:
             logits = logits / temperature
         return CategoricalFrames(logits=logits)
+
+    def sample_from(self, out: Tensor, temperature: float = 1.0,
+                    generator: torch.Generator | None = None) -> Tensor:
+        """A draw of ``forward`` from the logits ``out (N, V)`` -> ``(N, V)`` one-hot frames."""
+        idx = _category(out / temperature if temperature != 1.0 else out, generator)
+        return F.one_hot(idx, out.shape[-1]).to(out.dtype)
 
 
 class StrokeHead(nn.Module):
@@ -291,6 +359,30 @@ class StrokeHead(nn.Module):
             scale = scale * math.sqrt(temperature)
         offset = MixtureSameFamily(Categorical(logits=logits), BivariateNormal(loc, scale, rho))
         return StrokeDistribution(offset, Bernoulli(logits=pen_logit))
+
+    def sample_from(self, out: Tensor, temperature: float = 1.0,
+                    generator: torch.Generator | None = None) -> Tensor:
+        """A draw of ``forward`` from the linear output ``out (N, 6 K + 1)`` -> ``(N, 3)``: the
+        component, the noise of every component (as :func:`draw`), the chosen one's offset
+        (Graves's Eq. 24-25), then the pen bit."""
+        k = self.k  # out: [logits K | loc 2K | raw scale 2K | raw rho K | pen 1]
+        logits, pen_logit = out[:, :k], out[:, -1]
+        if temperature != 1.0:
+            logits, pen_logit = logits / temperature, pen_logit / temperature
+        idx = _category(logits, generator)  # (N,)
+        eps = torch.randn(out.shape[0], 2 * k, dtype=out.dtype, device=out.device,
+                          generator=generator)  # (N, 2K): every component's, as draw()
+        cols = _columns(idx, 2)  # (N, 2): the chosen component's
+        e1, e2 = eps.gather(1, cols).unbind(-1)
+        m1, m2 = out.gather(1, cols + k).unbind(-1)
+        scale = positive_scale(out.gather(1, cols + 3 * k), self.min_scale)
+        if temperature != 1.0:
+            scale = scale * math.sqrt(temperature)
+        s1, s2 = scale.unbind(-1)
+        rho = MAX_CORRELATION * torch.tanh(out.gather(1, idx.unsqueeze(-1) + 5 * k)[:, 0])
+        x1 = m1 + s1 * e1
+        x2 = m2 + s2 * (rho * e1 + (1.0 - rho.square()).sqrt() * e2)
+        return torch.stack([x1, x2, _bits(pen_logit, generator)], -1)
 
 
 def make_head(output: str, in_dim: int, x_dim: int, *, components: int, min_scale: float,

@@ -55,6 +55,7 @@ from vrnn.kernels.precision import from_low
 from vrnn.models.base import SequenceModel
 from vrnn.models.config import ModelConfig
 from vrnn.models.distributions import GaussianHead, diagonal_normal
+from vrnn.models.generation import DMMSampler
 from vrnn.models.layers import MLP, BackwardRNN, Decoder, ForwardRNN, reparameterise
 
 
@@ -135,6 +136,9 @@ class DMM(SequenceModel):
     RNN's ``(h, c)`` or ``(h,)`` after it. ``config.phi_z`` and ``config.encoder`` are not read
     (the combiner has no hidden layer of its own).
     """
+
+    fast_sampler = DMMSampler
+    """Generation without the step protocol's objects (:mod:`vrnn.models.generation`)."""
 
     def __init__(self, config: ModelConfig):
         super().__init__(config)

@@ -15,17 +15,21 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from vrnn.inference.likelihood import LogProb, exact_log_prob
+from vrnn.inference.likelihood import LogProb, StepScores, exact_log_prob, exact_step_scores
 from vrnn.inference.protocol import State, Step, StepTerms, masked_sum
 from vrnn.models.base import SequenceModel
 from vrnn.models.config import ModelConfig
 from vrnn.models.distributions import diagonal_normal
+from vrnn.models.generation import RNNSampler
 from vrnn.models.layers import MLP, Decoder
 
 
 class RNN(SequenceModel):
     """The baselines: ``phi_x``, ``rnn`` (the library LSTM/GRU over phi_x(x_t)) and ``decoder``
     (an MLP of h_{t-1} and the output head). The state is the RNN's ``(h, c)`` or ``(h,)``."""
+
+    fast_sampler = RNNSampler
+    """Generation without the step protocol's objects (:mod:`vrnn.models.generation`)."""
 
     def __init__(self, config: ModelConfig):
         super().__init__(config)
@@ -109,3 +113,12 @@ class RNN(SequenceModel):
                                              resampling)
         ll = masked_sum(self(x, mask).log_px, mask) + jacobian  # (B,)
         return exact_log_prob(ll)
+
+    @torch.no_grad()
+    def score(self, x: Tensor, mask: Tensor | None = None, *, num_samples: int = 40,
+              threshold: float = 0.5, resampling: str = "multinomial",
+              generator: torch.Generator | None = None) -> StepScores:
+        """The exact log p(x_t | x_{<t}) of every step, whatever the arguments (checked) ask:
+        :meth:`vrnn.models.base.SequenceModel.score`'s result with ``method == "exact"``."""
+        x, mask, _ = self._user_scale(x, mask, "smc", num_samples, 1, threshold, resampling)
+        return self._scores_on_user_scale(exact_step_scores(self(x, mask).log_px, mask))

@@ -29,12 +29,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.distributions import kl_divergence
 
+from vrnn.inference.particles import ParticleFilter
 from vrnn.inference.protocol import State, Step, StepTerms
 from vrnn.kernels.activations import positive_scale
 from vrnn.kernels.precision import from_low
 from vrnn.models.base import SequenceModel
 from vrnn.models.config import ModelConfig
 from vrnn.models.distributions import diagonal_normal
+from vrnn.models.generation import SRNNSampler
 from vrnn.models.layers import MLP, BackwardRNN, Decoder, LatentGaussian, reparameterise
 
 
@@ -85,6 +87,9 @@ class SRNN(SequenceModel):
     ``(*d_state, z_prev (B, Z), x_prev (B, D))``: the deterministic layer's ``(h, c)`` or
     ``(h,)``, the last latent and the last frame (the next step's input u_t = x_{t-1}).
     """
+
+    fast_sampler = SRNNSampler
+    """Generation without the step protocol's objects (:mod:`vrnn.models.generation`)."""
 
     def __init__(self, config: ModelConfig):
         super().__init__(config)
@@ -141,10 +146,11 @@ class SRNN(SequenceModel):
     def forward(self, x: Tensor, mask: Tensor | None = None, *, state: State | None = None,
                 noise: Tensor | None = None, generator: torch.Generator | None = None,
                 sample_terms: bool = False, return_latents: bool = False,
-                replicas: int = 1) -> StepTerms:
+                replicas: int = 1, particles: ParticleFilter | None = None) -> StepTerms:
         """One pass over ``x (B, T, D)`` with ``mask (B, T)``: the arguments and the result of
         :meth:`vrnn.models.base.SequenceModel.forward` (``latents['d']`` holds d_t,
-        ``latents['a']`` a_t).
+        ``latents['a']`` a_t); ``particles``: a particle filter run in the z-chain
+        (:meth:`particle_pass`), ``replicas`` its K.
 
         With ``replicas`` R > 1 and no ``state``, the deterministic layer and a_t run once per
         sequence and only the z-chain once per replica; a given ``state`` of ``R * B`` rows runs
@@ -166,11 +172,12 @@ class SRNN(SequenceModel):
             z_prev = z_prev.repeat(replicas, 1)
             d_last = tuple(s.repeat(replicas, 1) for s in d_last)
 
-        z, q_loc, q_scale, p_loc, p_scale = self._z_chain(d, a, noise, z_prev)  # (N, T, .)
         d_rows = d.repeat(replicas, 1, 1) if d.shape[0] != N else d  # (N, T, H)
         x_rows = x.repeat(replicas, 1, 1) if x.shape[0] != N else x  # (N, T, D)
+        weigh = None if particles is None else self._weigh(d_rows, x_rows, particles)
+        # z_before: z_{t-1} as step t read it (after any resampling), (N, T, Z)
+        z, q_loc, q_scale, p_loc, p_scale, z_before = self._z_chain(d, a, noise, z_prev, weigh)
         if p_loc is None:  # no Res_q: the prior after the loop, batched over all steps
-            z_before = torch.cat([z_prev.unsqueeze(1), z[:, :-1]], 1)  # z_{t-1}, (N, T, Z)
             p_loc, p_scale = self.prior(torch.cat([d_rows, z_before], -1))
         q, p = diagonal_normal(q_loc, q_scale), diagonal_normal(p_loc, p_scale)
         px = self.decoder(torch.cat([z, d_rows], -1))
@@ -184,17 +191,19 @@ class SRNN(SequenceModel):
                              "a": a.repeat(replicas, 1, 1) if a.shape[0] != N else a}
         return terms
 
-    def _z_chain(self, d: Tensor, a: Tensor, noise: Tensor, z_prev: Tensor):
+    def _z_chain(self, d: Tensor, a: Tensor, noise: Tensor, z_prev: Tensor, weigh=None):
         """The sequential part: z_t ~ q(z_t | z_{t-1}, a_t) for t = 1..T from ``z_prev (N, Z)``,
-        with ``noise (N, T, Z)``; the prior in the loop only with Res_q. Returns z, the
-        posterior's loc and scale and (Res_q) the prior's, each ``(N, T, Z)``; else the last
-        two None."""
+        with ``noise (N, T, Z)``; the prior in the loop only with Res_q. ``weigh``: the particle
+        filter's hook (:meth:`_weigh`), which may reorder z_t by ancestor before the next step
+        reads it. Returns z, the posterior's loc and scale, (Res_q) the prior's (else None) and
+        the z_{t-1} each step read, each ``(N, T, Z)``."""
         enc = _SplitGaussian(self.encoder, a)
         prior = _SplitGaussian(self.prior, d) if self.config.res_q else None
-        columns = []
+        columns, reads = [], []
         # unbind(1), not [:, t]: the latter's backward writes a full-size tensor per step
         prior_steps = prior.steps() if prior else [None] * noise.shape[1]
-        for a_t, d_t, eps_t in zip(enc.steps(), prior_steps, noise.unbind(1)):
+        for t, (a_t, d_t, eps_t) in enumerate(zip(enc.steps(), prior_steps, noise.unbind(1))):
+            reads.append(z_prev)
             q_loc, q_scale = enc(a_t, z_prev)
             if prior is not None:
                 p_loc, p_scale = prior(d_t, z_prev)
@@ -203,8 +212,34 @@ class SRNN(SequenceModel):
             else:
                 columns.append((q_loc + q_scale * eps_t, q_loc, q_scale))
             z_prev = columns[-1][0]
+            rows = None if weigh is None else weigh(t, reads[-1], *columns[-1], eps_t)
+            if rows is not None:  # the particles continue from their ancestors' z_t
+                z_prev = z_prev[rows]
         out = [torch.stack(c, 1) for c in zip(*columns)]
-        return (*out, None, None) if prior is None else tuple(out)
+        z_before = torch.stack(reads, 1)
+        return (*out, None, None, z_before) if prior is None else (*out, z_before)
+
+    def particle_pass(self, x, mask, *, noise, particles, terms=True):
+        """The filter inside the fast pass's z-chain (:meth:`forward` with ``particles``)."""
+        return self(x, mask, noise=noise, sample_terms=True, replicas=particles.K,
+                    particles=particles)
+
+    def _weigh(self, d_rows: Tensor, x_rows: Tensor, particles: ParticleFilter):
+        """The z-chain's resampling hook: step t's alpha_t = p(x_t | z_t, d_t) p(z_t | z_{t-1},
+        d_t) / q(z_t | .) of every row, without gradient (the pass's differentiable terms come
+        from its batched products after the chain), handed to ``particles``."""
+        def weigh(t: int, z_prev: Tensor, z: Tensor, q_loc: Tensor, q_scale: Tensor,
+                  *rest: Tensor) -> Tensor | None:
+            *prior, eps = rest
+            with torch.no_grad():
+                d_t, x_t = d_rows[:, t], x_rows[:, t]
+                p_loc, p_scale = prior if prior else self.prior(torch.cat([d_t, z_prev], -1))
+                # log q(z_t) with z_t = loc + scale * eps; the 2 pi terms cancel with log p's
+                log_q = -(0.5 * eps.square() + q_scale.log()).sum(-1)
+                log_p = -(0.5 * ((z - p_loc) / p_scale).square() + p_scale.log()).sum(-1)
+                log_px = self.decoder(torch.cat([z, d_t], -1)).log_prob(x_t)
+                return particles(t, log_px + log_p - log_q)
+        return weigh
 
     # -- the step protocol (vrnn.inference.protocol): the literal path, SMC, generation -------
     def step_deterministic(self, x_prev: Tensor, d_state: State) -> State:

@@ -45,6 +45,7 @@ from vrnn.inference.protocol import State, Step, StepTerms
 from vrnn.models.base import SequenceModel
 from vrnn.models.config import ModelConfig
 from vrnn.models.distributions import diagonal_normal
+from vrnn.models.generation import STORNSampler
 from vrnn.models.layers import MLP, Decoder, ForwardRNN, LatentGaussian, reparameterise
 
 
@@ -61,6 +62,9 @@ class STORN(SequenceModel):
     RNN's ``(h, c)`` or ``(h,)``, the recognition RNN's, and the last frame. ``config.prior_net``
     is not read (the prior has no parameters).
     """
+
+    fast_sampler = STORNSampler
+    """Generation without the step protocol's objects (:mod:`vrnn.models.generation`)."""
 
     def __init__(self, config: ModelConfig):
         super().__init__(config)

@@ -25,11 +25,13 @@ import torch
 from torch import Tensor
 from torch.distributions import Independent, kl_divergence
 
+from vrnn.inference.particles import ParticleFilter
 from vrnn.inference.protocol import State, Step, StepTerms
-from vrnn.kernels.filtering import LoopWeights, filtering_loop
+from vrnn.kernels.filtering import LoopWeights, Resample, filtering_loop
 from vrnn.models.base import SequenceModel
 from vrnn.models.config import ModelConfig
 from vrnn.models.distributions import diagonal_normal
+from vrnn.models.generation import VRNNSampler
 from vrnn.models.layers import MLP, BackwardRNN, Decoder, LatentGaussian, make_cell, reparameterise
 
 
@@ -42,6 +44,9 @@ class VRNN(SequenceModel):
     phi_x(x_{>=t}) whose a_t the encoder reads beside phi_x(x_t) and h_{t-1}, so q(z_t | x_{<=T},
     z_{<t}) instead of the paper's filtering q(z_t | x_{<=t}, z_{<t}) (Eq. 10's assumption).
     """
+
+    fast_sampler = VRNNSampler
+    """Generation without the step protocol's objects (:mod:`vrnn.models.generation`)."""
 
     custom_loop: bool = True
     """Run the filtering loop with its hand-written backward (:mod:`vrnn.kernels.filtering`); False
@@ -119,7 +124,7 @@ class VRNN(SequenceModel):
     def forward(self, x: Tensor, mask: Tensor | None = None, *, state: State | None = None,
                 noise: Tensor | None = None, generator: torch.Generator | None = None,
                 sample_terms: bool = False, return_latents: bool = False,
-                replicas: int = 1) -> StepTerms:
+                replicas: int = 1, particles: ParticleFilter | None = None) -> StepTerms:
         """One pass of the filtering posterior over ``x (B, T, D)`` with ``mask (B, T)``.
 
         Args:
@@ -132,13 +137,16 @@ class VRNN(SequenceModel):
                 were ``x.repeat(replicas, 1, 1)``: every returned tensor (and ``noise``,
                 ``state``) then has ``replicas * B`` rows, row ``r * B + b`` being replica r of
                 sequence b. phi_x and the products with phi_x(x_t) run once per sequence, not
-                once per replica (importance sampling, Section 2 of the spec).
+                once per replica (importance sampling, IWAE).
+            particles: a particle filter (:meth:`particle_pass`, with ``replicas`` its K): the
+                loop weighs each step's particles and reorders its state by ancestor.
         """
         # the loop reads the weights of the library's own MLPs; a swapped-in module goes by steps
-        if not (isinstance(self.phi_z, MLP) and isinstance(self.encoder.mlp, MLP)):
+        if not self._fast():
             return self.literal_forward(x, mask, state=state, noise=noise, generator=generator,
                                         sample_terms=sample_terms,
-                                        return_latents=return_latents, replicas=replicas)
+                                        return_latents=return_latents, replicas=replicas,
+                                        particles=particles)
         noise = self._checked_noise(x, mask, noise, generator, replicas)
         B, T, _ = x.shape
         N = replicas * B
@@ -148,7 +156,9 @@ class VRNN(SequenceModel):
         enc_feat = self.encoder_features(feat_x, mask)  # (B, T, X [+ A])
         f = filtering_loop(enc_feat, noise, state, self.loop_weights(),
                            min_scale=self.config.min_scale, replicas=replicas,
-                           hand_written=self.custom_loop)
+                           hand_written=self.custom_loop,
+                           resample=None if particles is None
+                           else self._weigh(x, replicas, particles))
 
         # After the loop: prior, decoder, KL and likelihood, batched over all steps.
         q = diagonal_normal(f.loc, f.scale)  # Eq. 9
@@ -163,6 +173,44 @@ class VRNN(SequenceModel):
                              "prior_loc": p.base_dist.loc, "prior_scale": p.base_dist.scale,
                              "h": f.h_prev}
         return terms
+
+    def particle_pass(self, x, mask, *, noise, particles, terms=True):
+        """The filter inside the hand-written loop (:meth:`forward` with ``particles``); with
+        ``terms=False`` the loop alone (the filter's weights are computed inside it), None."""
+        K = particles.K
+        if terms or not self._fast():
+            return self(x, mask, noise=noise, sample_terms=True, replicas=K, particles=particles)
+        noise = self._checked_noise(x, mask, noise, None, K)
+        enc_feat = self.encoder_features(self.phi_x(x), mask)  # (B, T, X [+ A])
+        filtering_loop(enc_feat, noise, self.init_state(K * x.shape[0]), self.loop_weights(),
+                       min_scale=self.config.min_scale, replicas=K,
+                       hand_written=self.custom_loop, resample=self._weigh(x, K, particles))
+        return None
+
+    def _fast(self) -> bool:
+        """Whether the loop can read the weights (the library's own MLPs, not swapped-in
+        modules)."""
+        return isinstance(self.phi_z, MLP) and isinstance(self.encoder.mlp, MLP)
+
+    def _weigh(self, x: Tensor, replicas: int, particles: ParticleFilter) -> Resample:
+        """The loop's resampling hook: step t's alpha_t = p(x_t | z_t, h_{t-1}) p(z_t | h_{t-1})
+        / q(z_t | .) of every row from what the loop computed (Eq. 5 and 6 run here once more,
+        without gradient, on the step's N rows; the pass's differentiable terms come from the
+        batched pass after the loop), handed to ``particles``."""
+        def resample(t: int, h: Tensor, z: Tensor, feat_z: Tensor, scale: Tensor,
+                     eps: Tensor) -> Tensor | None:
+            with torch.no_grad():
+                x_t = x[:, t].repeat(replicas, 1)  # (N, D)
+                # log q(z_t) with z_t = loc + scale * eps; the 2 pi terms cancel with log p's
+                log_q = -(0.5 * eps.square() + scale.log()).sum(-1)
+                if self.prior is None:
+                    log_p = -0.5 * z.square().sum(-1)
+                else:
+                    loc, sd = self.prior(h)
+                    log_p = -(0.5 * ((z - loc) / sd).square() + sd.log()).sum(-1)
+                log_px = self.decoder(torch.cat([feat_z, h], -1)).log_prob(x_t)
+                return particles(t, log_px + log_p - log_q)
+        return resample
 
     def loop_weights(self) -> LoopWeights:
         """The tensors the filtering loop reads: the encoder's layers and Gaussian layer, phi_z's
