@@ -494,8 +494,8 @@ def test_a_long_prime_is_cut_and_said_so_on_stderr(tmp_path, run):
     assert np.load(out / "primed.npy").shape == (1, N + 2, 4)
 
 
-@pytest.mark.parametrize("name", ["book.txt", "mydata.csv"])
-def test_a_text_or_csv_data_file_says_in_one_line_what_data_takes(capsys, tmp_path, name):
+@pytest.mark.parametrize("name", ["book.txt", "notes.json"])
+def test_a_text_or_unknown_data_file_says_in_one_line_what_data_takes(capsys, tmp_path, name):
     path = tmp_path / name
     path.write_text("a,b\n1,2\n")
     for argv in (("data", "info", path),

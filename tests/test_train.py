@@ -46,8 +46,10 @@ def test_a_run_writes_checkpoints_metrics_and_its_config(data, tmp_path):
     assert all(np.isfinite(float(r["train_bound"])) for r in train_rows)
     config = json.loads((out / "config.json").read_text())
     assert config["train"]["model"] == "vrnn-gauss" and config["model"]["x_dim"] == 4
-    assert config["resolved"] == {"device": "cpu", "tbptt": False, "window": None,
-                                  "train_sequences": 24}
+    resolved = {"device": "cpu", "tbptt": False, "window": None, "train_sequences": 24,
+                "updates_per_epoch": 3, "kl_anneal_steps": 0}  # 24 sequences, batches of 8
+    assert {k: config["resolved"].get(k) for k in resolved} == resolved
+    assert config["train"]["recipe"] == "default"
     # sequences seen: 24 training sequences in full batches of 8
     assert [int(r["sequences"]) for r in train_rows] == [16, 32, 48, 64]
     last = torch.load(out / "last.pt", weights_only=True)

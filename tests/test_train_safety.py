@@ -325,6 +325,9 @@ def test_an_allocation_failure_before_the_first_update_leaves_the_folder_as_foun
 
 
 def test_the_progress_bar_stays_off_a_redirected_stderr(data, tmp_path, capsys):
+    """No bar redrawn into a log file: a plain line at the first update (then every 30 s)."""
     train(cfg_for(data, tmp_path / "run", max_steps=30, progress=True))
     err = capsys.readouterr().err
     assert "\r" not in err and "step/s" not in err and len(err) < 500, err[:500]
+    assert [x.split(",")[0] for x in err.splitlines() if "] update " in x] == \
+        ["[vrnn-gauss] update 1 of 30"], err

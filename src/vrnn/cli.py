@@ -2,6 +2,7 @@
 
     vrnn train --data handwriting --model vrnn-gmm --preset small --max-steps 2000
     vrnn evaluate runs/handwriting-vrnn-gmm/best.pt --split test --samples 40 --json
+    vrnn score runs/handwriting-vrnn-gmm/best.pt --out scores.csv
     vrnn sample runs/handwriting-vrnn-gmm/best.pt --num 8 --steps 300 --temperature 0.8
     vrnn analyse runs/speech-vrnn-gauss/best.pt --data speech
     vrnn data list
@@ -124,7 +125,9 @@ def _default_out(args: argparse.Namespace, name: str) -> str | None:
 def _checkpoint_data_args(p: argparse.ArgumentParser) -> None:
     """The flags of a subcommand that applies a checkpoint to a split of data."""
     _checkpoint_arg(p)
-    p.add_argument("--data", default=None, help="default: the checkpoint's data set")
+    p.add_argument("--data", default=None,
+                   help="default: the checkpoint's data set (a table, CSV, TSV or Parquet, is "
+                        "read with the sequence, time and feature columns it was trained on)")
     p.add_argument("--split", default="test", choices=("train", "valid", "test"))
 
 
@@ -139,6 +142,9 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repeats", type=int, default=4,
                    help="smc: independent filters per sequence for its standard error, "
                         "REPEATS x SAMPLES trajectories in all (default 4)")
+    p.add_argument("--resampling", choices=("multinomial", "systematic"), default=None,
+                   help="smc: how a filter draws its particles' ancestors when it resamples "
+                        "(default multinomial; importance sampling does not resample)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--max-sequences", type=int, default=0, help="evaluate the first N only")
     _add_skip_bad(p)
@@ -166,7 +172,7 @@ def _evaluate(args: argparse.Namespace) -> int:
                                  max_sequences=args.max_sequences, seed=args.seed,
                                  device=args.device, skip_bad=args.skip_bad,
                                  estimator=args.estimator, repeats=args.repeats,
-                                 precision=args.precision)
+                                 precision=args.precision, resampling=args.resampling)
     print(json.dumps(result) if args.json else format_evaluation(result))
     if args.out:
         try:  # not over a file that appeared meanwhile, unless --overwrite
@@ -176,6 +182,35 @@ def _evaluate(args: argparse.Namespace) -> int:
             if not args.json:  # the numbers took minutes: keep them on stdout
                 print(json.dumps(result))
             raise
+    return 0
+
+
+def _score_args(p: argparse.ArgumentParser) -> None:
+    _checkpoint_data_args(p)
+    p.add_argument("--samples", type=int, default=40,
+                   help="particles of the one particle filter per sequence (default 40; an RNN "
+                        "is exact and draws none)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--max-sequences", type=int, default=0, help="score the first N only")
+    _add_skip_bad(p)
+    _add_seed(p, "seed of the particles")
+    _add_device(p)
+    p.add_argument("--out", default=None, metavar="CSV",
+                   help="one row per valid step: sequence (index in the split), step (from 0), "
+                        "log_p (log p(x_t | x_<t), nats), ess (1 to --samples), kl (nats); "
+                        "default: CKPT's folder/scores.csv")
+    _add_overwrite(p)
+
+
+def _score(args: argparse.Namespace) -> int:
+    from vrnn.commands.score import format_scores, score_checkpoint
+
+    result = score_checkpoint(_checkpoint(args), data=args.data, split=args.split,
+                              samples=args.samples, batch_size=args.batch_size,
+                              max_sequences=args.max_sequences, seed=args.seed,
+                              device=args.device, skip_bad=args.skip_bad,
+                              out=_default_out(args, "scores.csv"), overwrite=args.overwrite)
+    print(format_scores(result))
     return 0
 
 
@@ -380,6 +415,8 @@ COMMANDS: dict[str, Command] = {
                      _train_args, _train),
     "evaluate": Command("ELBO and log-likelihood of a checkpoint on a split (Table 1 numbers)",
                         _evaluate_args, _evaluate),
+    "score": Command("log p(x_t | x_<t) of every step of a split, with its ESS and KL, as a CSV "
+                     "(per-step scores: where the model is surprised)", _score_args, _score),
     "sample": Command("generate sequences (pictures / audio and .npy)", _sample_args, _sample),
     "analyse": Command("KL per time step beside a test sequence (Figure 2)", _analyse_args,
                        _analyse),
@@ -396,7 +433,8 @@ COMMANDS: dict[str, Command] = {
     "presets": Command("parameter counts of every model at every preset", _presets_args,
                        _presets),
     "reproduce": Command("the paper's comparison (Table 1, Figs. 2-4) on one data set; "
-                         "--study srnn: the SRNN paper's",
+                         "--study srnn: the SRNN paper's; objectives: the training bounds; "
+                         "families: RNN, VRNN, SRNN, DMM, STORN",
                          _reproduce_args, _reproduce),
     "benchmark": Command("speed benchmark (vrnn benchmark --help)",
                          passthrough="vrnn.bench:main"),
@@ -421,6 +459,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 MEMORY_FLAGS = {"train": "a smaller --batch-size or --seq-len, fewer --particles",
                 "evaluate": "fewer --samples, a smaller --batch-size",
+                "score": "fewer --samples, a smaller --batch-size",
                 "sample": "fewer --num or --steps",
                 "reproduce": "a smaller --batch-size, fewer --samples"}
 """What to ask for instead after running out of memory, by command."""

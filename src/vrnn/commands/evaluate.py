@@ -13,7 +13,7 @@ from pathlib import Path
 from vrnn.commands.loading import checkpoint_sequences, load_for_use
 from vrnn.evaluation.sequences import ESTIMATORS, evaluate_sequences
 from vrnn.evaluation.stats import format_se
-from vrnn.inference.likelihood import DEFAULT_SMC_REPEATS
+from vrnn.inference.likelihood import DEFAULT_SMC_REPEATS, RESAMPLING
 from vrnn.kernels.precision import PRECISIONS, check_supported
 from vrnn.models.base import count_parameters
 
@@ -67,7 +67,7 @@ def evaluate_checkpoint(path: str | Path, *, data: str | None = None, split: str
                         samples: int = 40, batch_size: int = 32, max_sequences: int = 0,
                         seed: int = 0, device: str = "auto", skip_bad: bool = False,
                         estimator: str = "is", repeats: int = DEFAULT_SMC_REPEATS,
-                        precision: str = "fp32") -> dict:
+                        precision: str = "fp32", resampling: str | None = None) -> dict:
     """The paper's numbers for one checkpoint on one split (``vrnn evaluate``).
 
     Args:
@@ -83,6 +83,8 @@ def evaluate_checkpoint(path: str | Path, *, data: str | None = None, split: str
             trajectories in all).
         precision: ``--precision``: "fp32" (the reference, default) or "bf16" (the products
             in bfloat16; refused, naming the flag, where the device lacks native bf16).
+        resampling: ``--resampling``: SMC's ancestors, "multinomial" (default with smc) or
+            "systematic"; refused with ``estimator="is"``, which does not resample.
 
     Returns:
         plain values: what was evaluated (model, data, split, checkpoint, step, parameters),
@@ -108,6 +110,14 @@ def evaluate_checkpoint(path: str | Path, *, data: str | None = None, split: str
         raise ValueError(f"--estimator must be one of {', '.join(ESTIMATORS)}, got {estimator!r}")
     if precision not in PRECISIONS:
         raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if resampling is not None and estimator != "smc":
+        raise ValueError(f"--resampling applies to --estimator smc (importance sampling does "
+                         f"not resample), got --estimator {estimator}")
+    if resampling is not None and resampling not in RESAMPLING:
+        raise ValueError(f"--resampling must be one of {', '.join(RESAMPLING)}, got "
+                         f"{resampling!r}")
+    if estimator == "smc" and resampling is None:
+        resampling = "multinomial"
     ckpt, model, info = load_for_use(path, device)
     check_supported(precision, model.initial_state.device, "vrnn evaluate")
     name, seqs, skipped, in_split = checkpoint_sequences(ckpt, info, data, split, max_sequences,
@@ -116,7 +126,7 @@ def evaluate_checkpoint(path: str | Path, *, data: str | None = None, split: str
     res = evaluate_sequences(model, seqs, batch_size=batch_size, num_samples=samples,
                              frame_size=info.frame_size if info.kind == "audio" else None,
                              seed=seed, estimator=estimator, repeats=repeats,
-                             precision=precision)
+                             precision=precision, resampling=resampling or "multinomial")
     per_sequence = {"elbo": res.elbo.tolist(), "log_likelihood": res.log_likelihood.tolist(),
                     "stderr": ([None] * len(seqs) if res.single_weight
                                else res.is_stderr.tolist()),
@@ -134,7 +144,8 @@ def evaluate_checkpoint(path: str | Path, *, data: str | None = None, split: str
             "name": model.config.name, "latent": res.estimator != "exact", "data": name,
             "split": split, "skipped": skipped, "sequences_in_split": in_split,
             "checkpoint": str(path), "step": ckpt.get("step"),
-            "n_parameters": count_parameters(model), "precision": precision, **summary,
+            "n_parameters": count_parameters(model), "precision": precision,
+            **({"resampling": resampling} if estimator == "smc" else {}), **summary,
             "per_sequence": per_sequence}
 
 
@@ -197,6 +208,7 @@ def format_evaluation(result: dict) -> str:
     se = format_se(r["log_likelihood_stderr"], 2)
     if r["latent"]:
         how = (f"SMC, {r['repeats']} filters x {r['num_samples']} particles"
+               + (f", {r['resampling']} resampling" if "resampling" in r else "")
                if r.get("estimator") == "smc" else f"importance sampling, S={r['num_samples']}")
         lines += [f"  ELBO            >= {r['elbo']:.2f} +- {format_se(r['elbo_stderr'], 2)}",
                   f"  log-likelihood  ~  {r['log_likelihood']:.2f} +- {se}  ({how})",

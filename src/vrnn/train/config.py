@@ -28,10 +28,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from vrnn.inference.likelihood import RESAMPLING
 from vrnn.inference.objectives import DEFAULT_PARTICLES, OBJECTIVES
 from vrnn.kernels.precision import PRECISIONS
 from vrnn.models.config import MODEL_NAMES, POSTERIORS
 from vrnn.models.presets import PRESETS
+from vrnn.train.recipes import RECIPE_FIELDS, RECIPE_NAMES
 
 BUDGET_CLOCKS = ("wall", "cpu")
 SEED_LIMIT = 2**63
@@ -51,8 +53,8 @@ class TrainConfig:
     """Everything a training run needs; saved in ``config.json`` and in every checkpoint."""
 
     data: str = "handwriting"
-    """--data NAME_OR_PATH: a built-in data set (vrnn data list) or a path (.npz, folder of
-    WAVs...)."""
+    """--data NAME_OR_PATH: a built-in data set (vrnn data list) or a path (.npz, a .csv / .tsv /
+    .parquet table with one row per time step, a folder of WAVs or of tables...)."""
     model: str = "vrnn-gmm"
     """--model: the model to train: one of Table 1 (rnn-gauss, rnn-gmm, vrnn-gauss, ...), the
     SRNN (srnn-gauss, srnn-gmm, srnn-bernoulli), the DMM (dmm-...) or STORN (storn-...)."""
@@ -79,10 +81,28 @@ class TrainConfig:
     run goes back to it, replacing last.pt and dropping the metrics logged after it."""
     seed: int = 0
     """--seed N: seeds initialisation, data order (with the epoch) and the noise generator."""
-    lr: float = 3e-4
-    """--lr: Adam learning rate."""
-    batch_size: int = 32
-    """--batch-size N: sequences per update, over all processes (paper: 128 speech, 20 strokes)."""
+    recipe: str = "default"
+    """--recipe NAME: a paper's training hyper-parameters for its own models, filling every
+    training setting below that is not given (a flag typed or an argument passed always wins):
+    default (this project's), vrnn (Chung et al. 2015), srnn (Fraccaro et al. 2016), fivo
+    (Maddison et al. 2017) or dmm (Krishnan et al. 2017, as Pyro's DMM example); the values,
+    each with its source, are in vrnn/train/recipes.py (default: default)."""
+    lr: float | None = None
+    """--lr: Adam learning rate (default: the recipe's; 3e-4 in the default recipe)."""
+    beta1: float | None = None
+    """--beta1: Adam's first-moment decay (default: the recipe's; 0.9 in the default recipe)."""
+    beta2: float | None = None
+    """--beta2: Adam's second-moment decay (default: the recipe's; 0.999 in the default
+    recipe)."""
+    weight_decay: float | None = None
+    """--weight-decay L2: Adam's L2 penalty, L2 * weight added to each gradient (default: the
+    recipe's; 0 in the default recipe)."""
+    lr_decay: float | None = None
+    """--lr-decay F: the learning rate of update k is lr * F**k, as Pyro's ClippedAdam (default:
+    the recipe's; 1, constant, in the default recipe)."""
+    batch_size: int | None = None
+    """--batch-size N: sequences per update, over all processes (default: the recipe's; 32 in
+    the default recipe; the VRNN paper: 128 speech, 20 strokes)."""
     seq_len: int | None = None
     """--seq-len N: frames per training sequence / TBPTT window (default: the data set's own)."""
     frame_size: int = 200
@@ -95,13 +115,33 @@ class TrainConfig:
     """--max-files N: read at most N files of a folder data set (quick runs; default: all)."""
     skip_bad: bool = False
     """--skip-bad: report and skip unreadable or invalid data files instead of stopping."""
-    grad_clip: float = 5.0
-    """--grad-clip NORM: clip the global gradient L2 norm to this before each step; 0 disables."""
-    kl_anneal_steps: int = 0
+    sequence_column: str | None = None
+    """--sequence-column NAME: tables (CSV, TSV, Parquet, one row per time step): the column
+    naming each row's sequence (default: a column named sequence, sequence_id or id if there is
+    one, else each file is one sequence; '' for none)."""
+    time_column: str | None = None
+    """--time-column NAME: tables: the column to order each sequence's rows by, numbers or ISO
+    dates (default: a column named time, timestamp, datetime, date, t or step if there is one,
+    else the file's order; '' for none)."""
+    feature_columns: str | None = None
+    """--feature-columns A,B,C: tables: the columns that make a frame, in this order (default:
+    every other column)."""
+    grad_clip: float | None = None
+    """--grad-clip NORM: clip the global gradient L2 norm to this before each step; 0 disables
+    (default: the recipe's; 5 in the default recipe, as the VRNN paper)."""
+    grad_clip_value: float | None = None
+    """--grad-clip-value V: clamp every gradient element to [-V, V] before the norm clipping
+    (Pyro's ClippedAdam); 0 disables (default: the recipe's; 0 in the default recipe)."""
+    kl_anneal_steps: int | None = None
     """--kl-anneal-steps N: the KL weight rises linearly to 1 over N updates; 0: off, as the
-    paper."""
-    kl_start: float = 0.0
-    """--kl-start W: the KL weight at step 0 when annealing."""
+    VRNN paper (default: the recipe's; 0 in the default recipe)."""
+    kl_anneal_epochs: float | None = None
+    """--kl-anneal-epochs E: the same over E epochs of the training data, turned into
+    --kl-anneal-steps once the data is loaded (config.json's resolved.kl_anneal_steps); 0: off
+    (default: the recipe's; 0 in the default recipe)."""
+    kl_start: float | None = None
+    """--kl-start W: the KL weight at step 0 when annealing (default: the recipe's; 0 in the
+    default recipe)."""
     objective: str = "elbo"
     """--objective: the bound training maximises: elbo (Eq. 11, as the paper), iwae (Burda et
     al.'s importance-weighted bound of --particles samples) or fivo (Maddison et al.'s SMC bound
@@ -111,6 +151,9 @@ class TrainConfig:
     particles: int | None = None
     """--particles K: samples (iwae) or particles (fivo) per sequence; K = 1 is the ELBO with a
     sampled KL (default: 4 with iwae and fivo; left out with elbo)."""
+    resampling: str | None = None
+    """--resampling: how fivo draws the particles' ancestors when it resamples: multinomial or
+    systematic (default: multinomial with fivo; left out with elbo and iwae)."""
     free_bits: float = 0.0
     """--free-bits LAMBDA: free bits for --objective elbo: the training loss takes max(KL_t,
     LAMBDA) of each sequence's KL of the whole z_t at each step t (nats per step, as
@@ -169,14 +212,24 @@ class TrainConfig:
              "left out unless --model is an SRNN", self.res_q)
         need(self.max_steps >= 0, "--max-steps", ">= 0", self.max_steps)
         check_seed(self.seed)
+        self._apply_recipe()
         need(self.lr > 0 and math.isfinite(self.lr), "--lr", "> 0", self.lr)
+        for flag, value in (("--beta1", self.beta1), ("--beta2", self.beta2)):
+            need(0 <= value < 1, flag, "in [0, 1)", value)
+        need(self.weight_decay >= 0 and math.isfinite(self.weight_decay), "--weight-decay",
+             ">= 0", self.weight_decay)
+        need(0 < self.lr_decay <= 1, "--lr-decay", "in (0, 1]", self.lr_decay)
         need(self.batch_size >= 1, "--batch-size", ">= 1", self.batch_size)
         for flag, value in (("--seq-len", self.seq_len), ("--sample-rate", self.sample_rate),
                             ("--max-files", self.max_files), ("--subsample", self.subsample)):
             need(value is None or value >= 1, flag, ">= 1", value)
         need(self.frame_size >= 1, "--frame-size", ">= 1", self.frame_size)
         need(self.grad_clip >= 0, "--grad-clip", ">= 0 (0 disables clipping)", self.grad_clip)
+        need(self.grad_clip_value >= 0, "--grad-clip-value", ">= 0 (0 disables clamping)",
+             self.grad_clip_value)
         need(self.kl_anneal_steps >= 0, "--kl-anneal-steps", ">= 0", self.kl_anneal_steps)
+        need(self.kl_anneal_epochs >= 0 and math.isfinite(self.kl_anneal_epochs),
+             "--kl-anneal-epochs", ">= 0", self.kl_anneal_epochs)
         need(0 <= self.kl_start <= 1, "--kl-start", "in [0, 1]", self.kl_start)
         self._check_objective(family, need)
         need(self.val_interval >= 1, "--val-interval", ">= 1", self.val_interval)
@@ -198,6 +251,23 @@ class TrainConfig:
         if not self.out_dir:
             self.out_dir = str(Path("runs") / f"{data_stem(self.data)}-{self.model}")
 
+    def _apply_recipe(self) -> None:
+        """Fill every field of :data:`vrnn.train.recipes.RECIPE_FIELDS` left None with the
+        recipe's value for the data's kind. The KL schedule goes together: given either of its
+        lengths, the recipe sets neither; with --objective iwae or fivo it sets none (their
+        bounds have no separate KL term)."""
+        from vrnn.data.registry import BUILTIN_KINDS
+        from vrnn.train.recipes import recipe_values
+
+        values = recipe_values(self.recipe, BUILTIN_KINDS.get(self.data))
+        if self.kl_anneal_steps is not None or self.kl_anneal_epochs is not None:
+            values.update(kl_anneal_steps=0, kl_anneal_epochs=0.0)
+        if self.objective != "elbo":
+            values.update(kl_anneal_steps=0, kl_anneal_epochs=0.0, kl_start=0.0)
+        for name, value in values.items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+
     def _check_objective(self, family: str, need) -> None:
         """--objective and the flags that go with it; resolves the default --particles."""
         need(self.objective in OBJECTIVES, "--objective", " or ".join(OBJECTIVES),
@@ -215,8 +285,16 @@ class TrainConfig:
              ">= 0 (0: off)", self.free_bits)
         need(self.free_bits == 0 or family != "rnn", "--free-bits", "0 for an RNN (it has no "
              "KL term)", self.free_bits)
+        need(self.resampling is None or self.objective == "fivo", "--resampling",
+             "left out unless --objective fivo (only the particle filter resamples)",
+             self.resampling)
+        need(self.resampling in (None, *RESAMPLING), "--resampling", " or ".join(RESAMPLING),
+             self.resampling)
+        if self.objective == "fivo" and self.resampling is None:
+            self.resampling = "multinomial"
         for flag, value in (("--free-bits", self.free_bits),
-                            ("--kl-anneal-steps", self.kl_anneal_steps)):
+                            ("--kl-anneal-steps", self.kl_anneal_steps),
+                            ("--kl-anneal-epochs", self.kl_anneal_epochs)):
             need(elbo or value == 0, flag, f"0 with --objective {self.objective} (its bound has "
                  "no separate KL term; they apply to the elbo objective)", value)
 
@@ -244,8 +322,10 @@ def data_stem(data: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name) or "data"
 
 
+TABLE_FIELDS = ("sequence_column", "time_column", "feature_columns")
+"""The fields that say which column of a table is which (``vrnn.data.tables``)."""
 DATA_FIELDS = ("data", "seq_len", "frame_size", "sample_rate", "subsample", "max_files",
-               "skip_bad")
+               "skip_bad", *TABLE_FIELDS)
 """The fields that choose and read the data (``vrnn data info`` takes these flags too)."""
 
 RESUME_OWN = ("out_dir", "resume", "overwrite", "rewind", "device", "progress", "tensorboard")
@@ -253,7 +333,8 @@ RESUME_OWN = ("out_dir", "resume", "overwrite", "rewind", "device", "progress", 
 
 CHOICES: dict[str, tuple[str, ...]] = {"model": MODEL_NAMES, "preset": PRESETS,
                                        "posterior": POSTERIORS, "budget_clock": BUDGET_CLOCKS,
-                                       "objective": OBJECTIVES, "precision": PRECISIONS}
+                                       "objective": OBJECTIVES, "precision": PRECISIONS,
+                                       "recipe": RECIPE_NAMES, "resampling": RESAMPLING}
 
 
 # -- the command line, read from the fields' docstrings -------------------------------------------
@@ -385,8 +466,15 @@ def _resumed_fields(fields: dict, typed: set[str]) -> dict:
         raise ValueError(f"--preset {preset}: {path} holds a {saved['preset']} model "
                          f"(a resumed run keeps its size; drop --preset or start a new --out)")
     merged = dict(fields)
+    # a recipe typed afresh sets what the user does not type now, not the run's old values
+    new_recipe = "recipe" in typed and saved.get("recipe", "default") != fields.get("recipe")
     for key, value in saved.items():
         if key in RESUME_OWN or key not in {f.name for f in dataclasses.fields(TrainConfig)}:
+            continue
+        if new_recipe and key in RECIPE_FIELDS and key not in typed:
+            continue
+        if key == "kl_anneal_epochs" and "kl_anneal_steps" in typed and key not in typed:
+            merged[key] = 0.0  # --kl-anneal-steps typed now replaces the run's epochs
             continue
         if key in typed:
             if value != merged.get(key):

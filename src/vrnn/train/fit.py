@@ -29,7 +29,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 from torch import Tensor
 
 from vrnn.inference.objectives import ELBO, Objective
@@ -38,14 +37,25 @@ from vrnn.models.config import MODEL_NAMES
 from vrnn.train.batches import EpochBatches
 from vrnn.train.config import TrainConfig
 from vrnn.train.distributed import DistEnv, resolve_device
-from vrnn.train.loop import Run, _distribution_checks_off, _finish, _loop
+from vrnn.train.loop import (
+    Run,
+    _distribution_checks_off,
+    _finish,
+    _loop,
+    make_optimizer,
+    resolve_kl_epochs,
+)
 from vrnn.train.objective import LossModule
+from vrnn.train.recipes import recipe_values
 from vrnn.train.state import TrainClock, TrainState
 from vrnn.train.stop import StopConditions
 
 CONTINUOUS_OUTPUTS = {"gauss": None, "gmm": None, "stroke-gauss": (0, 1),
                       "stroke-gmm": (0, 1)}
 """The outputs whose frames ``normalise="auto"`` normalises, and which features (None: all)."""
+OUTPUT_KINDS = {"gauss": "audio", "gmm": "audio", "stroke-gauss": "strokes",
+                "stroke-gmm": "strokes", "bernoulli": "binary", "categorical": "text"}
+"""The data kind a recipe reads its values for, from the model's output head."""
 
 
 @dataclass
@@ -184,7 +194,8 @@ def _model_name(model: SequenceModel) -> str:
 
 
 def fit(model: SequenceModel, train, valid=None, *, objective: Objective | None = None,
-        steps: int = 1000, batch_size: int = 32, lr: float = 3e-4, grad_clip: float = 5.0,
+        steps: int = 1000, recipe: str = "default", batch_size: int | None = None,
+        lr: float | None = None, grad_clip: float | None = None,
         val_interval: int | None = None, patience: int = 0, normalise: str | bool = "auto",
         restore_best: bool = True, seed: int = 0, max_minutes: float | None = None,
         precision: str = "fp32", device: str = "auto", progress: bool = True,
@@ -201,10 +212,16 @@ def fit(model: SequenceModel, train, valid=None, *, objective: Objective | None 
         objective: :class:`vrnn.ELBO` (default, with its KL annealing and free bits),
             :class:`vrnn.IWAE` or :class:`vrnn.FIVO`.
         steps: updates (the batches are drawn by similar length, shuffled each epoch).
-        batch_size: Adam's batch (sequences per update).
-        lr: Adam's learning rate (Chung et al.: 3e-4).
-        grad_clip: the gradient norm is clipped to this before each step (0: off; Chung et
-            al.: 5).
+        recipe: a paper's training setting (``vrnn train --recipe``: ``"default"``, ``"vrnn"``,
+            ``"srnn"``, ``"fivo"``, ``"dmm"``; :mod:`vrnn.train.recipes`): its batch size,
+            learning rate, Adam's betas, weight decay and learning-rate decay, gradient
+            clipping and, with the default ``objective``, KL schedule, each where the argument
+            here is not given. The data's kind is read from the model's output head.
+        batch_size: Adam's batch (sequences per update; default: the recipe's, 32 in the
+            default recipe).
+        lr: Adam's learning rate (default: the recipe's; Chung et al.: 3e-4).
+        grad_clip: the gradient norm is clipped to this before each step (0: off; default: the
+            recipe's; Chung et al.: 5).
         val_interval: updates between validations (default: 10 per run, at least every 10).
         patience: stop after this many validations without improvement (0: never).
         normalise: ``"auto"``, True or False (see the module's notes).
@@ -213,7 +230,8 @@ def fit(model: SequenceModel, train, valid=None, *, objective: Objective | None 
         max_minutes: a training-time budget.
         precision: ``fp32`` or ``bf16`` (bfloat16 products where the hardware has them).
         device: ``auto``, ``cpu`` or ``cuda``.
-        progress: a progress bar on standard error (tqdm).
+        progress: a progress bar on standard error (tqdm; where it is not a terminal, a line
+            every 30 seconds: updates, time against the budget, the bounds).
         log_interval: updates between train rows of the history.
         callback: optional ``callback(step, row)`` after every update (``row``: the logged train
             row, or ``{"step", "epoch", "train_bound"}``).
@@ -221,8 +239,10 @@ def fit(model: SequenceModel, train, valid=None, *, objective: Objective | None 
     Raises:
         ValueError naming the argument (``train[3]: expected a (T, D=3) sequence ...``).
     """
-    objective = ELBO() if objective is None else objective
-    if not isinstance(objective, Objective):
+    values = recipe_values(recipe, OUTPUT_KINDS.get(model.config.output))
+    whose = f" (the {recipe} recipe's)" if batch_size is None and recipe != "default" else ""
+    batch_size = values["batch_size"] if batch_size is None else batch_size
+    if not (objective is None or isinstance(objective, Objective)):
         raise ValueError(f"objective must be vrnn.ELBO(...), vrnn.IWAE(K) or vrnn.FIVO(K); got "
                          f"{objective!r}")
     D = model.config.x_dim
@@ -233,15 +253,18 @@ def fit(model: SequenceModel, train, valid=None, *, objective: Objective | None 
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
     if batch_size > len(train_seqs):
-        raise ValueError(f"batch_size {batch_size} is more than the {len(train_seqs)} training "
-                         f"sequences; pass batch_size={len(train_seqs)} or less")
+        raise ValueError(f"batch_size {batch_size}{whose} is more than the {len(train_seqs)} "
+                         f"training sequences; pass batch_size={len(train_seqs)} or less")
     stats = _statistics(model, train_seqs, normalise)
     if stats is not None:
         loc, scale = (a.astype(np.float32) for a in stats)
         train_seqs = [(s - loc) / scale for s in train_seqs]
         valid_seqs = [(s - loc) / scale for s in valid_seqs]
-    cfg = TrainConfig(data="arrays", model=_model_name(model), max_steps=steps,
-                      batch_size=batch_size, lr=lr, grad_clip=grad_clip,
+    explicit = {k: v for k, v in (("lr", lr), ("grad_clip", grad_clip)) if v is not None}
+    if objective is not None:  # the objective's own KL schedule, not the recipe's
+        values.update(kl_anneal_steps=0, kl_anneal_epochs=0.0, kl_start=0.0)
+    cfg = TrainConfig(data="arrays", model=_model_name(model), max_steps=steps, recipe=recipe,
+                      **{**values, **explicit, "batch_size": batch_size},
                       val_interval=val_interval or max(10, math.ceil(steps / 10)),
                       patience=patience, seed=seed, max_minutes=max_minutes,
                       precision=precision, device=device, progress=progress,
@@ -253,13 +276,16 @@ def fit(model: SequenceModel, train, valid=None, *, objective: Objective | None 
     try:
         model.to(env.device)
         dataset = _Arrays(train_seqs, valid_seqs)
-        loss = LossModule(model, objective, precision)
-        optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+        optimizer = make_optimizer(model, cfg)
         state = TrainState.start(seed, env.device, TrainClock())
         with _distribution_checks_off(), warnings.catch_warnings():
             # without valid, the loop's note about an empty validation split names --data
             warnings.filterwarnings("ignore", message=".*validation split is empty")
             batches = EpochBatches(dataset, cfg, env)
+            resolve_kl_epochs(cfg, batches)
+            if objective is None:  # the recipe's KL schedule
+                objective = ELBO(kl_start=cfg.kl_start, kl_anneal_steps=cfg.kl_anneal_steps)
+            loss = LossModule(model, objective, precision)
             run = Run(cfg, env, dataset, model, optimizer, loss, loss, state, batches, _Rows(),
                       resumed=False, in_memory=True)
             with StopConditions(cfg, state.clock, None) as stops:

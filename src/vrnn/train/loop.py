@@ -66,6 +66,7 @@ import dataclasses
 import json
 import signal
 import sys
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -142,7 +143,9 @@ def load_training_data(cfg: TrainConfig):
 
     return load_dataset(cfg.data, seq_len=cfg.seq_len, frame_size=cfg.frame_size,
                         sample_rate=cfg.sample_rate, subsample=cfg.subsample,
-                        max_files=cfg.max_files, skip_bad=cfg.skip_bad)
+                        max_files=cfg.max_files, skip_bad=cfg.skip_bad,
+                        sequence_column=cfg.sequence_column, time_column=cfg.time_column,
+                        feature_columns=cfg.feature_columns)
 
 
 # -- one update ---------------------------------------------------------------------------------
@@ -191,6 +194,8 @@ def train_step(run: Run, batch: Batch, votes: Callable[[], RankSums]) -> StepFig
     loss, bound = run.objective(x, mask, noise, state.carried, kl_weight,
                                 env.world_size / batch.global_size, generator)
     loss.backward()
+    if cfg.grad_clip_value > 0:  # element-wise first, as Pyro's ClippedAdam
+        torch.nn.utils.clip_grad_value_(model.parameters(), cfg.grad_clip_value)
     clip = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
     ok = bool(torch.isfinite(loss)) and bool(torch.isfinite(grad_norm))
@@ -203,10 +208,33 @@ def train_step(run: Run, batch: Batch, votes: Callable[[], RankSums]) -> StepFig
                       ess=0.0 if bound.ess is None else float(bound.ess.sum()))
     figures = StepFigures(all_reduce_fields(mine, env), float(grad_norm), kl_weight, bound.state)
     if figures.finite:
+        for group in run.optimizer.param_groups:
+            group["lr"] = learning_rate(cfg, state.step)
         run.optimizer.step()
     else:
         run.optimizer.zero_grad(set_to_none=True)
     return figures
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Adam:
+    """Adam with the run's ``--lr``, ``--beta1``, ``--beta2`` and ``--weight-decay``."""
+    return torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
+                            weight_decay=cfg.weight_decay)
+
+
+def learning_rate(cfg: TrainConfig, step: int) -> float:
+    """The learning rate of the update after ``step`` updates: ``lr * lr_decay**(step + 1)``,
+    Pyro's ClippedAdam (which multiplies the rate by the decay before every step); ``lr`` for
+    the constant rate of ``--lr-decay 1``. A function of the step alone, so a resumed run
+    continues the schedule."""
+    return cfg.lr if cfg.lr_decay == 1 else cfg.lr * cfg.lr_decay ** (step + 1)
+
+
+def resolve_kl_epochs(cfg: TrainConfig, batches: EpochBatches) -> None:
+    """``--kl-anneal-epochs E`` as ``cfg.kl_anneal_steps``: E times the updates of one epoch of
+    this data at this batch size (at least one update); nothing without it."""
+    if cfg.kl_anneal_epochs:
+        cfg.kl_anneal_steps = max(1, round(cfg.kl_anneal_epochs * batches.updates_per_epoch()))
 
 
 # -- the run put together -----------------------------------------------------------------------
@@ -317,7 +345,7 @@ class Run:
             return {"step": state.step, "epoch": state.epoch, "train_bound": figures.bound}
         row = {"step": state.step, "epoch": state.epoch, "sequences": state.sequences_seen,
                "elapsed_s": state.clock.wall(), **window.row(),
-               "kl_weight": figures.kl_weight, "lr": cfg.lr}
+               "kl_weight": figures.kl_weight, "lr": learning_rate(cfg, state.step - 1)}
         self.metrics.write(row)
         self.last_stats.update({k: v for k, v in row.items() if k.startswith("train")})
         return row
@@ -358,8 +386,7 @@ def _check_memory(cfg: TrainConfig, model_cfg: ModelConfig, batches: EpochBatche
     """Refuse, naming the flag, a training step that cannot fit in the device's memory: K
     particles x this rank's rows x the steps of a batch x what a row keeps per step
     (:func:`vrnn.host.memory.floats_per_row`), kept for the backward pass and its gradients."""
-    rows = cfg.batch_size if batches.tbptt else min(cfg.batch_size, max(1, len(batches.lengths)))
-    rows = -(-rows // env.world_size)
+    rows = -(-batches.batch_size // env.world_size)
     steps = batches.window if batches.tbptt else int(max(batches.lengths, default=1))
     K = cfg.particles or 1
     need = 3 * K * rows * steps * floats_per_row(model_cfg) * FLOAT_BYTES
@@ -389,15 +416,19 @@ def _prepare(cfg: TrainConfig, env: DistEnv, dataset, folder) -> Run:
     model_cfg = _model_config(cfg, info, ckpt, resume, env)
     seed_everything(cfg.seed)
     model = build_model(model_cfg).to(env.device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    optimizer = make_optimizer(model, cfg)
     state = TrainState.start(cfg.seed, env.device, clock)
     if ckpt is not None:
         ckio.load_weights(model, ckpt, f"--resume {resume}")
         optimizer.load_state_dict(ckpt["optimizer"])
-        for group in optimizer.param_groups:
-            group["lr"] = cfg.lr  # --lr may change on resume
+        for group in optimizer.param_groups:  # --lr, --beta1, ... may change on resume
+            group.update(lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
+                         weight_decay=cfg.weight_decay)
         state.restore(ckpt, env.device)
     batches = EpochBatches(dataset, cfg, env)
+    if batches.note and env.is_main:  # a split too small for --batch-size trains with less
+        print(batches.note, file=sys.stderr)
+    resolve_kl_epochs(cfg, batches)
     _check_memory(cfg, model_cfg, batches, env)
     loss = LossModule(model, objective_of(cfg), cfg.precision)
     objective: nn.Module = loss
@@ -418,7 +449,10 @@ def _prepare(cfg: TrainConfig, env: DistEnv, dataset, folder) -> Run:
             "world_size": env.world_size, "n_parameters": count_parameters(model),
             # what the defaults ('auto', the data's own length) resolved to in this run
             "resolved": {"device": str(env.device), "tbptt": batches.tbptt,
-                         "window": batches.window, "train_sequences": len(dataset.train)},
+                         "window": batches.window, "train_sequences": len(dataset.train),
+                         "batch_size": batches.batch_size,
+                         "updates_per_epoch": batches.updates_per_epoch(),
+                         "kl_anneal_steps": cfg.kl_anneal_steps},
             "versions": ckio.versions()}, indent=2, default=str) + "\n")
     metrics = MetricsLog(Path(cfg.out_dir), env.is_main,
                          state.step if ckpt is not None else None, cfg.tensorboard)
@@ -428,34 +462,80 @@ def _prepare(cfg: TrainConfig, env: DistEnv, dataset, folder) -> Run:
 
 # -- the loop ---------------------------------------------------------------------------------
 
-class _ProgressBar:
-    """tqdm on rank 0 (when --progress), showing a running mean of the training bound; only on
-    a terminal (or a notebook): a redirected stderr gets no bar (``disable=None``), since every
-    redraw would be a line of the log file."""
+PROGRESS_LINE_SECONDS = 30.0
+"""Seconds between the progress lines of a run that shows no bar (its output is a log file or a
+pipe, or :func:`train` was asked for lines)."""
 
-    def __init__(self, run: Run):
+
+class _Progress:
+    """What rank 0 shows while it trains (with --progress): the updates, the training time on
+    the budget's clock against ``--max-minutes``, a running mean of the training bound and the
+    last validation bound.
+
+    On a terminal (or a notebook) a tqdm bar, over the budget when the run has one (else over
+    ``--max-steps``); elsewhere, where every redraw of a bar would be a line of the log file
+    (tqdm's ``disable=None``), or when ``every`` is given (processes that share one terminal), a
+    line on stderr at the first update and then every ``every`` seconds
+    (:data:`PROGRESS_LINE_SECONDS` by default)."""
+
+    def __init__(self, run: Run, every: float | None = None):
         from tqdm.auto import tqdm
 
-        cfg = run.cfg
-        self.bar = tqdm(total=cfg.max_steps, initial=min(run.state.step, cfg.max_steps),
-                        unit="step", disable=None if run.env.is_main and cfg.progress else True,
-                        dynamic_ncols=True, desc=cfg.model)
+        self.run, cfg = run, run.cfg
         self.running: float | None = None
+        self.budget = 60 * cfg.max_minutes if cfg.max_minutes else None  # seconds on its clock
+        show = run.env.is_main and cfg.progress
+        self.bar = None
+        if show and every is None:
+            spent = self._spent()
+            total, initial = ((self.budget, min(spent, self.budget)) if self.budget else
+                              (cfg.max_steps, min(run.state.step, cfg.max_steps)))
+            self.bar = tqdm(total=total, initial=initial, disable=None, dynamic_ncols=True,
+                            desc=cfg.model, bar_format="{percentage:3.0f}%|{bar:12}| {desc}")
+            if self.bar.disable:  # not a terminal
+                self.bar = None
+        self.every = (every if every is not None else PROGRESS_LINE_SECONDS) if show else None
+        self.next_line = time.monotonic()  # the first update prints a line
 
-    def update(self, bound: float, epoch: int) -> None:
+    def _spent(self) -> float:
+        return self.run.state.clock.spent(self.run.cfg.budget_clock)
+
+    def status(self) -> str:
+        """One line: the updates, the time against the budget, the bounds."""
+        cfg, state = self.run.cfg, self.run.state
+        spent = self._spent()
+        parts = [f"update {state.step}" + ("" if self.budget else f" of {cfg.max_steps}"),
+                 f"{cfg.budget_clock} {spent / 60:.1f}"
+                 + (f" of {cfg.max_minutes:g} min" if self.budget else " min")]
+        if self.running is not None:
+            parts.append(f"train bound {self.running:.4g}")
+        valid = self.run.last_stats.get("valid_bound")
+        if valid is not None:
+            parts.append(f"valid bound {valid:.4g} (update {self.run.validated_at})")
+        return ", ".join(parts)
+
+    def update(self, bound: float) -> None:
         self.running = bound if self.running is None else 0.95 * self.running + 0.05 * bound
-        self.bar.update(1)
-        self.bar.set_postfix(bound=f"{self.running:.4g}", epoch=epoch)
+        if self.bar is not None:
+            done = min(self._spent(), self.budget) if self.budget else self.run.state.step
+            self.bar.update(done - self.bar.n)  # redrawn at most every tenth of a second
+            self.bar.set_description_str(f"{self.run.cfg.model}: {self.status()}",
+                                         refresh=False)
+        elif self.every is not None and time.monotonic() >= self.next_line:
+            print(f"[{self.run.cfg.model}] {self.status()}", file=sys.stderr, flush=True)
+            self.next_line = time.monotonic() + self.every
 
     def close(self) -> None:
-        self.bar.close()
+        if self.bar is not None:
+            self.bar.close()
 
 
-def _loop(run: Run, stops: StopConditions, callback: Callable | None) -> str:
+def _loop(run: Run, stops: StopConditions, callback: Callable | None,
+          progress_every: float | None = None) -> str:
     """Update until a stop condition says why; returns the reason."""
     cfg, state = run.cfg, run.state
     stopped = stops.before_start(state) or ("max_steps" if state.step >= cfg.max_steps else None)
-    bar, window = _ProgressBar(run), TrainWindow()
+    bar, window = _Progress(run, progress_every), TrainWindow()
     try:
         while stopped is None:
             skip, fetched = state.batch_in_epoch, False
@@ -467,7 +547,7 @@ def _loop(run: Run, stops: StopConditions, callback: Callable | None) -> str:
                 state.batch_in_epoch += 1
                 if figures.finite:
                     row = run.advance(figures, window)
-                    bar.update(figures.bound, state.epoch)
+                    bar.update(figures.bound)
                     if callback is not None:
                         callback(state.step, row)
                     if state.step % cfg.val_interval == 0:
@@ -512,7 +592,8 @@ def _distribution_checks_off():
         torch.distributions.Distribution.set_default_validate_args(validating)
 
 
-def train(cfg: TrainConfig, *, dataset=None, callback=None) -> TrainResult:
+def train(cfg: TrainConfig, *, dataset=None, callback=None,
+          progress_every: float | None = None) -> TrainResult:
     """Train the model ``cfg`` names on ``cfg.data`` (or on ``dataset``, a ``SequenceDataset``).
 
     Args:
@@ -520,6 +601,10 @@ def train(cfg: TrainConfig, *, dataset=None, callback=None) -> TrainResult:
         dataset: an already loaded ``vrnn.data.SequenceDataset`` (tests, notebooks); default
             ``load_dataset(cfg.data, ...)``.
         callback: optional ``callback(step, row)`` called after every update (rank 0 and others).
+        progress_every: with ``cfg.progress``, a progress line (updates, time against the
+            budget, training and validation bounds) on stderr every this many seconds instead of
+            a bar, as for processes that share one terminal; default: a bar on a terminal, a line
+            every :data:`PROGRESS_LINE_SECONDS` elsewhere.
 
     Returns:
         a :class:`TrainResult`. Raises ``ValueError`` / ``FileNotFoundError`` for bad settings or
@@ -537,7 +622,7 @@ def train(cfg: TrainConfig, *, dataset=None, callback=None) -> TrainResult:
             try:
                 try:
                     with StopConditions(cfg, run.state.clock, run.last_path) as stops:
-                        stopped = _loop(run, stops, callback)
+                        stopped = _loop(run, stops, callback, progress_every)
                         _finish(run, stopped, start_step)
                 finally:
                     run.metrics.close()

@@ -58,10 +58,11 @@ class LossModule(nn.Module):
 
 
 def objective_of(cfg: TrainConfig) -> Objective:
-    """The objective a run's ``--objective``, ``--particles``, ``--free-bits`` and KL
-    annealing flags describe."""
+    """The objective a run's ``--objective``, ``--particles``, ``--resampling``,
+    ``--free-bits`` and KL annealing flags describe."""
     return make_objective(cfg.objective, particles=cfg.particles, free_bits=cfg.free_bits,
-                          kl_start=cfg.kl_start, kl_anneal_steps=cfg.kl_anneal_steps)
+                          kl_start=cfg.kl_start, kl_anneal_steps=cfg.kl_anneal_steps,
+                          resampling=cfg.resampling or "multinomial")
 
 
 @dataclass
