@@ -29,17 +29,21 @@ from vrnn.bench import (
     saved_bytes,
     srnn_matmul_macs,
 )
-from vrnn.bench.configs import BF16_AGREEMENT_RTOL, BF16_MIN_GRAD_DIFF, BF16_TARGET
+from vrnn.bench.configs import BF16_AGREEMENT_RTOL, BF16_MIN_GRAD_DIFF, BF16_TARGET, BenchmarkError
 from vrnn.cli import main as cli_main
 from vrnn.kernels import precision
 from vrnn.models.config import ModelConfig
+from vrnn.models.dmm import DMM
 from vrnn.models.reference import Literal
 from vrnn.models.srnn import SRNN
+from vrnn.models.storn import STORN
 from vrnn.models.vrnn import VRNN
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
-SRNN_CONFIGS = {n for n, c in CONFIGS.items() if c.family == "srnn"}
+SRNN_CONFIGS = {n for n, c in CONFIGS.items() if c.family != "vrnn"}
+"""The configurations of the SRNN, the DMM and STORN: the training step only, beside the VRNN."""
+FAMILY_CLASS = {"vrnn": VRNN, "srnn": SRNN, "dmm": DMM, "storn": STORN}
 BF16 = precision.bf16_supported(CPU)  # the default --precision: fp32,bf16 where it holds
 BF16_VARIANTS = {"per-step bf16", "ours bf16"} if BF16 else set()
 needs_bf16 = pytest.mark.skipif(not BF16, reason="this CPU has no native bfloat16 products")
@@ -78,15 +82,16 @@ def test_variants_agree_with_the_per_step_baseline(name, B, T):
     """The variants as the benchmark builds them (per-step = the literal reference, autograd
     loop, ours), from one set of weights and noise: the same loss and every parameter's gradient
     to 1e-5, for each configuration's output (bernoulli, stroke-gmm, gauss). The SRNN rows:
-    ``Literal`` and ``SRNN`` (smoothing posterior, Res_q)."""
+    ``Literal`` and ``SRNN`` (smoothing posterior, Res_q); the DMM's and STORN's likewise (the
+    DMM with its smoothing posterior)."""
     cfg = dataclasses.replace(quick_config(CONFIGS[name]), batch=B, steps=T)
     variants, _, _, _ = build_variants(cfg, CPU, compile_baseline=False)
     srnn = name in SRNN_CONFIGS
     assert isinstance(variants["per-step"].module, Literal)
-    assert isinstance(variants["ours"].module, SRNN if srnn else VRNN)
-    if srnn:
+    assert type(variants["ours"].module) is FAMILY_CLASS[cfg.family]
+    if cfg.family in ("srnn", "dmm"):
         assert variants["ours"].net.config.posterior == "smoothing"
-        assert variants["ours"].net.config.res_q
+        assert variants["ours"].net.config.res_q == (cfg.family == "srnn")
     ag = check_agreement(variants)
     assert ag["passed"] and set(ag["variants"]) == ({"ours"} if srnn else {"autograd-loop",
                                                                           "ours"})
@@ -321,7 +326,7 @@ def test_quick_run_writes_every_figure(quick):
             assert ref["sizes"] == dataclasses.asdict(quick_config(CONFIGS[name]).as_vrnn())
             assert ref["sizes"]["family"] == "vrnn" and len(ref["ms_all"]) == 3
             ms = t["variants"]["ours"]["ms"]
-            assert ref["srnn_over_vrnn"] == pytest.approx(ms / ref["ms"])
+            assert ref["over_vrnn"] == pytest.approx(ms / ref["ms"])
             assert "bound" not in t and not t["targets"]
             assert "evaluation" not in r and "generation" not in r
             continue
@@ -348,16 +353,25 @@ def test_quick_run_writes_every_figure(quick):
         assert e["samples"] == 40 and e["samples_per_pass"] == bench.is_chunk(quick_config(
             CONFIGS[name]))
         assert e["separate_measured"]  # --quick times 40 passes even for paper-speech
-        assert {r_["steps"] for r_ in r["generation"].values()} == {5}
+        g = r["generation"]  # the fast sampler beside the literal one, after they agreed
+        assert {g[f"batch_{b}"]["steps"] for b in (1, 64)} == {5}
+        assert g["agreement_max_abs_diff"] <= 1e-9 and g["batch_64"]["literal"]["ms"] > 0
+        assert g["batch_1"]["speedup_vs_literal"] == pytest.approx(
+            g["batch_1"]["literal"]["ms"] / g["batch_1"]["ms"])
         if name not in ("handwriting", "speech"):  # --particle-configs' default
             assert "particles" not in r
             continue
         p = r["particles"]
-        assert set(p["particle_steps"]) == {"iwae_2", "fivo_2", "iwae_3", "fivo_3"}
+        assert set(p["particle_steps"]) == {"iwae_2", "fivo_2", "iwae_3", "fivo_3",
+                                            "fivo-steps_2", "fivo-steps_3"}
+        for k in (2, 3):  # each K-particle step against the IWAE step of its K
+            assert p["particle_steps"][f"iwae_{k}"]["over_iwae"] == 1.0
+            assert p["particle_steps"][f"fivo_{k}"]["over_iwae"] > 0
+        assert p["evaluation"]["smc_steps_ms"] > 0
         for st in p["particle_steps"].values():  # the median of ratios scales exactly by 1/K
             assert st["over_k_one_particle_steps"] == pytest.approx(
                 st["over_one_particle"] / st["particles"])
-            assert st["ms"] > 0 and st["objective"] in ("iwae", "fivo")
+            assert st["ms"] > 0 and st["objective"] in ("iwae", "fivo", "fivo-steps")
         assert p["evaluation"]["samples"] == 40 and p["evaluation"]["smc_ms"] > 0
     s = quick["scaling"]
     assert s["model"]["name"] == "handwriting"
@@ -377,8 +391,12 @@ def test_markdown_tables_come_from_a_saved_result(quick, tmp_path, capsys):
     for name in CONFIGS:
         assert f"**{name}**" in text
     assert "**srnn-speech** (SRNN, smoothing posterior, Res_q; x 200," in text
-    ref = quick["configs"]["srnn-speech"]["training"]["vrnn_reference"]
-    assert f"SRNN `ours` / VRNN `ours`: {ref['srnn_over_vrnn']:.2f}" in text
+    for name, family in (("srnn-speech", "SRNN"), ("dmm-speech", "DMM"),
+                         ("storn-speech", "STORN")):
+        ref = quick["configs"][name]["training"]["vrnn_reference"]
+        assert f"{family} `ours` / VRNN `ours`: {ref['over_vrnn']:.2f}" in text
+    assert "**dmm-speech** (DMM, smoothing posterior; x 200," in text
+    assert "**storn-speech** (STORN; x 200," in text
     assert "Importance-sampled evaluation" in text and "Scaling" in text
     iwae = quick["configs"]["speech"]["particles"]["particle_steps"]["iwae_3"]
     assert f"| speech | iwae | 3 | {iwae['ms']:.1f} | {iwae['over_one_particle']:.2f}x |" in text
@@ -599,6 +617,23 @@ def test_reports_show_the_bf16_rows(quick, tmp_path, capsys):
             f"{'met' if tg['met'] else 'MISSED'}") in out
 
 
+def test_a_fast_sampler_that_disagrees_is_caught_before_timing(monkeypatch):
+    """The generation section times nothing unless the fast sampler draws the literal one's
+    sequences: a head that draws other frames is refused."""
+    import argparse
+
+    from vrnn.bench.suites import bench_generation
+    from vrnn.models.distributions import BernoulliHead
+
+    args = argparse.Namespace(gen_steps=3, eval_repeats=1)
+    cfg = quick_config(CONFIGS["mnist"])
+    assert bench_generation(cfg, args, torch.device("cpu"))["agreement_max_abs_diff"] < 1e-12
+    monkeypatch.setattr(BernoulliHead, "sample_from",
+                        lambda self, out, temperature=1.0, generator=None: (out > 0).to(out))
+    with pytest.raises(BenchmarkError, match="fast sampler's sequences differ"):
+        bench_generation(cfg, args, torch.device("cpu"))
+
+
 def test_performance_doc_holds_the_tables_of_its_json(tmp_path):
     """``python -m vrnn.bench --from-json docs/benchmark-cpu.json --markdown FILE`` renders the
     tables that docs/PERFORMANCE.md quotes, verbatim: the document and its JSON agree, and the
@@ -613,10 +648,12 @@ def test_performance_doc_holds_the_tables_of_its_json(tmp_path):
 
 
 @pytest.mark.parametrize("name,printed", [("srnn", "SRNN ours / VRNN ours"),
+                                          ("families", "STORN ours / VRNN ours"),
                                           ("particles", "K particles"),
                                           ("precision", "speed-up of ours bf16 over ours"),
                                           ("precision-amx", "speed-up of ours bf16 over ours"),
-                                          ("precision-isolated", "in a process of their own")])
+                                          ("precision-isolated", "in a process of their own"),
+                                          ("generation", "literal ms/step")])
 def test_performance_doc_holds_the_tables_of_each_section_json(name, printed, tmp_path, capsys):
     """The SRNN, K-particle and bf16 sections of docs/PERFORMANCE.md quote the tables of
     docs/benchmark-cpu-<name>.json verbatim (rendered in this process: no timing, no second
@@ -642,7 +679,8 @@ def test_cli_runs_it_and_rejects_bad_flags(tmp_path, capsys):
                      "--no-evaluation", "--no-generation", "--no-scaling", "--particles", "2",
                      "--json", str(only), "--markdown", str(tmp_path / "p.md")]) == 0
     r = json.loads(only.read_text())["configs"]["speech"]
-    assert "training" not in r and set(r["particles"]["particle_steps"]) == {"iwae_2", "fivo_2"}
+    assert "training" not in r and set(r["particles"]["particle_steps"]) == {"iwae_2", "fivo_2",
+                                                                             "fivo-steps_2"}
     assert "| speech | fivo | 2 |" in (tmp_path / "p.md").read_text()
     assert bench.main(["--configs", "mnist,nope"]) == 2
     assert "nope" in capsys.readouterr().err

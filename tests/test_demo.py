@@ -71,7 +71,10 @@ def test_falls_back_to_chorales_without_speech(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(demo, "speech_missing", lambda: hint)
     out = tmp_path / "demo"
     report = demo.run_demo(out, quick=True, parallel=False)
-    assert "not installed" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "not installed" in captured.out
+    for model in ("vrnn-bernoulli", "rnn-bernoulli"):  # each model's progress while it trains
+        assert f"[{model}] update 1 of 8, cpu " in captured.err
     results = json.loads((out / "results.json").read_text())
     assert results["data"] == "chorales" and results["fallback"]
     assert list(results["models"]) == ["vrnn-bernoulli", "rnn-bernoulli"]

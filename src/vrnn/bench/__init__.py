@@ -1,5 +1,5 @@
 """Speed benchmark: the library's VRNN training step against a straightforward per-step VRNN,
-and the SRNN's against a per-step SRNN.
+and the SRNN's, DMM's and STORN's against their per-step readings.
 
     vrnn benchmark                                   # every configuration (takes a while)
     vrnn benchmark --configs speech --repeats 20 --json bench.json
@@ -36,7 +36,10 @@ variants and its training step only (no evaluation, generation or bound):
                       over the whole sequence, only the z-chain step by step, its first-layer
                       products with d_t and a_t hoisted out of the loop
 and the VRNN's ``ours`` of the same sizes is timed in the same rotation, so that an SRNN step
-and a VRNN step compare within one run.
+and a VRNN step compare within one run. The DMM (its smoothing posterior) and STORN at the speech
+size (configs ``dmm-speech``, ``storn-speech``) are timed the same way: ``per-step`` is
+``Literal`` through the family's step protocol, ``ours`` the model as shipped (the DMM's loop
+holds only its combiner's product with z_{t-1}; STORN has no loop over time).
 
 Precision (``--precision fp32,bf16``, both by default where the device multiplies bfloat16
 natively): each precision but fp32 adds ``per-step bf16`` and ``ours bf16`` (SRNN configs: its
@@ -53,7 +56,9 @@ Also measured: the float32 (and bfloat16) matrix-multiply rate of the machine (`
 the same rotation, so it sees the same load), achieved GFLOP/s counted analytically (2 m n k per
 product, times 3 for forward and backward), a bound from the rate of the thin (B-row) products the
 recurrence cannot avoid, importance-sampled evaluation with S = 40 against single ELBO passes,
-generation speed, memory kept for the backward pass, and the cost per time step as T and B grow.
+generation (``model.sample``'s fast sampler against the literal per-step one, side by side, once
+they draw the same sequences), memory kept for the backward pass, and the cost per time step as T
+and B grow.
 
 Modules: :mod:`~vrnn.bench.configs` (sizes, targets, data), :mod:`~vrnn.bench.variants` (the
 variants and their agreement check), :mod:`~vrnn.bench.measure` (timing, FLOP counts, profile,

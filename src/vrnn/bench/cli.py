@@ -24,10 +24,11 @@ from vrnn.bench.suites import bench_evaluation, bench_generation, bench_scaling,
 from vrnn.kernels import precision as precision_mod
 
 DESCRIPTION = ("Speed benchmark: the library's VRNN training step against a straightforward "
-               "per-step VRNN,\nand the SRNN's against a per-step SRNN (configs srnn-*: the "
-               "training step only,\nbeside the VRNN's of the same sizes); with --precision "
-               "bf16 also each of their bfloat16\ncopies (ours bf16, per-step bf16), against "
-               "the float32 ones and the bf16 matmul rate.")
+               "per-step VRNN,\nand the SRNN's, DMM's and STORN's against their per-step "
+               "readings (configs srnn-*,\ndmm-*, storn-*: the training step only, beside the "
+               "VRNN's of the same sizes); with\n--precision bf16 also each of their bfloat16 "
+               "copies (ours bf16, per-step bf16), against\nthe float32 ones and the bf16 "
+               "matmul rate.")
 
 
 def _int_list(text: str) -> list[int]:
@@ -46,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--configs", default=",".join(CONFIGS),
                    help=f"comma list of {', '.join(CONFIGS)} (default all; 'none': only the "
                         "scaling run; srnn-*: the SRNN, smoothing posterior with Res_q, at "
-                        "those sizes: training step only)")
+                        "those sizes: training step only; dmm-*, storn-*: the DMM, smoothing "
+                        "posterior, and STORN, likewise)")
     p.add_argument("--quick", action="store_true",
                    help="microscopic sizes, few repeats: checks that it runs; numbers mean nothing")
     p.add_argument("--json", default=None, metavar="PATH", help="write every figure here")
@@ -95,7 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-training", dest="training", action="store_false",
                    help="skip the training-step comparison with the per-step baseline (e.g. to "
                         "time only the K-particle steps)")
-    p.add_argument("--no-generation", dest="generation", action="store_false")
+    p.add_argument("--no-generation", dest="generation", action="store_false",
+                   help="skip the generation timing: model.sample's fast sampler against the "
+                        "literal per-step one (sample(literal=True)), 100 steps at batch 1 and "
+                        "64, side by side (of the VRNN configs)")
     p.add_argument("--no-scaling", dest="scaling", action="store_false")
     p.add_argument("--scale-steps", type=_int_list, default=None,
                    help="T values of the scaling run (default 50,100,200,500,1000,2000)")
@@ -183,7 +188,7 @@ def run(args: argparse.Namespace) -> dict:
                     "warmup": args.warmup, "precisions": args.precisions, "configs": {}}
     for name in names:
         cfg = quick_config(CONFIGS[name]) if args.quick else CONFIGS[name]
-        srnn = cfg.family == "srnn"
+        srnn = cfg.family != "vrnn"  # SRNN, DMM, STORN: training only, beside the VRNN
         n_var = 4 if args.compile and not srnn else 3  # SRNN: 2 variants and the VRNN's
         n_var += 2 * low  # per-step P and ours P for each precision P but fp32
         need, have = estimated_bytes(cfg, n_var), available_memory_bytes(device)

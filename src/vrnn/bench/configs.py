@@ -31,9 +31,13 @@ class BenchConfig:
     """Data kind: 'binary', 'strokes' or 'audio'."""
     family: str = "vrnn"
     """'vrnn', or 'srnn': the SRNN (Fraccaro et al. 2016) at these sizes, d_t and a_t with H units,
-    phi_x the identity (as the SRNN paper), prior, encoder and decoder one layer of H."""
+    phi_x the identity (as the SRNN paper), prior, encoder and decoder one layer of H; 'dmm': the
+    Deep Markov Model (Krishnan et al. 2017), its inference RNN of H units over x itself (as its
+    paper), transition and emission MLPs one layer of H; 'storn': STORN (Bayer and Osendorfer
+    2014), its generative and recognition RNNs of H units over x and z themselves (as its paper),
+    encoder and decoder one layer of H."""
     posterior: str = "filtering"
-    """The SRNN's posterior: 'smoothing' (a backward RNN) or 'filtering'."""
+    """The SRNN's and the DMM's posterior: 'smoothing' (a backward RNN) or 'filtering'."""
     res_q: bool = False
     """The SRNN's Res_q (posterior mean = prior mean + the encoder's output)."""
 
@@ -44,13 +48,23 @@ class BenchConfig:
                                h_dim=self.hidden, a_dim=self.hidden, z_dim=self.z_dim, phi_x=(),
                                prior_net=w, encoder=w, decoder=w, posterior=self.posterior,
                                res_q=self.res_q, name=f"bench-{self.name}")
+        if self.family == "dmm":
+            return ModelConfig(family="dmm", x_dim=self.x_dim, output=self.output,
+                               h_dim=self.hidden, a_dim=self.hidden, z_dim=self.z_dim, phi_x=(),
+                               prior_net=w, decoder=w, posterior=self.posterior,
+                               name=f"bench-{self.name}")
+        if self.family == "storn":
+            return ModelConfig(family="storn", x_dim=self.x_dim, output=self.output,
+                               h_dim=self.hidden, a_dim=self.hidden, z_dim=self.z_dim, phi_x=(),
+                               phi_z=(), encoder=w, decoder=w, prior="standard",
+                               name=f"bench-{self.name}")
         return ModelConfig(family="vrnn", x_dim=self.x_dim, output=self.output,
                            h_dim=self.hidden, z_dim=self.z_dim, phi_x=w, phi_z=w, encoder=w,
                            prior_net=w, decoder=w, name=f"bench-{self.name}")
 
     def as_vrnn(self) -> BenchConfig:
-        """The VRNN of the same sizes (an SRNN row's reference timing)."""
-        return replace(self, name=self.name.removeprefix("srnn-"), family="vrnn",
+        """The VRNN of the same sizes (the reference timing of an SRNN, DMM or STORN row)."""
+        return replace(self, name=self.name.removeprefix(f"{self.family}-"), family="vrnn",
                        posterior="filtering", res_q=False)
 
 
@@ -66,6 +80,11 @@ CONFIGS: dict[str, BenchConfig] = {
                                family="srnn", posterior="smoothing", res_q=True),
     "srnn-handwriting": BenchConfig("srnn-handwriting", 3, 400, 32, 300, 32, "stroke-gmm",
                                     "strokes", family="srnn", posterior="smoothing", res_q=True),
+    # The DMM (its paper's smoothing posterior) and STORN at the speech size, the same way.
+    "dmm-speech": BenchConfig("dmm-speech", 200, 1000, 200, 40, 32, "gauss", "audio",
+                              family="dmm", posterior="smoothing"),
+    "storn-speech": BenchConfig("storn-speech", 200, 1000, 200, 40, 32, "gauss", "audio",
+                                family="storn"),
 }
 
 TARGETS: dict[str, tuple[float | None, float | None]] = {
@@ -76,6 +95,8 @@ TARGETS: dict[str, tuple[float | None, float | None]] = {
     "paper-speech": (None, None),
     "srnn-speech": (None, None),
     "srnn-handwriting": (None, None),
+    "dmm-speech": (None, None),
+    "storn-speech": (None, None),
 }
 BF16_TARGET: dict[str, float] = {
     # config: speed-up of `ours bf16` over `ours` (ratio of medians); absent: no target
@@ -85,6 +106,12 @@ BF16_TARGET: dict[str, float] = {
 }
 IS_SAMPLES = 40
 IS_TARGET = 20.0  # IS with S = 40 in at most this many single ELBO passes
+GENERATION_TARGET = 2.0
+"""The fast sampler's speed-up over the literal per-step sampler asked for (100 steps, batch 1
+and 64)."""
+GENERATION_AGREEMENT_ATOL = 1e-9
+"""The largest difference allowed between the fast and the literal sampler's sequences from one
+seed, in float64 (measured: 1e-15)."""
 AGREEMENT_RTOL = 1e-5
 BF16_U = 2.0 ** -8
 """bfloat16's unit roundoff: 8 significant bits, rounding to nearest."""

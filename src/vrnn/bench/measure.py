@@ -131,6 +131,21 @@ def srnn_training_flops(model: SRNN, batch: int, steps: int) -> dict[str, float]
             "rnn_recurrent": 4.0 * m["rnn_recurrent"] * rows}
 
 
+def family_training_flops(model: nn.Module, batch: int, steps: int) -> dict[str, float]:
+    """Analytic FLOPs of one training step of a DMM or STORN, each of whose weight entries is
+    applied once per sequence step (every ``nn.Linear``, and the library RNNs' input and
+    recurrent products): 2 m n k per product, x3 for forward + backward (``total``);
+    ``rnn_recurrent``: the B-row products of the RNNs' recurrences, forward and input gradients
+    (x2 of the forward)."""
+    linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Linear))
+    rnns = [m for m in model.modules() if isinstance(m, nn.RNNBase)]
+    rnn = sum(p.numel() for m in rnns for n, p in m.named_parameters() if n.startswith("weight"))
+    recurrent = sum(p.numel() for m in rnns for n, p in m.named_parameters()
+                    if n.startswith("weight_hh"))
+    rows = batch * steps
+    return {"total": 6.0 * (linear + rnn) * rows, "rnn_recurrent": 4.0 * recurrent * rows}
+
+
 def is_flop_ratio(model: VRNN, samples: int = IS_SAMPLES) -> dict[str, float]:
     """Analytic multiply-adds of IS with S samples over those of one ELBO pass. phi_x and the
     products with phi_x(x_t) (encoder's first layer, the cell's input product) are shared by the

@@ -2,9 +2,15 @@
 
 A training step of ``--objective iwae`` or ``fivo`` with K particles runs the K trajectories of a
 sequence as replicas (phi_x, and its products with the recurrence's weights, once per sequence),
-so it should cost well under K one-particle (ELBO) steps. The SMC estimate of log p(x) with S
-particles runs the same S trajectories as importance sampling, plus the resampling. Both are
-timed here in one rotation, on the benchmark's batch of a configuration.
+so it should cost well under K one-particle (ELBO) steps. FIVO runs its particle filter inside
+the same pass (vrnn.inference.particles: the filtering loop weighs each step's particles and
+copies states by ancestor), so it should cost about what IWAE does at the same K; the
+``fivo-steps`` rows time the filter run one step at a time through the step protocol under
+autograd (``smc_log_likelihood(differentiable=True)``, how FIVO trained before), beside it. The
+SMC estimate of log p(x) with S particles runs the same S trajectories as importance sampling,
+plus the per-step weights and the resampling, inside the fast loop too (``smc_steps_ms``: the
+step-by-step filter). All timed here in one rotation, on the benchmark's batch of a
+configuration.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from vrnn.bench.suites import is_chunk
 from vrnn.bench.variants import make_optimizer
 from vrnn.inference.importance import estimate_log_likelihood
 from vrnn.inference.objectives import ELBO, make_objective
-from vrnn.inference.smc import smc_log_likelihood
+from vrnn.inference.smc import _filter, smc_log_likelihood
 from vrnn.models.vrnn import VRNN
 from vrnn.train.objective import LossModule
 
@@ -56,16 +62,19 @@ def bench_particles(cfg: BenchConfig, args: argparse.Namespace, device: torch.de
         for objective in ("iwae", "fivo"):
             loss = LossModule(model, make_objective(objective, particles=k))
             fns[f"{objective}_{k}"] = _step(loss, opt, x, gen)
+        fns[f"fivo-steps_{k}"] = _steps_fivo(model, opt, x, gen, k)
     ts = interleaved(fns, args.particle_repeats, args.warmup, sync_for(device))
     one = ts["elbo"]
     steps = {}
     for k in args.particles:
-        for objective in ("iwae", "fivo"):
+        iw = ts[f"iwae_{k}"]
+        for objective in ("iwae", "fivo", "fivo-steps"):
             t = ts[f"{objective}_{k}"]
             steps[f"{objective}_{k}"] = {
                 "objective": objective, "particles": k, "ms": median(t) * 1e3,
                 "over_one_particle": median([a / b for a, b in zip(t, one)]),
-                "over_k_one_particle_steps": median([a / (k * b) for a, b in zip(t, one)])}
+                "over_k_one_particle_steps": median([a / (k * b) for a, b in zip(t, one)]),
+                "over_iwae": median([a / b for a, b in zip(t, iw)])}
 
     model.eval()
     chunk = is_chunk(cfg)
@@ -77,10 +86,34 @@ def bench_particles(cfg: BenchConfig, args: argparse.Namespace, device: torch.de
     def smc_eval() -> None:
         smc_log_likelihood(model, x, particles=IS_SAMPLES, generator=gen)
 
-    ev = interleaved({"is": is_eval, "smc": smc_eval}, args.eval_repeats, args.eval_warmup,
-                     sync_for(device))
+    def smc_steps_eval() -> None:
+        with torch.no_grad():
+            _filter(model, x, None, IS_SAMPLES, gen, 0.5)
+
+    ev = interleaved({"is": is_eval, "smc": smc_eval, "smc_steps": smc_steps_eval},
+                     args.eval_repeats, args.eval_warmup, sync_for(device))
     return {"batch": cfg.batch, "steps": cfg.steps, "repeats": args.particle_repeats,
             "elbo_step_ms": median(one) * 1e3, "particle_steps": steps,
             "evaluation": {"samples": IS_SAMPLES, "repeats": args.eval_repeats,
                            "is_ms": median(ev["is"]) * 1e3, "smc_ms": median(ev["smc"]) * 1e3,
-                           "smc_over_is": median([a / b for a, b in zip(ev["smc"], ev["is"])])}}
+                           "smc_over_is": median([a / b for a, b in zip(ev["smc"], ev["is"])]),
+                           "smc_steps_ms": median(ev["smc_steps"]) * 1e3,
+                           "smc_steps_over_is": median([a / b for a, b in
+                                                        zip(ev["smc_steps"], ev["is"])])}}
+
+
+def _steps_fivo(model: VRNN, opt: torch.optim.Optimizer, x, gen: torch.Generator, k: int):
+    """One FIVO update with the filter run step by step through the protocol under autograd
+    (``smc_log_likelihood(differentiable=True)``), and the plain ELBO pass beside it, as FIVO
+    trained before the filter ran inside the loop."""
+    scale = 1.0 / x.shape[0]
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        est = smc_log_likelihood(model, x, particles=k, generator=gen, differentiable=True)
+        with torch.no_grad():
+            model(x, generator=gen)
+        (-est.log_likelihood.sum() * scale).backward()
+        opt.step()
+
+    return step

@@ -230,11 +230,38 @@ _GENERATION = (
 )
 
 
+_GENERATION_PAIRED = (
+    Col("config", text="generation", width=13, md="config", left=True),
+    Col("batch", "{}", "batch", 6, "batch"),
+    Col("fast_ms", "{:.2f}", "fast ms/step", 14, "fast ms / step"),
+    Col("literal_ms", "{:.2f}", "literal ms/step", 17, "literal ms / step"),
+    Col("speedup", "{:.2f}x", "speed-up", 10, "speed-up vs literal", "{:.2f}"),
+    Col("paired", "{:.2f}x", "paired", 9, "paired", "{:.2f}"),
+    Col("frames", "{:,.0f}", "frames/s", 12, "frames / s (fast)"),
+)
+"""The generation table of a result that times the fast sampler beside the literal one."""
+
+
+def _paired_generation(configs: dict) -> bool:
+    return any("literal" in g.get("batch_1", {})
+               for g in _section(configs, "generation").values())
+
+
 def _generation_rows(configs: dict) -> list[dict]:
+    if _paired_generation(configs):
+        return [{"config": n if b == 1 else "", "batch": b, "fast_ms": r["ms_per_step"],
+                 "literal_ms": r["literal"]["ms_per_step"], "speedup": r["speedup_vs_literal"],
+                 "paired": r["paired_speedup_vs_literal"], "frames": r["frames_per_s"]}
+                for n, g in _section(configs, "generation").items()
+                for b, r in ((1, g["batch_1"]), (64, g["batch_64"]))]
     return [{"config": n, "steps_b1": g["batch_1"]["steps_per_s"],
              "steps_b64": g["batch_64"]["steps_per_s"],
              "frames_b64": g["batch_64"]["frames_per_s"]}
             for n, g in _section(configs, "generation").items()]
+
+
+def _generation_cols(configs: dict) -> tuple[Col, ...]:
+    return _GENERATION_PAIRED if _paired_generation(configs) else _GENERATION
 
 
 _PARTICLES = (
@@ -245,6 +272,7 @@ _PARTICLES = (
     Col("ms", "{:.1f}", "ms", 9, "ms / step"),
     Col("over_one_particle", "{:.2f}x", "/ ELBO step", 12, "/ ELBO step"),
     Col("over_k_one_particle_steps", "{:.2f}x", "/ K ELBO steps", 16, "/ K ELBO steps"),
+    Col("over_iwae", "{:.2f}x", "/ IWAE", 9, "/ IWAE step, same K"),
 )
 _SMC = (
     Col("config", md="config", left=True),
@@ -252,25 +280,48 @@ _SMC = (
     Col("is_ms", "{:.0f}", md="IS ms"),
     Col("smc_ms", "{:.0f}", md="SMC ms"),
     Col("smc_over_is", "{:.2f}x", md="SMC / IS"),
+    Col("smc_steps_ms", "{:.0f}", md="SMC step by step ms"),
+    Col("smc_steps_over_is", "{:.2f}x", md="step by step / IS"),
 )
+
+
+def _measured(cols: tuple[Col, ...], rows: list[dict],
+              optional: tuple[str, ...]) -> tuple[Col, ...]:
+    """``cols`` without those of ``optional`` that no row measured (a result recorded before
+    they were: its report reads as it did)."""
+    return tuple(c for c in cols if c.key not in optional
+                 or any(r.get(c.key) is not None for r in rows))
 
 
 def _particle_rows(n: str, p: dict) -> list[dict]:
     """The one-particle ELBO step, then each K-particle step, of configuration ``n``."""
     elbo = {"config": n, "step": "elbo", "objective": "elbo", "particles": 1,
             "ms": p["elbo_step_ms"], "over_one_particle": 1.0, "over_k_one_particle_steps": 1.0}
-    return [elbo] + [{**st, "config": n, "step": key} for key, st in p["particle_steps"].items()]
+    # (over_iwae: absent from results recorded before the filter ran in the loop)
+    return [{**elbo, "over_iwae": None}] + [{"over_iwae": None, **st, "config": n, "step": key}
+                                            for key, st in p["particle_steps"].items()]
 
 
 # -- text --------------------------------------------------------------------------------------
 
 
 def _model_name(z: dict) -> str:
-    """'SRNN, smoothing posterior, Res_q; ' for an SRNN row's sizes, '' for a VRNN's (and for a
-    result written before the SRNN rows)."""
-    if z.get("family", "vrnn") != "srnn":
+    """'SRNN, smoothing posterior, Res_q; ' for an SRNN row's sizes ('DMM, smoothing posterior; ',
+    'STORN; '), '' for a VRNN's (and for a result written before the SRNN rows)."""
+    family = z.get("family", "vrnn")
+    if family == "vrnn":
         return ""
-    return f"SRNN, {z['posterior']} posterior{', Res_q' if z['res_q'] else ''}; "
+    if family == "storn":  # its posterior is filtering by definition
+        return "STORN; "
+    res_q = ", Res_q" if z.get("res_q") else ""
+    return f"{family.upper()}, {z['posterior']} posterior{res_q}; "
+
+
+def _over_vrnn(z: dict, ref: dict) -> tuple[str, float, float]:
+    """The family's name and its ``ours`` time over the VRNN's (the ratio of medians, and the
+    median of the per-round ratios), read from a result of any version."""
+    paired = ref.get("paired_over_vrnn", ref.get("paired_srnn_over_vrnn"))
+    return z.get("family", "srnn").upper(), ref.get("over_vrnn", ref.get("srnn_over_vrnn")), paired
 
 
 def _text_training(name: str, t: dict, w: int = 13) -> list[str]:
@@ -287,9 +338,10 @@ def _text_training(name: str, t: dict, w: int = 13) -> list[str]:
     lines += _low_text(t, w)
     ref = t.get("vrnn_reference")
     if ref is not None:
+        family, ratio, paired = _over_vrnn(t["sizes"], ref)
         lines.append(f"{'':<{w}}VRNN ours at these sizes, in the same rotation: "
-                     f"{ref['ms']:.1f} ms; SRNN ours / VRNN ours "
-                     f"{ref['srnn_over_vrnn']:.2f} (paired {ref['paired_srnn_over_vrnn']:.2f})")
+                     f"{ref['ms']:.1f} ms; {family} ours / VRNN ours "
+                     f"{ratio:.2f} (paired {paired:.2f})")
     comp = t.get("compile")
     if comp is not None:
         if "error" in comp:
@@ -325,6 +377,13 @@ def _text_targets(configs: dict) -> list[str]:
             fmt = "{:.2f}x" if "speedup" in key else "{:.0%}"
             lines.append(f"  {name:<13}{key:<22}{fmt.format(tg['value']):>8} (target "
                          f"{fmt.format(tg['target'])}) {'met' if tg['met'] else 'MISSED'}")
+        for b in (1, 64):
+            g = r.get("generation", {}).get(f"batch_{b}", {})
+            if "speedup_vs_literal" in g:
+                lines.append(f"  {name:<13}{f'sample B={b} / literal':<22}"
+                             f"{g['speedup_vs_literal']:>7.2f}x (target "
+                             f"{r['generation']['target']:.2f}x) "
+                             f"{'met' if g['met'] else 'MISSED'}")
         if "evaluation" in r:
             e = r["evaluation"]
             lines.append(f"  {name:<13}{'IS S=40 / ELBO pass':<22}{e['is_over_one_pass']:>7.1f}x"
@@ -336,7 +395,7 @@ def _text_targets(configs: dict) -> list[str]:
 def _text_evaluation_and_generation(configs: dict) -> list[str]:
     lines = []
     for cols, rows in ((_EVALUATION, _evaluation_rows(configs)),
-                       (_GENERATION, _generation_rows(configs))):
+                       (_generation_cols(configs), _generation_rows(configs))):
         if rows:
             lines += ["", _text_header(cols), *_text_rows(cols, rows)]
     return lines
@@ -346,12 +405,16 @@ def _text_particles(configs: dict) -> list[str]:
     parts = _section(configs, "particles")
     if not parts:
         return []
-    lines = ["", _text_header(_PARTICLES)]
+    cols = _measured(_PARTICLES, [r for n, p in parts.items() for r in _particle_rows(n, p)],
+                     ("over_iwae",))
+    lines = ["", _text_header(cols)]
     for n, p in parts.items():
-        lines += _text_rows(_PARTICLES, _particle_rows(n, p))
+        lines += _text_rows(cols, _particle_rows(n, p))
         e = p["evaluation"]
+        steps = (f"; step by step {e['smc_steps_ms']:.0f} ms ({e['smc_steps_over_is']:.2f}x)"
+                 if "smc_steps_ms" in e else "")
         lines.append(f"{n:<13}SMC S={e['samples']} {e['smc_ms']:.0f} ms, IS S={e['samples']} "
-                     f"{e['is_ms']:.0f} ms: SMC / IS {e['smc_over_is']:.2f}x")
+                     f"{e['is_ms']:.0f} ms: SMC / IS {e['smc_over_is']:.2f}x{steps}")
     return lines
 
 
@@ -416,12 +479,13 @@ def _md_training(name: str, t: dict) -> list[str]:
     out += _low_markdown(t)
     ref = t.get("vrnn_reference")
     if ref is not None:
+        family, ratio, paired = _over_vrnn(z, ref)
         out += ["", f"The VRNN's `ours` at these sizes "
                 f"({ref['flops_per_step']['total'] / 1e9:.1f} GFLOP per step), timed in the "
                 f"same rotation: {ref['ms']:.1f} ms / step, {ref['gflops']:.1f} GFLOP/s, "
                 f"{ref['saved_for_backward_bytes'] / 2**20:.0f} MiB kept for backward. "
-                f"SRNN `ours` / VRNN `ours`: {ref['srnn_over_vrnn']:.2f} "
-                f"(median of the per-round ratios {ref['paired_srnn_over_vrnn']:.2f})."]
+                f"{family} `ours` / VRNN `ours`: {ratio:.2f} "
+                f"(median of the per-round ratios {paired:.2f})."]
     prof = t.get("profile", {})
     if prof:
         cats = list(next(iter(prof.values()))["categories_ms"])
@@ -439,7 +503,15 @@ def _md_evaluation_and_generation(configs: dict) -> list[str]:
         out += ["Importance-sampled evaluation, S = 40, no gradients:", "",
                 *_md_table(_EVALUATION, rows, _EVALUATION_MD_ORDER), ""]
     rows = _generation_rows(configs)
-    if rows:
+    if rows and _paired_generation(configs):
+        g = next(iter(_section(configs, "generation").values()))
+        out += [f"Generation (ancestral sampling, {g['steps']} steps from the prior): the fast "
+                f"sampler (`model.sample`, the default) against the literal per-step sampler "
+                f"(`model.sample(..., literal=True)`: the step protocol's distribution objects), "
+                f"timed in one rotation; the speed-up is the ratio of medians, paired the median "
+                f"of the per-round ratios. Both draw the same sequences from one seed (checked "
+                f"first, in float64):", "", *_md_table(_GENERATION_PAIRED, rows), ""]
+    elif rows:
         out += ["Generation (ancestral sampling):", "", *_md_table(_GENERATION, rows), ""]
     return out
 
@@ -448,14 +520,16 @@ def _md_particles(configs: dict) -> list[str]:
     parts = _section(configs, "particles")
     if not parts:
         return []
+    rows = [row for n, p in parts.items() for row in _particle_rows(n, p)]
+    smc = [{"smc_steps_ms": None, "smc_steps_over_is": None, **p["evaluation"], "config": n}
+           for n, p in parts.items()]
     return ["Training with K particles (`--objective iwae|fivo --particles K`), one update "
             "(forward, backward, Adam) against the one-particle ELBO update, and against K of "
             "them (the median of each round's ratio):", "",
-            *_md_table(_PARTICLES, [row for n, p in parts.items()
-                                    for row in _particle_rows(n, p)]),
+            *_md_table(_measured(_PARTICLES, rows, ("over_iwae",)), rows),
             "", "Particle-filter (SMC) estimate of log p(x) against importance sampling, the "
             "same S, no gradients:", "",
-            *_md_table(_SMC, [{**p["evaluation"], "config": n} for n, p in parts.items()]), ""]
+            *_md_table(_measured(_SMC, smc, ("smc_steps_ms", "smc_steps_over_is")), smc), ""]
 
 
 def _md_scaling(s: dict) -> list[str]:

@@ -12,14 +12,18 @@ from torch import Tensor
 
 from vrnn.bench.configs import (
     BF16_TARGET,
+    GENERATION_AGREEMENT_ATOL,
+    GENERATION_TARGET,
     IS_SAMPLES,
     IS_TARGET,
     TARGETS,
     BenchConfig,
+    BenchmarkError,
     make_batch,
 )
 from vrnn.bench.isolated import pair_in_fresh_process
 from vrnn.bench.measure import (
+    family_training_flops,
     interleaved,
     is_flop_ratio,
     median,
@@ -60,8 +64,9 @@ LOW_DTYPES = {"bf16": torch.bfloat16}
 def bench_training(cfg: BenchConfig, args: argparse.Namespace, device: torch.device) -> dict:
     """One training step (forward, backward, Adam) of every variant, interleaved with the
     machine's matmul rate, after the agreement check; memory, the bound, the targets and (with
-    ``--profile``) the operator profile. An SRNN configuration times its two variants and, in the
-    same rotation, the VRNN's ``ours`` of the same sizes (``vrnn_reference``); it has no bound.
+    ``--profile``) the operator profile. An SRNN, DMM or STORN configuration times its two
+    variants and, in the same rotation, the VRNN's ``ours`` of the same sizes
+    (``vrnn_reference``); it has no bound.
 
     Each precision P of ``args.precisions`` but fp32 (``--precision``) adds ``per-step P`` and
     ``ours P`` to the rotation, and an ``n x n x n`` product in P (``sgemm_P``): the JSON's
@@ -74,7 +79,7 @@ def bench_training(cfg: BenchConfig, args: argparse.Namespace, device: torch.dev
     ``ours P`` once more in a fresh process of their own, before anything is built here
     (:mod:`vrnn.bench.isolated`): the JSON's ``isolated[P]``, and the target
     ``bf16_speedup_isolated`` beside ``bf16_speedup_vs_fp32``."""
-    srnn = cfg.family == "srnn"
+    other = cfg.family != "vrnn"  # an SRNN, DMM or STORN: two variants beside the VRNN's
     precisions = [p for p in getattr(args, "precisions", ["fp32"]) if p != "fp32"]
     isolated = {}
     if getattr(args, "isolated", False):  # first, while this process holds the least memory
@@ -85,8 +90,10 @@ def bench_training(cfg: BenchConfig, args: argparse.Namespace, device: torch.dev
     variants, x, noise, info = build_variants(cfg, device, args.compile,
                                               precisions=["fp32", *precisions])
     agreement = check_agreement(variants)
-    if srnn:
+    if cfg.family == "srnn":
         flops = srnn_training_flops(variants["ours"].net, cfg.batch, cfg.steps)
+    elif other:
+        flops = family_training_flops(variants["ours"].net, cfg.batch, cfg.steps)
     else:
         flops = training_flops(variants["ours"].net, cfg.batch, cfg.steps)
     fns = {name: train_step(v.loss, make_optimizer(v.module.parameters()))
@@ -95,7 +102,7 @@ def bench_training(cfg: BenchConfig, args: argparse.Namespace, device: torch.dev
     fns["sgemm"] = mm
     for p in precisions:  # the same n, in P, in the same rotation
         fns[f"sgemm_{p}"] = sgemm_fn(args.sgemm_size, device, LOW_DTYPES[p])[0]
-    ref = vrnn_reference(cfg, device) if srnn else None
+    ref = vrnn_reference(cfg, device) if other else None
     if ref is not None:  # the VRNN's ours of the same sizes, in the same rotation
         fns[ref.name] = train_step(ref.loss, make_optimizer(ref.module.parameters()))
     times = interleaved(fns, args.repeats, args.warmup, sync_for(device))
@@ -137,7 +144,7 @@ def bench_training(cfg: BenchConfig, args: argparse.Namespace, device: torch.dev
             torch.cuda.reset_peak_memory_stats(device)
             fns[name]()
             out["memory"][name]["cuda_peak_bytes"] = torch.cuda.max_memory_allocated(device)
-    if srnn:
+    if other:
         out["vrnn_reference"] = vrnn_reference_record(ref, ref_times, times["ours"], cfg,
                                                       rate)
     else:
@@ -148,7 +155,7 @@ def bench_training(cfg: BenchConfig, args: argparse.Namespace, device: torch.dev
                                                    args.repeats, device, LOW_DTYPES[p])
     if args.profile and device.type == "cpu":
         profiled = (BASELINE, "autograd-loop", "ours", *(f"ours {p}" for p in precisions))
-        out["profile"] = {name: profile_step(fns[name], cfg.batch, rows, library_rnn=srnn)
+        out["profile"] = {name: profile_step(fns[name], cfg.batch, rows, library_rnn=other)
                           for name in profiled if name in variants}
     out["targets"] = targets(cfg.name, out["variants"]["ours"],
                              out["variants"].get("ours bf16"), isolated.get("bf16"))
@@ -157,9 +164,10 @@ def bench_training(cfg: BenchConfig, args: argparse.Namespace, device: torch.dev
 
 def vrnn_reference_record(ref: Variant, ref_times: list[float], ours_times: list[float],
                           cfg: BenchConfig, rate: float) -> dict:
-    """An SRNN row's reference: the VRNN's ``ours`` of the same sizes, timed in the same rotation;
-    ``srnn_over_vrnn``: the SRNN's ``ours`` time over it (ratio of medians, and the median of
-    the per-round ratios)."""
+    """An SRNN, DMM or STORN row's reference: the VRNN's ``ours`` of the same sizes, timed in the
+    same rotation; ``over_vrnn``: the row's ``ours`` time over it (ratio of medians; and
+    ``paired_over_vrnn``, the median of the per-round ratios). Results written before the DMM
+    and STORN rows call them ``srnn_over_vrnn`` and ``paired_srnn_over_vrnn``."""
     vcfg = cfg.as_vrnn()
     flops = training_flops(ref.net, vcfg.batch, vcfg.steps)
     ms = median(ref_times) * 1e3
@@ -168,8 +176,8 @@ def vrnn_reference_record(ref: Variant, ref_times: list[float], ours_times: list
             "gflops": flops["total"] / (ms / 1e3) / 1e9,
             "fraction_of_sgemm": flops["total"] / (ms / 1e3) / 1e9 / rate,
             "saved_for_backward_bytes": saved_bytes(ref.loss),
-            "srnn_over_vrnn": median(ours_times) / median(ref_times),
-            "paired_srnn_over_vrnn": paired_ratio(ours_times, ref_times)}
+            "over_vrnn": median(ours_times) / median(ref_times),
+            "paired_over_vrnn": paired_ratio(ours_times, ref_times)}
 
 
 def targets(name: str, ours: dict, ours_bf16: dict | None = None,
@@ -270,18 +278,48 @@ def bench_evaluation(cfg: BenchConfig, args: argparse.Namespace, device: torch.d
 
 
 def bench_generation(cfg: BenchConfig, args: argparse.Namespace, device: torch.device) -> dict:
-    """``model.sample`` from the prior: time steps (and frames) per second at batch 1 and 64."""
+    """``model.sample`` from the prior, ``args.gen_steps`` steps at batch 1 and 64: the fast
+    sampler (the default, :mod:`vrnn.models.generation`) against the literal per-step one
+    (``sample(..., literal=True)``: the step protocol's distribution objects) in one rotation, the
+    speed-up their ratio of medians (and the median of the per-round ratios) against
+    :data:`~vrnn.bench.configs.GENERATION_TARGET`. First the two must draw the same sequences
+    from one seed (a float64 copy of the model, a few steps): else ``BenchmarkError``."""
     torch.manual_seed(0)
-    model = VRNN(cfg.model_config()).to(device)
+    model = VRNN(cfg.model_config()).to(device).eval()
+    diff = generation_agreement(model)
+    if diff > GENERATION_AGREEMENT_ATOL:
+        raise BenchmarkError(f"{cfg.name}: the fast sampler's sequences differ from the literal "
+                             f"sampler's by {diff:.2e} (float64, same seed)")
     gen = torch.Generator(device=device).manual_seed(0)
-    out = {}
+    steps = args.gen_steps
+    out: dict = {"steps": steps, "agreement_max_abs_diff": diff, "target": GENERATION_TARGET}
     for num in (1, 64):
-        ts = interleaved({"sample": lambda n=num: model.sample(n, args.gen_steps, generator=gen)},
-                         args.eval_repeats, 1, sync_for(device))["sample"]
-        s = median(ts)
-        out[f"batch_{num}"] = {"steps": args.gen_steps, "steps_per_s": args.gen_steps / s,
-                               "frames_per_s": num * args.gen_steps / s, "ms": s * 1e3}
+        fns = {"fast": lambda n=num: model.sample(n, steps, generator=gen),
+               "literal": lambda n=num: model.sample(n, steps, generator=gen, literal=True)}
+        ts = interleaved(fns, args.eval_repeats, 1, sync_for(device))
+        rec = {}
+        for name, t in ts.items():
+            s = median(t)
+            rec[name] = {"ms": s * 1e3, "ms_per_step": s * 1e3 / steps,
+                         "steps_per_s": steps / s, "frames_per_s": num * steps / s}
+        speedup = median(ts["literal"]) / median(ts["fast"])
+        out[f"batch_{num}"] = {**rec["fast"], "steps": steps, "literal": rec["literal"],
+                               "speedup_vs_literal": speedup,
+                               "paired_speedup_vs_literal": paired_ratio(ts["literal"],
+                                                                         ts["fast"]),
+                               "met": speedup >= GENERATION_TARGET}
     return out
+
+
+def generation_agreement(model: VRNN, num: int = 3, steps: int = 5) -> float:
+    """The largest difference between the fast and the literal sampler's sequences from one
+    seed, on a float64 copy of ``model`` (so that rounding cannot flip a discrete draw)."""
+    import copy
+
+    twin = copy.deepcopy(model).double()
+    fast, literal = (twin.sample(num, steps, generator=torch.Generator(
+        device=twin.initial_state.device).manual_seed(1), literal=lit) for lit in (False, True))
+    return float((fast - literal).abs().max())
 
 
 def bench_scaling(cfg: BenchConfig, args: argparse.Namespace, device: torch.device) -> dict:

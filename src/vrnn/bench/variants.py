@@ -21,6 +21,13 @@ the z-chain per step) and ``ours`` (:class:`vrnn.models.srnn.SRNN` as shipped: t
 RNNs, only the z-chain step by step with its first-layer products hoisted). Its row also times
 the VRNN's ``ours`` of the same sizes (:func:`vrnn_reference`), for the ratio of an SRNN step to a
 VRNN step. With bf16 it too gets ``per-step bf16`` and ``ours bf16``.
+
+A DMM or STORN configuration (``family = 'dmm'`` or ``'storn'``) has the same two, and the same
+VRNN beside them: ``per-step`` (``Literal`` through the family's step protocol: the DMM's
+inference RNN fused over the sequence, its combiner, transition and emission per step; STORN's
+recognition RNN fused, its generative RNN, encoder and emission per step) and ``ours`` (the model
+as shipped: the DMM's loop holds only the combiner's product with z_{t-1} and the draw, STORN
+has no loop over time).
 """
 
 from __future__ import annotations
@@ -43,8 +50,8 @@ from vrnn.bench.configs import (
 )
 from vrnn.kernels import precision as precision_mod
 from vrnn.models.base import SequenceModel
+from vrnn.models.build import build_model
 from vrnn.models.reference import Literal
-from vrnn.models.srnn import SRNN
 from vrnn.models.vrnn import VRNN
 
 BASELINE = "per-step"
@@ -57,7 +64,8 @@ class Variant:
     name: str
     module: nn.Module
     """What the optimiser trains: a :class:`VRNN` or a :class:`Literal` around one (an
-    :class:`SRNN` or a :class:`Literal`)."""
+    :class:`~vrnn.models.srnn.SRNN`, :class:`~vrnn.models.dmm.DMM` or
+    :class:`~vrnn.models.storn.STORN`, or a :class:`Literal` around one)."""
     net: SequenceModel
     """The model holding ``module``'s weights (the same parameter names in every variant)."""
     loss: Callable[[], Tensor]
@@ -166,11 +174,11 @@ def build_variants(cfg: BenchConfig, device: torch.device, compile_baseline: boo
     """The training-step variants, all from one set of initial weights, and the batch ``x (B, T,
     D)`` with its noise ``(B, T, Z)``. ``info`` holds the ``compile`` record when
     ``compile_baseline``; a compiler that fails is reported there and its variant left out.
-    An SRNN configuration gives ``per-step`` and ``ours`` (no compiled variant). Each precision
-    of ``precisions`` but fp32 adds ``per-step P`` and ``ours P`` (:func:`low_precision_variants`),
-    after the float32 ones."""
-    if cfg.family == "srnn":
-        return (*build_srnn_variants(cfg, device, seed, precisions), {})
+    An SRNN, DMM or STORN configuration gives ``per-step`` and ``ours`` (no compiled variant).
+    Each precision of ``precisions`` but fp32 adds ``per-step P`` and ``ours P``
+    (:func:`low_precision_variants`), after the float32 ones."""
+    if cfg.family != "vrnn":
+        return (*build_family_variants(cfg, device, seed, precisions), {})
     torch.manual_seed(seed)
     ours = VRNN(cfg.model_config()).to(device)
     x, noise = make_batch(cfg, device, seed)
@@ -196,13 +204,13 @@ def build_variants(cfg: BenchConfig, device: torch.device, compile_baseline: boo
     return variants, x, noise, info
 
 
-def build_srnn_variants(cfg: BenchConfig, device: torch.device, seed: int = 0,
-                        precisions=("fp32",)) -> tuple[dict[str, Variant], Tensor, Tensor]:
-    """The SRNN's variants (``per-step`` = :class:`Literal`, ``ours`` = :class:`SRNN`, and
-    their copies at each precision of ``precisions`` but fp32) from one set of initial weights,
-    and the batch with its noise."""
+def build_family_variants(cfg: BenchConfig, device: torch.device, seed: int = 0,
+                          precisions=("fp32",)) -> tuple[dict[str, Variant], Tensor, Tensor]:
+    """The variants of an SRNN, DMM or STORN configuration (``per-step`` = :class:`Literal`,
+    ``ours`` = the model as shipped, and their copies at each precision of ``precisions`` but
+    fp32) from one set of initial weights, and the batch with its noise."""
     torch.manual_seed(seed)
-    ours = SRNN(cfg.model_config()).to(device)
+    ours = build_model(cfg.model_config()).to(device)
     x, noise = make_batch(cfg, device, seed)
     per_step = Literal(ours, copy=True)
     variants = {BASELINE: Variant(BASELINE, per_step, per_step.net,
@@ -214,8 +222,8 @@ def build_srnn_variants(cfg: BenchConfig, device: torch.device, seed: int = 0,
 
 
 def vrnn_reference(cfg: BenchConfig, device: torch.device, seed: int = 0) -> Variant:
-    """The VRNN's ``ours`` at ``cfg``'s sizes, on the batch of those sizes: timed beside an SRNN
-    row (not a variant of it: another model, so no agreement check)."""
+    """The VRNN's ``ours`` at ``cfg``'s sizes, on the batch of those sizes: timed beside an SRNN,
+    DMM or STORN row (not a variant of it: another model, so no agreement check)."""
     vcfg = cfg.as_vrnn()
     torch.manual_seed(seed)
     model = VRNN(vcfg.model_config()).to(device)

@@ -53,6 +53,11 @@ MAX_STEPS = 100_000  # the CPU budget ends training, not this
 BATCH = 32  # the study's batch (docs/RESULTS.md)
 EVAL_SAMPLES = 40  # the paper's S
 MAX_TEST = 200  # test sequences evaluated (all of them when fewer)
+PROGRESS_SECONDS = 20.0
+"""Seconds between each model's progress lines (updates, CPU time against the budget, the last
+validation bound) when the models train at the same time: lines, since bars of several processes
+on one terminal would overwrite each other. One after the other, each shows
+:func:`vrnn.train.loop.train`'s own progress (a bar on a terminal)."""
 NUM_SAMPLES = 3  # generated sequences per model
 SAMPLE_SECONDS = 2.0  # length of generated audio
 RESULTS_DOC = Path(__file__).resolve().parents[3] / "docs" / "RESULTS.md"
@@ -114,12 +119,12 @@ def train_and_evaluate(job: dict) -> dict:
         out_dir=str(Path(job["out"])), overwrite=True, seed=seed, batch_size=BATCH,
         val_interval=4 if quick else 100, val_max_sequences=100, log_interval=4 if quick else 100,
         max_minutes=None if quick else job["minutes"], budget_clock="cpu", device="cpu",
-        tensorboard=False, progress=False)
+        tensorboard=False, progress=True)
     budget = "8 steps" if quick else f"{job['minutes']:g} CPU-minutes"
     print(f"[{name}] training on {job['data']} at preset {cfg.preset} for {budget} -> "
           f"{cfg.out_dir}", flush=True)
     cpu0, wall0 = time.process_time(), time.time()
-    result = train(cfg, dataset=ds)
+    result = train(cfg, dataset=ds, progress_every=job.get("progress_every"))
     train_cpu, train_wall = time.process_time() - cpu0, time.time() - wall0
     if result.stopped == "interrupted":  # Ctrl-C or SIGTERM: not evaluated, not reported
         raise StudyInterrupted(f"{name} stopped at step {result.step}",
@@ -183,7 +188,8 @@ def _run_demo(out: Path, quick: bool, seed: int, parallel: bool) -> Path:
     info = ds.info
     models = MODELS[data]
     jobs = [{"data": data, "model": m, "out": str(out / m), "quick": quick, "seed": seed,
-             "minutes": MINUTES} for m in models]
+             "minutes": MINUTES, "progress_every": PROGRESS_SECONDS if parallel else None}
+            for m in models]
     budget = "quick" if quick else f"{MINUTES:g} CPU-minutes each"
     how = "one process each, at the same time" if parallel else "one after the other"
     print(f"vrnn demo: training {', '.join(models)} ({budget}, {how})")

@@ -16,6 +16,8 @@ from vrnn.host.files import check_folder, write_text
 from vrnn.study.figures import make_figures
 from vrnn.study.studies import (
     DEFAULT_BATCH,
+    FAMILIES_PAPERS,
+    FAMILIES_PUBLISHED,
     SRNN_PAPER,
     study_claims,
     study_entries,
@@ -131,6 +133,77 @@ OBJECTIVES_NOTE = (
     "objectives made fewer updates.")
 
 
+FAMILIES_NOTE = (
+    "One model of each family at the same preset (parameter-matched within a few percent, the "
+    "table gives the counts) and the same CPU budget, each with its own paper's posterior (the "
+    "model's default): the RNN (exact likelihood); the VRNN with its filtering q(z_t | x_{<=t}, "
+    "z_{<t}) (Chung et al., NIPS 2015); the SRNN with its smoothing posterior and Res_q "
+    "(Fraccaro et al., NIPS 2016); the DMM with its structured smoothing combiner (Krishnan, "
+    "Shalit and Sontag, AAAI 2017); STORN with latents independent over time under the prior and "
+    "a filtering recognition RNN (Bayer and Osendorfer 2014). The same CPU time is not the same "
+    "number of updates: the families' steps cost differently (updates per CPU minute below).")
+
+
+def _ranking(results: dict[str, ModelResult], label: str) -> str:
+    """The models ranked by their mean ``log_likelihood``, each with its paired gap to the next
+    one down (± its standard error), as one line."""
+    ranked = sorted(results, key=lambda k: -float(np.mean(results[k].log_likelihood)))
+    parts = [f"{results[ranked[0]].name} {np.mean(results[ranked[0]].log_likelihood):.1f}"]
+    for above, below in zip(ranked, ranked[1:]):
+        gap, se = paired_gap(results[above].log_likelihood, results[below].log_likelihood)
+        parts.append(f"{results[below].name} {np.mean(results[below].log_likelihood):.1f} "
+                     f"({-gap:+.1f} ± {format_se(se)})")
+    return f"- {label}: " + " > ".join(parts)
+
+
+def _published_table(records: dict, order: list[str]) -> list[str]:
+    """Our chorales figures beside the published JSB ones, as negative log-likelihoods per time
+    step (the published unit; an RNN's exact figure in both of our columns): lines of a Markdown
+    table."""
+    lines = ["| family | ours, −IS per step | ours, −SMC per step | published (JSB), per step |",
+             "|---|---:|---:|---:|"]
+    for k in order:
+        r = records[k]
+        smc = (r["summary"]["log_likelihood_per_step"] if not r["latent"]  # exact: both
+               else (r.get("smc") or {}).get("summary", {}).get("log_likelihood_per_step"))
+        family = r.get("model", k).split("-")[0]
+        lines.append(f"| {r['name']} | {-r['summary']['log_likelihood_per_step']:.3f} | "
+                     + ("-" if smc is None else f"{-smc:.3f}") + " | "
+                     + FAMILIES_PUBLISHED.get(family, "-") + " |")
+    return lines
+
+
+def _curve_facts(records: dict, order: list[str]) -> list[str]:
+    """What each model's learning curve says about the budget: its validation bound at half its
+    updates, its best one and where, and whether it was still improving when the budget ended
+    (its best validation among its last two) or stopped early."""
+    from vrnn.train.metrics import metrics_rows
+
+    lines = []
+    for k in order:
+        r = records[k]
+        path = Path(r["run_dir"]) / "metrics.csv"
+        if not path.is_file():
+            continue
+        rows = [(int(row["step"]), float(row["valid_bound"])) for row in
+                metrics_rows(path, quiet=True) if row.get("valid_bound") not in (None, "")]
+        rows = [(t, v) for t, v in rows if math.isfinite(v)]
+        if len(rows) < 2:
+            continue
+        steps, values = np.asarray(rows).T  # (2, validations)
+        half = int(np.searchsorted(steps, steps[-1] / 2))
+        best = int(np.argmax(values))
+        state = ("still improving at the end of the budget" if best >= len(steps) - 2
+                 else f"no better bound in its last {len(steps) - 1 - best} validations")
+        lines.append(f"- {r['name']}: {values[half]:.1f} at update {int(steps[half])} "
+                     f"(about half its updates), best {values[best]:.1f} at update "
+                     f"{int(steps[best])} of {int(steps[-1])}: {state}.")
+    if not lines:
+        return []
+    return ["The learning curves (validation ELBO per sequence, the figure below), read for the "
+            "budget:", "", *lines]
+
+
 def write_report(args, info, ds, out: Path, records: dict, *, command: str) -> Path:
     docs = check_folder(args.docs, "--docs")
     stem = study_stem(args.data, study_tag(args))
@@ -166,20 +239,24 @@ def write_report(args, info, ds, out: Path, records: dict, *, command: str) -> P
              f"Test: {n_test} sequences.", "",
              *([SRNN_PAPER, ""] if study == "srnn" else []),
              *([OBJECTIVES_NOTE, ""] if study == "objectives" else []),
+             *([FAMILIES_NOTE, "", FAMILIES_PAPERS, ""] if study == "families" else []),
              "Average log-likelihood per test sequence in nats (higher is better): `≥` the ELBO, "
              f"`~` the importance-sampled estimate with S = {args.samples}"
              + ("" if study == "srnn" else ", exact for the RNNs") + "; "
              "± one standard error over sequences.", "", table, "",
-             "| model | parameters | updates | training minutes (CPU) | best step | per step | "
+             "| model | parameters | updates | training minutes (CPU) | updates per CPU minute "
+             "| best step | per step | "
              + {"audio": "bits per sample | ", "text": "bits per character | "}.get(info.kind, "")
              + "evaluation s |",
-             "|---|---:|---:|---:|---:|---:|" + ("---:|" if info.kind in ("audio", "text") else "")
-             + "---:|"]
+             "|---|---:|---:|---:|---:|---:|---:|"
+             + ("---:|" if info.kind in ("audio", "text") else "") + "---:|"]
     for m in order:
         r = records[m]
         s = r["summary"]
+        cpu = r.get("train_cpu_minutes", 0)
+        rate = f"{r['steps'] / cpu:.0f}" if cpu > 0 else "-"
         row = (f"| {r['name']} | {r['n_params']:,} | {r['steps']} | {r['train_minutes']:.1f} "
-               f"({r.get('train_cpu_minutes', 0):.1f}) | "
+               f"({cpu:.1f}) | {rate} | "
                f"{r['best_step']} | {s['log_likelihood_per_step']:.3f} | ")
         if info.kind == "audio":
             # results.json files written before the key was renamed hold -log2 p as
@@ -191,7 +268,22 @@ def write_report(args, info, ds, out: Path, records: dict, *, command: str) -> P
         eval_s = r["eval_s"] + (r.get("smc") or {}).get("eval_s", 0.0)
         lines.append(row + f"{eval_s:.0f} |")
     lines += ["", *_estimator_table(records, order, args.samples)]
-    whose = {"paper": "the paper", "srnn": "the SRNN paper", "objectives": "this study"}[study]
+    if study == "families":
+        lines += ["Which family is above which: the models ranked by their mean over the test "
+                  "sequences (nats per sequence), each with its paired gap to the one above it "
+                  "± its standard error:", "", _ranking(by_key, "by the importance-sampled "
+                                                        "estimate (exact for the RNN)")]
+        if len(smc_results) == len(by_key):
+            lines.append(_ranking(smc_results, "by the SMC estimate (exact for the RNN)"))
+        lines += [_ranking({k: ModelResult(r.name, r.latent, r.elbo, r.elbo)
+                            for k, r in by_key.items()}, "by the ELBO (exact for the RNN)"), ""]
+        if info.kind == "binary":
+            lines += ["Beside the published figures (negative log-likelihood per time step, "
+                      "lower is better; ours on `chorales`, theirs on JSB, other sizes and "
+                      "budgets):", "", *_published_table(records, order), ""]
+    whose = {"paper": "the paper", "srnn": "the SRNN paper", "objectives": "this study",
+             "families": "the papers (a claim without a paper behind it is reported, not "
+                         "tested)"}[study]
     lines += [f"Claims of {whose}, judged by the paired gap in the importance-sampled "
               "log-likelihood (exact for an RNN) on the same test sequences (a claim holds when "
               "the gap has the claimed sign; its size in paired standard errors is beside it):",
@@ -209,10 +301,17 @@ def write_report(args, info, ds, out: Path, records: dict, *, command: str) -> P
                   f"correlation of the KL per step with the change of the frame's log energy is "
                   f"{kt['spearman_kl_vs_energy_change']:+.2f} (with the log energy itself: "
                   f"{kt['spearman_kl_vs_log_energy']:+.2f})."]
-    anneal = f"over {args.kl_anneal_steps} updates" if args.kl_anneal_steps else "off"
-    lines += ["", f"Settings: preset `{args.preset}` for every model, Adam lr {args.lr:g}, "
-              f"batch {args.batch_size or DEFAULT_BATCH.get(info.kind, 32)}, gradient norm "
-              f"clipped at 5, KL annealing "
+    if study == "families":
+        lines += ["", *_curve_facts(records, order)]
+    trained = _trained_with(records, order)  # a flag left to its recipe: what it resolved to
+    lr = args.lr if args.lr is not None else trained.get("lr", 3e-4)
+    batch = args.batch_size or trained.get("batch_size") or DEFAULT_BATCH.get(info.kind, 32)
+    kl_steps = (args.kl_anneal_steps if args.kl_anneal_steps is not None
+                else trained.get("kl_anneal_steps", 0))
+    anneal = f"over {kl_steps} updates" if kl_steps else "off"
+    lines += ["", f"Settings: preset `{args.preset}` for every model, Adam lr {lr:g}, "
+              f"batch {batch}, gradient norm "
+              f"clipped at {trained.get('grad_clip', 5.0):g}, KL annealing "
               f"{anneal}, validation every {args.val_interval} updates, early stopping with "
               f"patience {args.patience}, {args.budget_minutes:g} minutes of training per model "
               f"({args.budget_clock} time), {_threads()}, "
@@ -234,6 +333,18 @@ def write_report(args, info, ds, out: Path, records: dict, *, command: str) -> P
     for c in claims:
         print(c.line())
     return docs / "RESULTS.md"
+
+
+def _trained_with(records: dict, order: list[str]) -> dict:
+    """The training settings of the study's first model whose run folder holds its
+    ``config.json`` (``train``: the resolved TrainConfig), {} when none does."""
+    import json
+
+    for k in order:
+        path = Path(records[k].get("run_dir", "")) / "config.json"
+        if path.is_file():
+            return json.loads(path.read_text()).get("train", {})
+    return {}
 
 
 RESULTS_HEAD = """# Reproducing Table 1 and Figures 2 to 4 on data that installs with the project

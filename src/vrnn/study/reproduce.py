@@ -42,6 +42,14 @@ and RNN-GMM (for binary data: VRNN-Bernoulli and RNN-Bernoulli). It acts as the 
 and judges whether each objective trains a better model than the ELBO and whether any VRNN rises
 above the RNNs.
 
+``--study families`` trains one model of each family at the same preset and budget
+(:data:`vrnn.study.studies.FAMILIES`): RNN, VRNN, SRNN, DMM and STORN (``-gauss``; the data
+kind's one output for binary data and text), each with its own paper's posterior. It acts as the
+tag ``families`` and judges every latent family against the RNN and the SRNN against the others
+(the orderings a paper makes), reports the other gaps without a verdict, ranks the models, puts
+the published JSB chorales figures beside chorales' and reads the learning curves for the
+budget.
+
 Every study evaluates each latent model twice, with the same S: by importance sampling of whole
 trajectories (the paper's estimate) and by a particle filter that resamples on a low effective
 sample size (``--smc-repeats`` filters per sequence; 0 leaves it out), and reports both with
@@ -74,8 +82,9 @@ from vrnn.study.studies import (
 )
 
 STUDY_DATA = ("speech", "speech-multi", "handwriting", "chorales", "text")
-TRAIN_FIELDS = ("data", "preset", "max_steps", "seed", "lr", "batch_size", "kl_anneal_steps",
-                "val_interval", "patience", "budget_clock", "device", "progress")
+TRAIN_FIELDS = ("data", "preset", "max_steps", "seed", "recipe", "lr", "batch_size",
+                "kl_anneal_steps", "val_interval", "patience", "budget_clock", "device",
+                "progress")
 """The :class:`~vrnn.train.config.TrainConfig` fields a study takes as flags, for every model."""
 TRAIN_DEFAULTS = {"max_steps": 100_000, "batch_size": None, "val_interval": 100, "patience": 10,
                   "budget_clock": "cpu"}
@@ -97,18 +106,19 @@ def _amend_help(parser: argparse.ArgumentParser, dest: str, text: str) -> None:
 def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     """The flags of ``vrnn reproduce``: the study's own, then the training flags every model of
     the study shares (declared once, in :class:`~vrnn.train.config.TrainConfig`)."""
-    from vrnn.train.config import add_train_flags
+    from vrnn.train.config import TABLE_FIELDS, add_train_flags
 
     p = p or argparse.ArgumentParser(prog="vrnn reproduce", description=__doc__.split("\n\n")[0])
-    add_train_flags(p, only=("data",), required=("data",))
+    add_train_flags(p, only=("data", *TABLE_FIELDS), required=("data",))
     _amend_help(p, "data", f"The studies of docs/RESULTS.md: {', '.join(STUDY_DATA)}.")
     p.add_argument("--study", choices=STUDIES, default="paper",
                    help="paper: the VRNN paper's Table 1 (default); srnn: the SRNN paper's "
                         "comparison (SRNN with smoothing + Res_q, smoothing, filtering; VRNN "
                         "with filtering, smoothing); objectives: VRNN-Gauss and VRNN-GMM "
                         "trained with elbo, iwae K=4, fivo K=4 and free bits, beside RNN-Gauss "
-                        "and RNN-GMM. A study other than paper acts as a tag: its runs and its "
-                        "section of RESULTS.md are <data>-<study>[-<tag>]")
+                        "and RNN-GMM; families: RNN, VRNN, SRNN, DMM and STORN, each with its "
+                        "paper's posterior. A study other than paper acts as a tag: its runs "
+                        "and its section of RESULTS.md are <data>-<study>[-<tag>]")
     p.add_argument("--budget-minutes", type=float, default=20.0,
                    help="training time per model in minutes, counted across resumes (default 20)")
     p.add_argument("--models", default=None,
@@ -116,7 +126,9 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
                         "by key: for --study srnn srnn-gauss, srnn-gauss-no-res-q, "
                         "srnn-gauss-filtering, vrnn-gauss, vrnn-gauss-smoothing (-bernoulli for "
                         "binary data); for --study objectives rnn-gauss, rnn-gmm and vrnn-gauss, "
-                        "vrnn-gmm with nothing, -iwae, -fivo or -free-bits after them")
+                        "vrnn-gmm with nothing, -iwae, -fivo or -free-bits after them; for "
+                        "--study families rnn-gauss, vrnn-gauss, srnn-gauss, dmm-gauss, "
+                        "storn-gauss (-bernoulli for binary data)")
     p.add_argument("--samples", type=int, default=40,
                    help="importance samples per test sequence (default 40, as the paper), and "
                         "particles per filter of the SMC estimate")
@@ -143,6 +155,13 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
     _amend_help(p, "max_steps", "Here a cap per model: the budget decides.")
     _amend_help(p, "budget_clock", "Here it is what --budget-minutes counts.")
     return p
+
+
+def table_columns(args: argparse.Namespace) -> dict:
+    """The study's --sequence-column, --time-column and --feature-columns (for a table)."""
+    from vrnn.train.config import TABLE_FIELDS
+
+    return {k: getattr(args, k, None) for k in TABLE_FIELDS}
 
 
 def command_line(args: argparse.Namespace) -> str:
@@ -209,12 +228,17 @@ def train_configs(args: argparse.Namespace, kind: str, out: Path | None = None) 
     from vrnn.train.config import TrainConfig
 
     out = study_out(args) if out is None else out
-    settings = {k: getattr(args, k) for k in TRAIN_FIELDS}
-    settings["batch_size"] = args.batch_size or DEFAULT_BATCH.get(kind, 32)
-    return {e.key: TrainConfig(**settings, model=e.model, posterior=e.posterior, res_q=e.res_q,
+    settings = {k: getattr(args, k) for k in TRAIN_FIELDS} | table_columns(args)
+
+    def fields(e: Entry) -> dict:  # an entry's own fields (a recipe too) over the flags'
+        f = {**settings, **dict(e.train)}
+        if f["batch_size"] is None and f.get("recipe", "default") == "default":
+            f["batch_size"] = DEFAULT_BATCH.get(kind, 32)  # else the recipe's
+        return f
+
+    return {e.key: TrainConfig(**fields(e), model=e.model, posterior=e.posterior, res_q=e.res_q,
                                out_dir=str(out / e.key), resume="auto",
-                               max_minutes=args.budget_minutes, tensorboard=False,
-                               **dict(e.train))
+                               max_minutes=args.budget_minutes, tensorboard=False)
             for e in select_entries(args, kind)}
 
 
@@ -229,7 +253,7 @@ def run_study(args: argparse.Namespace) -> dict:
 
     _check_study_flags(args)
     study = getattr(args, "study", "paper")
-    ds = load_dataset(args.data)
+    ds = load_dataset(args.data, **table_columns(args))
     info = ds.info
     entries = select_entries(args, info.kind)
     out = check_folder(study_out(args), "--out")

@@ -2,13 +2,16 @@
 claims it judges on them.
 
 A study is a tuple of :class:`Entry`: one trained model each, named by its ``key`` (its run
-folder, ``--models``, its record in results.json). Three studies:
+folder, ``--models``, its record in results.json). Four studies:
 
 - ``paper``: the VRNN paper's Table 1 (RNN-Gauss, RNN-GMM, VRNN-I-Gauss, VRNN-Gauss, VRNN-GMM;
   the Bernoulli forms for binary data), judged by :func:`vrnn.study.tables.assess_claims`.
 - ``srnn``: the SRNN paper's comparison (:data:`SRNN_STUDY`), judged by :func:`srnn_claims`.
 - ``objectives``: the VRNN trained with the ELBO, IWAE, FIVO and free bits beside the RNN
   baselines (:data:`OBJECTIVES_STUDY`), judged by :func:`objective_claims`.
+- ``families``: one model of each family (RNN, VRNN, SRNN, DMM, STORN; :data:`FAMILIES`), each
+  with its own paper's posterior, at the same preset and budget, judged by
+  :func:`family_claims`.
 """
 
 from __future__ import annotations
@@ -23,9 +26,9 @@ BINARY_MODELS = ("rnn-bernoulli", "vrnn-i-bernoulli", "vrnn-bernoulli")
 TEXT_MODELS = ("rnn-categorical", "vrnn-i-categorical", "vrnn-categorical")
 KIND_OUTPUT = {"binary": "bernoulli", "text": "categorical"}
 """The one output of a data kind that has only one (the rest: Gauss, and the GMM beside it)."""
-STUDIES = ("paper", "srnn", "objectives")
-"""``--study``: the VRNN paper's Table 1 (``paper``), the SRNN paper's comparison (``srnn``), or
-the training objectives (``objectives``)."""
+STUDIES = ("paper", "srnn", "objectives", "families")
+"""``--study``: the VRNN paper's Table 1 (``paper``), the SRNN paper's comparison (``srnn``), the
+training objectives (``objectives``), or the model families side by side (``families``)."""
 
 
 @dataclass(frozen=True)
@@ -33,7 +36,8 @@ class Entry:
     """One model of a study: its ``key`` (run folder ``<out>/<key>``, ``--models``, results.json),
     the ``--model`` it trains, the posterior and Res_q it sets (None: the model's default), its
     name in the report, and ``train``: further :class:`~vrnn.train.config.TrainConfig` fields it
-    sets, as (field, value) pairs (``--objective``, ``--particles``, ``--free-bits``)."""
+    sets, as (field, value) pairs (``--objective``, ``--particles``, ``--free-bits``,
+    ``--recipe``: a paper's training setting, whose batch size then replaces the study's)."""
 
     key: str
     model: str
@@ -81,6 +85,39 @@ OBJECTIVE_VARIANTS = (
 """The objectives of ``--study objectives``: (key suffix, name, TrainConfig fields)."""
 
 
+FAMILIES = ("rnn", "vrnn", "srnn", "dmm", "storn")
+"""The families of ``--study families``, in the report's order: the RNN baseline, then the latent
+families in the order they were published after the VRNN (the SRNN, Fraccaro et al. NIPS 2016;
+the DMM, Krishnan et al. AAAI 2017; STORN, Bayer and Osendorfer 2014, last as the one whose
+latents are independent over time)."""
+
+FAMILIES_PAPERS = (
+    "Published negative log-likelihoods per time step on JSB chorales (Boulanger-Lewandowski et "
+    "al.'s split, lower is better; bounds for the latent models): SRNN 4.74 (Fraccaro et al., "
+    "NIPS 2016), DMM 6.39 (with an augmented emission) to 6.93 (Krishnan, Shalit and Sontag, "
+    "AAAI 2017), STORN 6.91 (Bayer and Osendorfer 2014), TSBN 7.48 (Gan et al., NIPS 2015) and "
+    "RNN-NADE 5.19 (Boulanger-Lewandowski et al., ICML 2012; an RNN with a NADE output, not our "
+    "RNN-Bernoulli). Each was trained at its own paper's size "
+    "for as long as it took, on a split and an encoding that no package ships; our `chorales` "
+    "(music21's 371 Bach chorales) is another corpus split, so compare orderings, not numbers.")
+FAMILIES_PUBLISHED = {"srnn": "4.74", "dmm": "6.39 to 6.93", "storn": "6.91"}
+"""The JSB chorales figures of :data:`FAMILIES_PAPERS` by family, for the report's table."""
+
+FAMILY_ORDER_CLAIMS = (("srnn", "vrnn", "Fraccaro et al. 2016"),
+                       ("srnn", "dmm", "published JSB figures"),
+                       ("srnn", "storn", "published JSB figures"))
+"""The orderings between latent families that a paper makes, (above, below, whose): tested. The
+others (VRNN, DMM and STORN among themselves: no paper compares them on one data set, and the
+JSB figures of the DMM straddle STORN's) are reported with their gap, not tested."""
+
+
+def family_models(kind: str) -> tuple[str, ...]:
+    """The ``--model`` of each family (:data:`FAMILIES`) for data of ``kind``: the kind's one
+    output (:data:`KIND_OUTPUT`) or the diagonal Gaussian."""
+    out = KIND_OUTPUT.get(kind, "gauss")
+    return tuple(f"{family}-{out}" for family in FAMILIES)
+
+
 def objective_models(kind: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(the RNN baselines, the latent models) of ``--study objectives`` for data of ``kind``."""
     if kind in KIND_OUTPUT:
@@ -114,6 +151,8 @@ def study_entries(study: str, kind: str) -> tuple[Entry, ...]:
         return (*(Entry(m, m, None, None, name(m)) for m in rnns),
                 *(Entry(m + suffix, m, None, None, f"{name(m)} ({what})", train)
                   for m in latents for suffix, what, train in OBJECTIVE_VARIANTS))
+    if study == "families":  # each family with its own paper's posterior (the model's default)
+        return tuple(Entry(m, m, None, None, name(m)) for m in family_models(kind))
     raise ValueError(f"--study must be one of {', '.join(STUDIES)}, got {study!r}")
 
 
@@ -171,6 +210,37 @@ def objective_claims(results: dict[str, ModelResult], *,
     return claims
 
 
+def family_claims(results: dict[str, ModelResult], *,
+                  field: str = "log_likelihood") -> list[Claim]:
+    """What ``--study families`` asks, each as the paired gap in ``field`` on the same test
+    sequences: is every latent family above the RNN (the VRNN paper's claim, for each family),
+    is the SRNN above the others (:data:`FAMILY_ORDER_CLAIMS`), and, reported without a verdict,
+    how the VRNN, the DMM and STORN stand among themselves.
+
+    ``results``: entry key (``<family>-<output>``, :func:`family_models`) -> its result; missing
+    entries leave their claims out."""
+    by_family = {k.split("-")[0]: k for k in results if k.split("-")[0] in FAMILIES}
+    claims = []
+    rnn = by_family.get("rnn")
+    if rnn is not None:
+        claims += [_claim(results, by_family[f], rnn, "latent variables above none", field)
+                   for f in FAMILIES[1:] if f in by_family]
+    tested = set()
+    for a, b, whose in FAMILY_ORDER_CLAIMS:
+        tested.add(frozenset((a, b)))
+        if a in by_family and b in by_family:
+            claims.append(_claim(results, by_family[a], by_family[b], whose, field))
+    latents = [f for f in FAMILIES[1:] if f in by_family]
+    for i, a in enumerate(latents):
+        for b in latents[i + 1:]:
+            if frozenset((a, b)) not in tested:
+                ka, kb = by_family[a], by_family[b]
+                gap, se = paired_gap(getattr(results[ka], field), getattr(results[kb], field))
+                claims.append(Claim(f"{results[ka].name} against {results[kb].name}", None,
+                                    gap, se))
+    return claims
+
+
 def study_claims(study: str, results: dict[str, ModelResult], *,
                  field: str = "log_likelihood") -> list[Claim]:
     """The claims ``study`` judges by the paired gap in ``field`` (``results`` keyed by entry
@@ -181,7 +251,8 @@ def study_claims(study: str, results: dict[str, ModelResult], *,
     if study == "paper":
         return assess_claims({r.name: r for r in results.values()}) \
             if field == "log_likelihood" else []
-    return (srnn_claims if study == "srnn" else objective_claims)(results, field=field)
+    judge = {"srnn": srnn_claims, "objectives": objective_claims, "families": family_claims}
+    return judge[study](results, field=field)
 
 
 DEFAULT_BATCH = {"audio": 32, "strokes": 20, "binary": 20, "text": 32}
