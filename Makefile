@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 DEBIAN_SOUNDS := asterisk-core-sounds-en-wav asterisk-core-sounds-es-wav \
                  asterisk-core-sounds-fr-wav asterisk-core-sounds-it-wav asterisk-core-sounds-ru-wav
 
-.PHONY: demo test test-slow lint bench data docs clean
+.PHONY: demo test test-slow lint bench data docs tutorials screenshots clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -69,6 +69,21 @@ docs: $(STAMP)
 	@$(PY) -c "import mkdocs, mkdocstrings, mkdocstrings_handlers.python, material" 2>/dev/null \
 	  || $(PY) -m pip install --quiet -c constraints.txt -e '.[docs]'
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
+
+# The tutorials' outputs, checked in under docs/tutorials/figures: every docs/tutorials/*.py rerun
+# at the size the site shows (a few CPU-minutes in all, with fixed seeds); tests/test_tutorials.py
+# runs each with --tiny and checks that its page shows only what it writes. Also the models'
+# graphs of docs/models.md (docs/figures/graphs.py, seconds).
+tutorials: $(STAMP)
+	@for f in docs/tutorials/*.py; do echo "$$f"; \
+	  $(PY) $$f --out docs/tutorials/figures || exit 1; done
+	$(PY) docs/figures/graphs.py --out docs/figures
+
+# docs/site_home.png, the README's picture of the site: the browser test of the built site
+# (tests/test_site_screenshot.py, headless Chromium) rewrites it.
+screenshots: $(STAMP)
+	VRNN_UPDATE_SCREENSHOTS=1 $(PY) -m pytest -q -m slow -p no:cacheprovider \
+	  tests/test_site_screenshot.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache

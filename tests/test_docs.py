@@ -74,8 +74,8 @@ def _flags(parser: argparse.ArgumentParser) -> set[str]:
 
 
 def test_the_site_builds_strictly_with_every_page(site):
-    for page in ("index", "models", "estimators", "cli", "api", "RESULTS", "PERFORMANCE",
-                 "RELIABILITY"):
+    for page in ("index", "models", "data", "estimators", "cli", "api", "RESULTS",
+                 "PERFORMANCE", "RELIABILITY"):
         assert (site / f"{page}.html").is_file(), page
     assert not (site / "gen_cli.py").exists()  # the hook is not published as a page's file
 
@@ -116,3 +116,24 @@ def test_the_getting_started_example_is_the_readmes():
 
     assert block(ROOT / "docs" / "index.md", "## From Python") == \
         block(ROOT / "README.md", "## From Python")
+
+
+def test_the_tutorials_show_their_code_and_tables(site):
+    """Every tutorial page is built with its script's code and its tables included (pymdownx
+    snippets), not the ``--8<--`` lines that include them (tests/test_tutorials.py runs the
+    scripts): the first line of every included section of the script is on the built page."""
+    pages = sorted((ROOT / "docs" / "tutorials").glob("*.md"))
+    assert pages
+    for page in pages:
+        built = site / "tutorials" / f"{page.stem}.html"
+        assert built.is_file(), built
+        text, source = _text(built), page.read_text(encoding="utf-8")
+        assert "--8<--" not in text, f"{built.name}: an inclusion was left as text"
+        if re.search(r'--8<-- "docs/tutorials/figures/[\w.-]+\.md"', source):
+            assert "<table>" in built.read_text(encoding="utf-8"), f"{built.name}: no table"
+        script = (ROOT / "docs" / "tutorials" / f"{page.stem}.py").read_text(encoding="utf-8")
+        sections = re.findall(rf'--8<-- "docs/tutorials/{page.stem}\.py:([\w-]+)"', source)
+        firsts = [script.split(f"[start:{name}]\n", 1)[1].strip().splitlines()[0].strip()
+                  for name in sections] or ["def main("]
+        for line in firsts:
+            assert line in text, f"{built.name}: the script's {line!r} is not on the page"
