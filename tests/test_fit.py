@@ -158,8 +158,13 @@ def test_fit_refuses_bad_data_naming_it(data, match):
 
 
 def test_fit_refuses_a_batch_larger_than_the_data_and_a_foreign_objective():
-    with pytest.raises(ValueError, match="batch_size 32 is more than the 5 training sequences"):
-        vrnn.fit(tiny(), walks(5), steps=1, progress=False)
+    with pytest.raises(ValueError, match="batch_size 8 is more than the 5 training sequences"):
+        vrnn.fit(tiny(), walks(5), steps=1, batch_size=8, progress=False)
+    # the default batch (32) on five sequences: all five in each batch, said once
+    with pytest.warns(UserWarning, match=r"batch_size 32 \(the default\) is more than the 5 "
+                                         r"training sequences: training with batches of 5"):
+        history = vrnn.fit(tiny(), walks(5), steps=2, progress=False)
+    assert len(history.rows) >= 1
     with pytest.raises(ValueError, match="objective must be vrnn.ELBO"):
         vrnn.fit(tiny(), walks(5), steps=1, batch_size=2, progress=False, objective="fivo")
 

@@ -218,7 +218,8 @@ def fit(model: SequenceModel, train, valid=None, *, objective: Objective | None 
             clipping and, with the default ``objective``, KL schedule, each where the argument
             here is not given. The data's kind is read from the model's output head.
         batch_size: Adam's batch (sequences per update; default: the recipe's, 32 in the
-            default recipe).
+            default recipe, or every training sequence where there are fewer, with a
+            warning). A value given here that is larger than the training set is refused.
         lr: Adam's learning rate (default: the recipe's; Chung et al.: 3e-4).
         grad_clip: the gradient norm is clipped to this before each step (0: off; default: the
             recipe's; Chung et al.: 5).
@@ -241,6 +242,7 @@ def fit(model: SequenceModel, train, valid=None, *, objective: Objective | None 
     """
     values = recipe_values(recipe, OUTPUT_KINDS.get(model.config.output))
     whose = f" (the {recipe} recipe's)" if batch_size is None and recipe != "default" else ""
+    explicit_batch = batch_size is not None
     batch_size = values["batch_size"] if batch_size is None else batch_size
     if not (objective is None or isinstance(objective, Objective)):
         raise ValueError(f"objective must be vrnn.ELBO(...), vrnn.IWAE(K) or vrnn.FIVO(K); got "
@@ -253,8 +255,15 @@ def fit(model: SequenceModel, train, valid=None, *, objective: Objective | None 
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
     if batch_size > len(train_seqs):
-        raise ValueError(f"batch_size {batch_size}{whose} is more than the {len(train_seqs)} "
-                         f"training sequences; pass batch_size={len(train_seqs)} or less")
+        if explicit_batch:  # asked for by name: the caller meant it
+            raise ValueError(f"batch_size {batch_size} is more than the {len(train_seqs)} "
+                             f"training sequences; pass batch_size={len(train_seqs)} or less")
+        # the default (or a recipe's) with a small data set: every sequence in each batch,
+        # as `vrnn train` does, said once
+        warnings.warn(f"vrnn.fit: batch_size {batch_size}{whose or ' (the default)'} is more "
+                      f"than the {len(train_seqs)} training sequences: training with batches "
+                      f"of {len(train_seqs)}", stacklevel=2)
+        batch_size = len(train_seqs)
     stats = _statistics(model, train_seqs, normalise)
     if stats is not None:
         loc, scale = (a.astype(np.float32) for a in stats)
