@@ -650,6 +650,7 @@ def test_performance_doc_holds_the_tables_of_its_json(tmp_path):
 @pytest.mark.parametrize("name,printed", [("srnn", "SRNN ours / VRNN ours"),
                                           ("families", "STORN ours / VRNN ours"),
                                           ("particles", "K particles"),
+                                          ("particles-inloop", "/ IWAE"),
                                           ("precision", "speed-up of ours bf16 over ours"),
                                           ("precision-amx", "speed-up of ours bf16 over ours"),
                                           ("precision-isolated", "in a process of their own"),
