@@ -47,6 +47,7 @@ lineStrokes XML; folders of audio files (every format soundfile reads,
 from __future__ import annotations
 
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -65,7 +66,7 @@ from vrnn.data.core import (
     window_sequences,
 )
 from vrnn.data.strokes import find_stroke_files
-from vrnn.data.tables import TABLE_SUFFIXES, find_table_files, is_table
+from vrnn.data.tables import TABLE_SUFFIXES, find_table_files, is_table, read_table_parts
 
 FORMATS = ("numpy", "timit", "iam", "audio", "table")
 FORMAT_ALIASES = {"npz": "numpy", "npy": "numpy", "numpy": "numpy", "timit": "timit",
@@ -330,3 +331,49 @@ def _infer_info(path: Path, splits: dict[str, list[np.ndarray]]) -> DataInfo:
                         std=std.tolist(), normalised_dims=list(range(D)))
     info.source = f"numpy file {path}"
     return info
+
+
+def load_table(path: str | Path, *, sequence_column: str | None = None,
+               time_column: str | None = None,
+               feature_columns: str | Sequence[str] | None = None, seq_len: int | None = None,
+               skip_bad: bool = False, max_files: int | None = None) -> SequenceDataset:
+    """A table (:func:`vrnn.data.tables.read_table`) as ``--data`` reads it: split 0.9 / 0.05 /
+    0.05 with seed 0, its kind read off the values, normalised by the training split's
+    statistics (see :mod:`vrnn.data.tables`).
+
+    Args:
+        path: a table file or a folder of them.
+        sequence_column: as :func:`vrnn.data.tables.read_table`.
+        time_column: as :func:`vrnn.data.tables.read_table`.
+        feature_columns: as :func:`vrnn.data.tables.read_table`.
+        seq_len: cut training and validation sequences into windows of this many steps.
+        skip_bad: leave out a folder's files that cannot be read (listed in ``info.skipped``).
+        max_files: read at most this many files of a folder (a seeded random choice).
+    """
+    path = Path(path).expanduser()
+    if seq_len is not None and seq_len < 1:
+        raise DataError(f"seq_len must be >= 1 step, got {seq_len}")
+    table, bad, formats = read_table_parts(path, sequence_column=sequence_column,
+                                      time_column=time_column, feature_columns=feature_columns,
+                                      skip_bad=skip_bad, max_files=max_files)
+    seqs = table.sequences
+    idx = split_indices(len(seqs))
+    splits = {s: [seqs[i] for i in v] for s, v in idx.items()}
+    info = _infer_info(path, splits)
+    by = (f"sequence column {table.sequence_column!r}" if table.sequence_column
+          else "one sequence per file" if path.is_dir()
+          else "no sequence column: the whole file is one sequence (name one with "
+               "--sequence-column)")
+    order = (f"time column {table.time_column!r}" if table.time_column
+             else "rows in the file's order")
+    info.source = (f"table {path}: {by}; {order}; features {', '.join(table.features)}")
+    info.split_note = (f"{len(seqs)} sequence{'s' if len(seqs) != 1 else ''} split "
+                       f"0.9/0.05/0.05 with seed 0"
+                       + (" (fewer than 3: all are training data)." if len(seqs) < 3 else ".")
+                       + (f" Train/valid: windows of at most {seq_len} steps (seq_len); test: "
+                          f"whole sequences." if seq_len else ""))
+    info.skipped = bad
+    norm = {s: [info.normalise(a).astype(np.float32) for a in v] for s, v in splits.items()}
+    return SequenceDataset(info=info, train=window_sequences(norm["train"], seq_len),
+                           valid=window_sequences(norm["valid"], seq_len), test=norm["test"],
+                           formats=formats)

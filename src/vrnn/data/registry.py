@@ -33,8 +33,7 @@ from vrnn.data.core import (
     warn_if_long,
     window_sequences,
 )
-from vrnn.data.formats import FORMAT_ALIASES, FORMATS, detect_format, load_numpy
-from vrnn.data.tables import load_table
+from vrnn.data.formats import FORMAT_ALIASES, FORMATS, detect_format, load_numpy, load_table
 
 BUILTIN_KINDS = {"speech": "audio", "speech-multi": "audio", "handwriting": "strokes",
                  "chorales": "binary", "mnist": "binary", "text": "text"}

@@ -37,11 +37,12 @@ the header being line 1; Parquet: the row, from 1) and the column, as are rows w
 fields than the header, a column named twice, a missing column (the message lists those there
 are), a folder whose files have different columns, a file with no header or no rows.
 
-:func:`load_table` turns a table into a :class:`~vrnn.data.core.SequenceDataset` as ``--data``
-does for ``.npz`` files (:mod:`vrnn.data.formats`): 0.9 / 0.05 / 0.05 split with seed 0, the kind
-read off the values (all in {0, 1}: ``binary``; three features whose last is in {0, 1}:
-``strokes``; otherwise ``real``, every feature normalised by its training mean and standard
-deviation), training and validation sequences cut into windows of ``seq_len`` when it is given.
+:func:`vrnn.data.formats.load_table` turns a table into a
+:class:`~vrnn.data.core.SequenceDataset` as ``--data`` does for ``.npz`` files: 0.9 / 0.05 / 0.05
+split with seed 0, the kind read off the values (all in {0, 1}: ``binary``; three features whose
+last is in {0, 1}: ``strokes``; otherwise ``real``, every feature normalised by its training mean
+and standard deviation), training and validation sequences cut into windows of ``seq_len`` when
+it is given.
 """
 
 from __future__ import annotations
@@ -60,11 +61,8 @@ from vrnn.data.core import (
     FLOAT32_MAX,
     PIP_HINT,
     DataError,
-    SequenceDataset,
     report_bad,
-    split_indices,
     subset,
-    window_sequences,
 )
 from vrnn.data.walk import walk_files
 
@@ -482,7 +480,7 @@ def _files(path: Path, max_files: int | None, bad: list[str]) -> list[Path]:
     return subset(files, max_files)
 
 
-def _read_table(path: Path, *, sequence_column: str | None, time_column: str | None,
+def read_table_parts(path: Path, *, sequence_column: str | None, time_column: str | None,
                 feature_columns: str | Sequence[str] | None, skip_bad: bool,
                 max_files: int | None) -> tuple[Table, list[str], dict[str, int]]:
     """The table at ``path``, the files left out ('path: problem', with ``skip_bad``) and the
@@ -551,55 +549,7 @@ def read_table(path: str | Path, *, sequence_column: str | None = None,
             pyarrow.
         FileNotFoundError: no such file or folder.
     """
-    table, _, _ = _read_table(Path(path).expanduser(), sequence_column=sequence_column,
+    table, _, _ = read_table_parts(Path(path).expanduser(), sequence_column=sequence_column,
                               time_column=time_column, feature_columns=feature_columns,
                               skip_bad=False, max_files=None)
     return table
-
-
-def load_table(path: str | Path, *, sequence_column: str | None = None,
-               time_column: str | None = None,
-               feature_columns: str | Sequence[str] | None = None, seq_len: int | None = None,
-               skip_bad: bool = False, max_files: int | None = None) -> SequenceDataset:
-    """A table (:func:`read_table`) as ``--data`` reads it: split 0.9 / 0.05 / 0.05 with seed 0,
-    its kind read off the values, normalised by the training split's statistics (see the module
-    docstring).
-
-    Args:
-        path: a table file or a folder of them.
-        sequence_column: as :func:`read_table`.
-        time_column: as :func:`read_table`.
-        feature_columns: as :func:`read_table`.
-        seq_len: cut training and validation sequences into windows of this many steps.
-        skip_bad: leave out a folder's files that cannot be read (listed in ``info.skipped``).
-        max_files: read at most this many files of a folder (a seeded random choice).
-    """
-    from vrnn.data.formats import _infer_info
-
-    path = Path(path).expanduser()
-    if seq_len is not None and seq_len < 1:
-        raise DataError(f"seq_len must be >= 1 step, got {seq_len}")
-    table, bad, formats = _read_table(path, sequence_column=sequence_column,
-                                      time_column=time_column, feature_columns=feature_columns,
-                                      skip_bad=skip_bad, max_files=max_files)
-    seqs = table.sequences
-    idx = split_indices(len(seqs))
-    splits = {s: [seqs[i] for i in v] for s, v in idx.items()}
-    info = _infer_info(path, splits)
-    by = (f"sequence column {table.sequence_column!r}" if table.sequence_column
-          else "one sequence per file" if path.is_dir()
-          else "no sequence column: the whole file is one sequence (name one with "
-               "--sequence-column)")
-    order = (f"time column {table.time_column!r}" if table.time_column
-             else "rows in the file's order")
-    info.source = (f"table {path}: {by}; {order}; features {', '.join(table.features)}")
-    info.split_note = (f"{len(seqs)} sequence{'s' if len(seqs) != 1 else ''} split "
-                       f"0.9/0.05/0.05 with seed 0"
-                       + (" (fewer than 3: all are training data)." if len(seqs) < 3 else ".")
-                       + (f" Train/valid: windows of at most {seq_len} steps (seq_len); test: "
-                          f"whole sequences." if seq_len else ""))
-    info.skipped = bad
-    norm = {s: [info.normalise(a).astype(np.float32) for a in v] for s, v in splits.items()}
-    return SequenceDataset(info=info, train=window_sequences(norm["train"], seq_len),
-                           valid=window_sequences(norm["valid"], seq_len), test=norm["test"],
-                           formats=formats)
