@@ -7,7 +7,7 @@ import re
 import pytest
 from toydata import tiny_train_config, write_npz
 
-from vrnn.train import loop
+from vrnn.train import loop, progress
 
 LINE = re.compile(r"^\[vrnn-gauss\] update (\d+), cpu (\d+\.\d) of 5 min, train bound "
                   r"(-?[0-9.e+]+)(?:, valid bound (-?[0-9.e+]+) \(update (\d+)\))?$")
@@ -41,7 +41,7 @@ def test_progress_lines_show_updates_budget_and_the_last_validation(tmp_path, ca
 def test_off_a_terminal_a_line_every_so_often_and_none_without_progress(tmp_path, capsys,
                                                                         monkeypatch):
     data = write_npz(tmp_path / "d.npz")
-    monkeypatch.setattr(loop, "PROGRESS_LINE_SECONDS", 3600.0)
+    monkeypatch.setattr(progress, "PROGRESS_LINE_SECONDS", 3600.0)
     loop.train(tiny_train_config(data, tmp_path / "a", progress=True, max_minutes=5.0,
                                  budget_clock="cpu"))  # stderr is not a terminal here
     got = lines(capsys.readouterr().err)
