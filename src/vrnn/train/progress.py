@@ -5,10 +5,6 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from vrnn.train.loop import Run
 
 PROGRESS_LINE_SECONDS = 30.0
 """Seconds between the progress lines of a run that shows no bar (its output is a log file or a
@@ -26,7 +22,7 @@ class Progress:
     line on stderr at the first update and then every ``every`` seconds
     (:data:`PROGRESS_LINE_SECONDS` by default)."""
 
-    def __init__(self, run: Run, every: float | None = None):
+    def __init__(self, run, every: float | None = None):  # run: a vrnn.train.loop.Run
         from tqdm.auto import tqdm
 
         self.run, cfg = run, run.cfg
