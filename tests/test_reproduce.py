@@ -392,3 +392,98 @@ def test_a_signal_during_training_stops_the_study_without_a_report(tmp_path, sig
         assert list(records) == ["vrnn-gauss", "rnn-gauss"]
         assert records["vrnn-gauss"]["steps"] > step
         assert "<!-- reproduce:pen:begin -->" in (docs / "RESULTS.md").read_text()
+
+
+# -- each model by its own paper's recipe ------------------------------------------------------
+
+def test_own_recipes_add_a_twin_trained_by_its_papers_recipe():
+    """``--own-recipes``: after each model, its twin with ``--recipe`` of its family's paper
+    (SRNN: Fraccaro et al.'s lr 1e-3, batch 64, KL annealed over 20 epochs on audio; VRNN: Chung
+    et al.'s batch 128 for speech), everything else as the shared model; STORN has no twin."""
+    from vrnn.study.reproduce import train_configs
+
+    args = build_parser().parse_args(["--data", "speech", "--study", "srnn", "--own-recipes",
+                                      "--models", "srnn-gauss,srnn-gauss-own-recipe,"
+                                      "vrnn-gauss-own-recipe"])
+    configs = train_configs(args, "audio")
+    assert list(configs) == ["srnn-gauss", "srnn-gauss-own-recipe", "vrnn-gauss-own-recipe"]
+    shared, srnn, vrnn_ = configs.values()
+    assert (shared.recipe, shared.lr, shared.batch_size, shared.kl_anneal_epochs) \
+        == ("default", 3e-4, 32, 0.0)
+    assert (srnn.recipe, srnn.lr, srnn.batch_size, srnn.kl_anneal_epochs, srnn.kl_start) \
+        == ("srnn", 1e-3, 64, 20.0, 0.0)
+    assert (srnn.model, srnn.posterior, srnn.res_q) == (shared.model, shared.posterior, True)
+    assert srnn.out_dir == "runs/reproduce/speech-srnn/srnn-gauss-own-recipe"
+    assert (vrnn_.recipe, vrnn_.lr, vrnn_.batch_size) == ("vrnn", 3e-4, 128)
+    typed = train_configs(build_parser().parse_args(
+        ["--data", "speech", "--study", "srnn", "--own-recipes", "--batch-size", "8",
+         "--models", "srnn-gauss-own-recipe"]), "audio")
+    assert typed["srnn-gauss-own-recipe"].batch_size == 8  # a flag typed wins over the recipe
+    assert typed["srnn-gauss-own-recipe"].lr == 1e-3
+    families = train_configs(build_parser().parse_args(
+        ["--data", "chorales", "--study", "families", "--own-recipes"]), "binary")
+    assert [k for k in families if k.endswith("-own-recipe")] == [
+        "rnn-bernoulli-own-recipe", "vrnn-bernoulli-own-recipe", "srnn-bernoulli-own-recipe",
+        "dmm-bernoulli-own-recipe"]
+    assert families["dmm-bernoulli-own-recipe"].beta1 == 0.96
+    objectives = train_configs(build_parser().parse_args(
+        ["--data", "speech", "--study", "objectives", "--own-recipes"]), "audio")
+    assert objectives["vrnn-gauss-fivo-own-recipe"].recipe == "fivo"
+    assert objectives["vrnn-gauss-iwae-own-recipe"].recipe == "vrnn"
+    with pytest.raises(ValueError, match="srnn-gauss-own-recipe not in --study srnn"):
+        train_configs(build_parser().parse_args(
+            ["--data", "speech", "--study", "srnn", "--models", "srnn-gauss-own-recipe"]),
+            "audio")
+
+
+def test_own_recipe_claims_judge_the_twins_among_themselves_and_against_the_shared():
+    from vrnn.study.studies import study_claims
+    from vrnn.study.tables import ModelResult
+
+    rng = np.random.default_rng(1)
+    base = rng.normal(-100.0, 10.0, size=40)
+    shifts = {"srnn-gauss": -2.0, "vrnn-gauss": 0.0,  # shared: the VRNN above the SRNN
+              "srnn-gauss-own-recipe": 3.0, "vrnn-gauss-own-recipe": -1.0}  # own: the reverse
+    names = {"srnn-gauss": "SRNN", "vrnn-gauss": "VRNN",
+             "srnn-gauss-own-recipe": "SRNN [srnn recipe]",
+             "vrnn-gauss-own-recipe": "VRNN [vrnn recipe]"}
+    results = {k: ModelResult(names[k], True, base + s + rng.normal(0, 0.1, 40), base + s)
+               for k, s in shifts.items()}
+    claims = {c.text: c for c in study_claims("srnn", results)}
+    assert not claims["SRNN above VRNN (SRNN above VRNN)"].holds
+    assert claims["SRNN [srnn recipe] above VRNN [vrnn recipe] (SRNN above VRNN)"].holds
+    recipe = claims["SRNN [srnn recipe] above SRNN (its paper's recipe above the shared one)"]
+    assert recipe.holds and recipe.gap == pytest.approx(5.0, abs=0.1)
+    assert not claims["VRNN [vrnn recipe] above VRNN (its paper's recipe above the shared one)"
+                      ].holds
+    assert len(claims) == 4
+    paper = {"rnn-gauss": ModelResult("RNN-Gauss", False, base, base),
+             "vrnn-gauss": ModelResult("VRNN-Gauss", True, base + 1, base),
+             "rnn-gauss-own-recipe": ModelResult("RNN-Gauss [vrnn recipe]", False, base + 2, base),
+             "vrnn-gauss-own-recipe": ModelResult("VRNN-Gauss [vrnn recipe]", True, base + 1,
+                                                  base)}
+    texts = [c.text for c in study_claims("paper", paper)]
+    assert texts == ["VRNN-Gauss above RNN-Gauss",
+                     "VRNN-Gauss above RNN-Gauss [each by its paper's recipe]",
+                     "RNN-Gauss [vrnn recipe] above RNN-Gauss (its paper's recipe above the "
+                     "shared one)",
+                     "VRNN-Gauss [vrnn recipe] above VRNN-Gauss (its paper's recipe above the "
+                     "shared one)"]
+
+
+def test_a_tiny_study_with_own_recipes(tmp_path):
+    data = write_strokes(tmp_path / "pen.npz")
+    assert main(["reproduce", "--data", str(data), "--study", "srnn", "--own-recipes",
+                 "--models", "srnn-gauss-filtering,srnn-gauss-filtering-own-recipe",
+                 "--preset", "tiny", "--max-steps", "2", "--val-interval", "2", "--samples", "2",
+                 "--smc-repeats", "1", "--docs", str(tmp_path / "docs"), "--no-progress",
+                 "--device", "cpu", "--out", str(tmp_path / "study")]) == 0
+    saved = json.loads((tmp_path / "study" / "results.json").read_text())
+    assert list(saved["models"]) == ["srnn-gauss-filtering", "srnn-gauss-filtering-own-recipe"]
+    config = json.loads((tmp_path / "study" / "srnn-gauss-filtering-own-recipe" /
+                         "config.json").read_text())
+    assert config["train"]["recipe"] == "srnn" and config["train"]["lr"] == 1e-3
+    section = (tmp_path / "docs" / "RESULTS.md").read_text()
+    assert "--own-recipes" in section and "| SRNN (filt) [srnn recipe] |" in section
+    assert "SRNN (filt) [srnn recipe] above SRNN (filt) (its paper's recipe above the shared " \
+        "one)" in section

@@ -209,7 +209,8 @@ def write_report(args, info, ds, out: Path, records: dict, *, command: str) -> P
     stem = study_stem(args.data, study_tag(args))
     study = getattr(args, "study", "paper")
     paper = study == "paper"
-    entries = study_entries(study, info.kind)
+    entries = study_entries(study, info.kind,
+                            own_recipes=getattr(args, "own_recipes", False))
     order = [e.key for e in entries if e.key in records]
     order += [k for k in records if k not in order]  # results of models the study has dropped
     by_key = _results(records, order)

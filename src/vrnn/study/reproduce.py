@@ -128,7 +128,14 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
                         "binary data); for --study objectives rnn-gauss, rnn-gmm and vrnn-gauss, "
                         "vrnn-gmm with nothing, -iwae, -fivo or -free-bits after them; for "
                         "--study families rnn-gauss, vrnn-gauss, srnn-gauss, dmm-gauss, "
-                        "storn-gauss (-bernoulli for binary data)")
+                        "storn-gauss (-bernoulli for binary data); with --own-recipes, "
+                        "-own-recipe after a key names its twin")
+    p.add_argument("--own-recipes", action="store_true",
+                   help="beside each model, a twin trained by its own paper's recipe "
+                        "(--recipe vrnn for the RNNs and VRNNs, srnn for the SRNNs, dmm for the "
+                        "DMM, fivo for a VRNN trained with FIVO; STORN has none), key "
+                        "<key>-own-recipe: the study's claims are judged among the twins too, "
+                        "and each twin against its model of the shared recipe")
     p.add_argument("--samples", type=int, default=40,
                    help="importance samples per test sequence (default 40, as the paper), and "
                         "particles per filter of the SMC estimate")
@@ -199,7 +206,8 @@ def _check_study_flags(args: argparse.Namespace) -> None:
 
 def select_entries(args: argparse.Namespace, kind: str) -> tuple[Entry, ...]:
     """The entries of ``--study`` that ``--models`` selects (all of them by default)."""
-    study = study_entries(getattr(args, "study", "paper"), kind)
+    study = study_entries(getattr(args, "study", "paper"), kind,
+                          own_recipes=getattr(args, "own_recipes", False))
     if not args.models:
         return study
     by_key = {e.key: e for e in study}

@@ -17,6 +17,7 @@ folder, ``--models``, its record in results.json). Four studies:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from dataclasses import dataclass
 
 from vrnn.study.tables import Claim, ModelResult, paired_gap
@@ -132,9 +133,42 @@ def models_for(kind: str) -> tuple[str, ...]:
     return {"binary": BINARY_MODELS, "text": TEXT_MODELS}.get(kind, REAL_MODELS)
 
 
-def study_entries(study: str, kind: str) -> tuple[Entry, ...]:
+OWN_RECIPES = {"rnn": "vrnn", "vrnn": "vrnn", "srnn": "srnn", "dmm": "dmm"}
+"""The recipe (:mod:`vrnn.train.recipes`) of each family's own paper, for ``--own-recipes``: the
+VRNN paper trained its RNN baselines with its own setting; a VRNN trained with FIVO gets the FIVO
+paper's. STORN has none: Bayer and Osendorfer (2014) train with adadelta and report no setting
+that an Adam recipe could follow, so it gets no twin."""
+OWN_SUFFIX = "-own-recipe"
+"""The key suffix of a model's twin trained by its own paper's recipe."""
+
+
+def own_recipe(entry: Entry) -> str | None:
+    """The recipe of ``entry``'s own paper (:data:`OWN_RECIPES`; ``fivo`` for a model trained
+    with FIVO), None when its family has none."""
+    if dict(entry.train).get("objective") == "fivo":
+        return "fivo"
+    return OWN_RECIPES.get(entry.model.split("-")[0])
+
+
+def with_own_recipes(entries: tuple[Entry, ...]) -> tuple[Entry, ...]:
+    """``entries``, each followed by its twin trained by its own paper's recipe (key
+    ``<key>-own-recipe``, name ``<name> [<recipe> recipe]``) where its family has one."""
+    out: list[Entry] = []
+    for e in entries:
+        out.append(e)
+        recipe = own_recipe(e)
+        if recipe is not None:
+            out.append(Entry(e.key + OWN_SUFFIX, e.model, e.posterior, e.res_q,
+                             f"{e.name} [{recipe} recipe]", (*e.train, ("recipe", recipe))))
+    return tuple(out)
+
+
+def study_entries(study: str, kind: str, *, own_recipes: bool = False) -> tuple[Entry, ...]:
     """The models of ``--study`` for data of ``kind`` ('audio', 'strokes', 'binary'), in the
-    order of the report."""
+    order of the report; ``own_recipes``: each followed by its twin trained by its own paper's
+    recipe (:func:`with_own_recipes`)."""
+    if own_recipes:
+        return with_own_recipes(study_entries(study, kind))
     from vrnn.models.config import parse_model_name
 
     def name(model: str) -> str:
@@ -241,18 +275,43 @@ def family_claims(results: dict[str, ModelResult], *,
     return claims
 
 
+def recipe_claims(results: dict[str, ModelResult], *,
+                  field: str = "log_likelihood") -> list[Claim]:
+    """Each model trained by its own paper's recipe (key ``<key>-own-recipe``) above its twin
+    trained by the study's shared one, as the paired gap in ``field``."""
+    return [_claim(results, key, key.removesuffix(OWN_SUFFIX),
+                   "its paper's recipe above the shared one", field)
+            for key in results
+            if key.endswith(OWN_SUFFIX) and key.removesuffix(OWN_SUFFIX) in results]
+
+
 def study_claims(study: str, results: dict[str, ModelResult], *,
                  field: str = "log_likelihood") -> list[Claim]:
     """The claims ``study`` judges by the paired gap in ``field`` (``results`` keyed by entry
     key). The paper study judges the log-likelihood only (its claims are about it): with
-    ``field="elbo"`` it has none."""
+    ``field="elbo"`` it has none.
+
+    With twins trained by their own papers' recipes (``--own-recipes``), the study's claims are
+    judged twice: among the models of the shared recipe, then among the twins, each by its own
+    paper's recipe; then every twin against its shared-recipe model (:func:`recipe_claims`)."""
     from vrnn.study.tables import assess_claims
 
+    shared = {k: r for k, r in results.items() if not k.endswith(OWN_SUFFIX)}
+    own = {k.removesuffix(OWN_SUFFIX): r for k, r in results.items() if k.endswith(OWN_SUFFIX)}
     if study == "paper":
-        return assess_claims({r.name: r for r in results.values()}) \
-            if field == "log_likelihood" else []
-    judge = {"srnn": srnn_claims, "objectives": objective_claims, "families": family_claims}
-    return judge[study](results, field=field)
+        if field != "log_likelihood":
+            return []
+        claims = assess_claims({r.name: r for r in shared.values()})
+        if own:  # the paper's claims are keyed by its models' names: the twins' without recipe
+            base = (r.name.split(" [")[0] for r in own.values())
+            names = {n: dataclasses.replace(r, name=n) for n, r in zip(base, own.values())}
+            claims += [dataclasses.replace(c, text=f"{c.text} [each by its paper's recipe]")
+                       for c in assess_claims(names)]
+    else:
+        judge = {"srnn": srnn_claims, "objectives": objective_claims,
+                 "families": family_claims}[study]
+        claims = judge(shared, field=field) + (judge(own, field=field) if own else [])
+    return claims + recipe_claims(results, field=field)
 
 
 DEFAULT_BATCH = {"audio": 32, "strokes": 20, "binary": 20, "text": 32}
