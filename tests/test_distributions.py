@@ -38,6 +38,8 @@ def test_gaussian_head_matches_scipy():
     ref = stats.norm.logpdf(x.numpy(), loc.detach().numpy(), scale).sum(-1)
     np.testing.assert_allclose(dist.log_prob(x).detach().numpy(), ref, rtol=1e-10)
     assert dist.batch_shape == (3, 2) and dist.event_shape == (4,)
+    fast = head.log_density(head.linear(h), x)  # a particle filter's, without the object
+    np.testing.assert_allclose(fast.detach().numpy(), ref, rtol=1e-10)
 
 
 def test_gmm_density_matches_numpy_formula():
@@ -54,6 +56,8 @@ def test_gmm_density_matches_numpy_formula():
     comp = stats.norm.logpdf(x.numpy()[:, None, :], loc, scale).sum(-1)  # (5, K)
     ref = logsumexp(log_w + comp, -1)
     np.testing.assert_allclose(head(h).log_prob(x).detach().numpy(), ref, rtol=1e-10)
+    np.testing.assert_allclose(head.log_density(head.linear(h), x).detach().numpy(), ref,
+                               rtol=1e-10)
 
 
 def test_stroke_density_matches_scipy():
@@ -70,6 +74,7 @@ def test_stroke_density_matches_scipy():
     probs = dist.offset.mixture_distribution.probs.detach().numpy()
     loc, scale, rho = (t.detach().numpy() for t in (comp.loc, comp.scale, comp.rho))
     pen_p = dist.pen.probs.detach().numpy()
+    fast = head.log_density(head.linear(h), x)
     for n in range(6):
         dens = 0.0
         for k in range(K):
@@ -78,6 +83,30 @@ def test_stroke_density_matches_scipy():
             dens += probs[n, k] * stats.multivariate_normal(loc[n, k], cov).pdf(x[n, :2].numpy())
         pen = pen_p[n] if x[n, 2] == 1 else 1 - pen_p[n]
         assert dist.log_prob(x)[n].item() == pytest.approx(math.log(dens * pen), rel=1e-9)
+        assert fast[n].item() == pytest.approx(math.log(dens * pen), rel=1e-9)
+
+
+def test_bernoulli_and_categorical_log_density_match_numpy():
+    """The heads' log-densities from their logits (a particle filter's per-step weights): bits
+    against log sigma(l) x + log(1 - sigma(l)) (1 - x), one-hot frames against log softmax, and
+    an all-zero padding frame 0."""
+    torch.manual_seed(3)
+    bern = make_head("bernoulli", 5, 6, components=1, min_scale=1e-4, scale_bias=0.6)
+    h = torch.randn(4, 5)
+    x = (torch.rand(4, 6) < 0.5).double()
+    logit = bern.linear(h).detach().numpy()
+    log_sig = -np.logaddexp(0.0, -logit)
+    ref = (x.numpy() * log_sig + (1 - x.numpy()) * (log_sig - logit)).sum(-1)
+    np.testing.assert_allclose(bern.log_density(bern.linear(h), x).detach().numpy(), ref,
+                               rtol=1e-10)
+    cat = make_head("categorical", 5, 7, components=1, min_scale=1e-4, scale_bias=0.6)
+    frames = torch.zeros(4, 7)
+    frames[[0, 1, 2], [3, 0, 6]] = 1.0  # row 3: padding
+    logits = cat.linear(h).detach().numpy()
+    log_p = logits - logsumexp(logits, -1, keepdims=True)
+    ref = [log_p[0, 3], log_p[1, 0], log_p[2, 6], 0.0]
+    np.testing.assert_allclose(cat.log_density(cat.linear(h), frames).detach().numpy(), ref,
+                               rtol=1e-10, atol=1e-12)
 
 
 def test_bivariate_sampler_moments():

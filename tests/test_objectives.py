@@ -159,6 +159,11 @@ def test_fivo_is_the_differentiable_particle_filter_beside_the_elbo():
                      noise=noise, elbo_noise=noise)
     terms = model(x, None, noise=noise, sample_terms=True)
     torch.testing.assert_close(one.objective, terms.log_weights())
+    lean = fivo_bound(model, x, None, particles=3, generator=torch.Generator().manual_seed(4),
+                      elbo_noise=noise, figures=False)  # the same filter, no ELBO pass
+    assert lean.elbo is None and lean.kl is None
+    torch.testing.assert_close(lean.objective, bound.objective)
+    torch.testing.assert_close(lean.ess, bound.ess)
 
 
 # -- the training loop ----------------------------------------------------------------------------
@@ -199,6 +204,31 @@ def test_each_objective_trains_and_logs_its_bound_beside_the_elbo(data, tmp_path
         else:
             assert r["train_ess"] == ""
     assert all(r["valid_bound"] == "" for r in train_rows)
+
+
+def test_fivo_runs_its_elbo_pass_on_the_updates_that_write_a_row(data, tmp_path, monkeypatch):
+    """FIVO's plain ELBO costs a pass of its own: training asks for it on the updates that log
+    (every --log-interval and the last), and each row reports that update's ELBO and KL beside
+    the FIVO bound averaged over all the updates since the last row."""
+    from vrnn.inference.objectives import FIVO
+
+    asked = []
+    real = FIVO.bound
+
+    def spy(self, *a, figures=True, **kw):
+        asked.append(figures)
+        return real(self, *a, figures=figures, **kw)
+
+    monkeypatch.setattr(FIVO, "bound", spy)
+    out = tmp_path / "run"
+    train(tiny_train_config(data, out, objective="fivo", particles=3, max_steps=7,
+                            log_interval=3, val_interval=100))
+    assert asked == [False, False, True, False, False, True, True]
+    train_rows = [r for r in rows_of(out / "metrics.csv") if r["train_objective"]]
+    assert [int(r["step"]) for r in train_rows] == [3, 6, 7]
+    for r in train_rows:
+        assert np.isfinite(float(r["train_bound"])) and float(r["train_kl_per_step"]) >= 0
+        assert 1 <= float(r["train_ess"]) <= 3
 
 
 @pytest.mark.parametrize("objective", ["iwae", "fivo"])

@@ -262,3 +262,51 @@ def test_planted_wrong_copies_in_the_fast_estimate(broken, monkeypatch):
     with torch.no_grad():
         slow = smc._filter(model, x, mask, K, torch.Generator().manual_seed(3), 0.9)
     assert (fast.log_likelihood - slow.log_likelihood).abs().max() > 1e-6
+
+
+def test_the_resampled_likelihood_is_the_filters_recursion_step_by_step():
+    """The segment sums of resampled_log_likelihood against the filter's recursion written out
+    (W_t ∝ W_{t-1} alpha_t, increments log sum_k W_{t-1}^k alpha_t^k, W = 1/K after a
+    resampling), value and gradient, on ragged sequences resampling at random steps."""
+    g = torch.Generator().manual_seed(7)
+    Kp, Bp, Tp = 5, 4, 17
+    log_alpha = (3 * torch.randn(Kp * Bp, Tp, generator=g, dtype=torch.float64)
+                 ).requires_grad_()
+    valid = torch.ones(Bp, Tp, dtype=torch.bool)
+    valid[1, 11:] = False
+    valid[3, 4:] = False
+    resampled = (torch.rand(Bp, Tp, generator=g) < 0.4) & valid
+    resampled[:, -1] = False
+    resampled[1, 10:] = False  # never at or after a sequence's last valid step (the filter's)
+    resampled[3, 3:] = False
+    assert int(resampled.sum()) >= 8
+
+    def recursion(la):
+        total = []
+        for b in range(Bp):
+            log_W = torch.full((Kp,), -math.log(Kp), dtype=torch.float64)
+            acc = la.new_zeros(())
+            for t in range(Tp):
+                if not valid[b, t]:
+                    continue
+                unnorm = log_W + la.view(Kp, Bp, Tp)[:, b, t]
+                inc = torch.logsumexp(unnorm, 0)
+                acc = acc + inc
+                log_W = unnorm - inc
+                if resampled[b, t]:
+                    log_W = torch.full((Kp,), -math.log(Kp), dtype=torch.float64)
+            total.append(acc)
+        return torch.stack(total)
+
+    ours = particles_mod.resampled_log_likelihood(log_alpha, resampled, valid, Kp)
+    ref = recursion(log_alpha)
+    assert torch.allclose(ours, ref, rtol=1e-12, atol=1e-12)
+    weights = torch.randn(Bp, generator=g, dtype=torch.float64)
+    (g_ours,) = torch.autograd.grad((ours * weights).sum(), log_alpha)
+    (g_ref,) = torch.autograd.grad((ref * weights).sum(), log_alpha)
+    assert torch.allclose(g_ours, g_ref, rtol=1e-10, atol=1e-12)
+    # a resampling the recursion does not make changes the value: the segments matter
+    moved = resampled.clone()
+    moved[0, 5] = ~moved[0, 5]
+    assert not torch.allclose(
+        particles_mod.resampled_log_likelihood(log_alpha, moved, valid, Kp)[0], ref[0])

@@ -49,10 +49,13 @@ class Bound:
 
     objective: Tensor
     """The bound being maximised, per sequence (differentiable; the loss is minus its sum)."""
-    elbo: Tensor
-    """The ELBO with the analytic KL and weight 1 (detached; the mean over the K particles)."""
-    kl: Tensor
-    """The analytic KL summed over the valid steps (detached; the mean over the particles)."""
+    elbo: Tensor | None
+    """The ELBO with the analytic KL and weight 1 (detached; the mean over the K particles);
+    None where it would cost a pass of its own and was not asked for (fivo with
+    ``figures=False``)."""
+    kl: Tensor | None
+    """The analytic KL summed over the valid steps (detached; the mean over the particles);
+    None with ``elbo``."""
     state: State | None = None
     """The final recurrent state of the B rows (the ELBO's, for TBPTT); None for iwae / fivo,
     whose windows all start from the initial state."""
@@ -123,7 +126,7 @@ def iwae_bound(model, x: Tensor, mask: Tensor | None, *, particles: int,
 def fivo_bound(model, x: Tensor, mask: Tensor | None, *, particles: int,
                generator: torch.Generator | None = None, elbo_noise: Tensor | None = None,
                threshold: float = 0.5, resampling: str = "multinomial",
-               noise: Tensor | None = None) -> Bound:
+               noise: Tensor | None = None, figures: bool = True) -> Bound:
     """The FIVO bound (Maddison et al. 2017) of ``x (B, T, D)``: the log of SMC's unbiased
     estimate of p(x) with ``particles`` particles, no gradient through the resampling.
 
@@ -133,7 +136,9 @@ def fivo_bound(model, x: Tensor, mask: Tensor | None, *, particles: int,
     is recomputed from the pass's differentiable terms along the ancestors it chose
     (:func:`vrnn.inference.particles.resampled_log_likelihood`). The plain ELBO beside it comes
     from one more pass of the B sequences without gradient, with ``elbo_noise (B, T, Z)``
-    (drawn from ``generator`` when None)."""
+    (drawn from ``generator`` when None); ``figures=False`` skips that pass (the Bound's
+    ``elbo`` and ``kl`` are then None): training asks for it on the updates that write a row
+    of ``metrics.csv`` only."""
     check_method("smc", particles, 1, threshold, resampling)
     model._check_input(x, mask)
     B, T, _ = x.shape
@@ -148,6 +153,8 @@ def fivo_bound(model, x: Tensor, mask: Tensor | None, *, particles: int,
     terms = model.particle_pass(x, mask, noise=noise, particles=pf)  # (K * B, T) terms
     log_alpha = terms.log_px + terms.log_pz - terms.log_qz
     bound = resampled_log_likelihood(log_alpha, pf.resampled, valid, K)  # (B,)
+    if not figures:
+        return Bound(bound, None, None, ess=pf.ess_mean)
     with torch.no_grad():
         plain = model(x, mask, noise=elbo_noise, generator=generator)
     return Bound(bound, plain.elbo(mask), masked_sum(plain.kl, mask), ess=pf.ess_mean)
@@ -187,8 +194,10 @@ class Objective:
 
     def bound(self, model, x: Tensor, mask: Tensor | None, *, noise: Tensor | None,
               state: State | None = None, kl_weight: float = 1.0,
-              generator: torch.Generator | None = None) -> Bound:
-        """The :class:`Bound` of ``x (B, T, D)``, ``mask (B, T)``."""
+              generator: torch.Generator | None = None, figures: bool = True) -> Bound:
+        """The :class:`Bound` of ``x (B, T, D)``, ``mask (B, T)``; ``figures=False``: the plain
+        ELBO and KL beside the objective may be left out (None) where they cost a pass of their
+        own (fivo); objectives that get them from their own pass report them anyway."""
         raise NotImplementedError
 
     def describe(self) -> str:
@@ -225,7 +234,8 @@ class ELBO(Objective):
             return 1.0
         return self.kl_start + (1.0 - self.kl_start) * min(1.0, step / self.kl_anneal_steps)
 
-    def bound(self, model, x, mask, *, noise, state=None, kl_weight=1.0, generator=None):
+    def bound(self, model, x, mask, *, noise, state=None, kl_weight=1.0, generator=None,
+              figures=True):
         return elbo_bound(model, x, mask, noise=noise, state=state, kl_weight=kl_weight,
                           free_bits=self.free_bits, generator=generator)
 
@@ -256,7 +266,8 @@ class IWAE(Objective):
                             generator=stream)
         return noise[:, rows, :T].reshape(K * len(rows), T, latent_dim), None
 
-    def bound(self, model, x, mask, *, noise, state=None, kl_weight=1.0, generator=None):
+    def bound(self, model, x, mask, *, noise, state=None, kl_weight=1.0, generator=None,
+              figures=True):
         return iwae_bound(model, x, mask, particles=self.particles, noise=noise,
                           generator=generator)
 
@@ -285,10 +296,11 @@ class FIVO(Objective):
         seed = int(torch.randint(2**62, (1,), device=device, generator=stream))
         return noise, torch.Generator(device=device).manual_seed(seed + rank)
 
-    def bound(self, model, x, mask, *, noise, state=None, kl_weight=1.0, generator=None):
+    def bound(self, model, x, mask, *, noise, state=None, kl_weight=1.0, generator=None,
+              figures=True):
         return fivo_bound(model, x, mask, particles=self.particles, generator=generator,
                           elbo_noise=noise, threshold=self.threshold,
-                          resampling=self.resampling)
+                          resampling=self.resampling, figures=figures)
 
     def __repr__(self) -> str:
         return (f"FIVO(particles={self.particles}, threshold={self.threshold}, "

@@ -154,18 +154,18 @@ def resampled_log_likelihood(log_alpha: Tensor, resampled: Tensor, valid: Tensor
 
     Between resampling steps the normalised weights carry over, and after one they restart at
     1/K, so the result is differentiable in ``log_alpha`` and, through it, in everything that
-    produced the particles; not in the choice of ancestors (FIVO's gradient)."""
+    produced the particles; not in the choice of ancestors (FIVO's gradient).
+
+    Computed without a loop over time: the weights restart at 1/K after each resampling, so the
+    product of a segment's increments (the steps from one restart to the next) telescopes to
+    (1/K) sum_k prod_{t in segment} alpha_t^k, and log p^ = sum over segments of
+    logsumexp_k (sum_{t in segment} log alpha_t^k) - log K. A segment is numbered by the
+    resamplings before its steps; the numbers no sequence reaches have all-zero sums and add
+    log K - log K = 0. Padded steps (alpha = 1) add nothing."""
     K = particles
     B, T = valid.shape
-    log_uniform = -math.log(K)
-    log_W = log_alpha.new_full((K, B), log_uniform)
-    total = log_alpha.new_zeros(B)
     la = torch.where(valid, log_alpha.view(K, B, T), 0.0)  # (K, B, T)
-    for t in range(T):
-        unnorm = log_W + la[:, :, t]
-        increment = unnorm.logsumexp(0)  # (B,); 0 on a padded step
-        total = total + increment
-        log_W = unnorm - increment
-        if t + 1 < T:
-            log_W = torch.where(resampled[:, t], log_uniform, log_W)
-    return total
+    segment = torch.zeros(B, T, dtype=torch.long, device=la.device)  # (B, T)
+    segment[:, 1:] = resampled[:, :-1].long().cumsum(1)
+    sums = la.new_zeros(K, B, T).scatter_add(2, segment.expand(K, B, T), la)  # (K, B, T)
+    return (sums.logsumexp(0) - math.log(K)).sum(1)  # (B,)

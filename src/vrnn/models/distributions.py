@@ -221,6 +221,21 @@ def _columns(index: Tensor, width: int, offset: int = 0) -> Tensor:
     return torch.arange(offset, offset + width, device=index.device) + index.unsqueeze(-1) * width
 
 
+_HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
+
+
+def _normal_log_density(x: Tensor, loc: Tensor, scale: Tensor) -> Tensor:
+    """``Normal(loc, scale).log_prob(x)``, element-wise, without a distribution object."""
+    return -0.5 * ((x - loc) / scale).square() - scale.log() - _HALF_LOG_2PI
+
+
+def gaussian_params(out: Tensor, min_scale: float) -> tuple[Tensor, Tensor]:
+    """loc and scale of a Gaussian layer's output ``(..., 2 D)`` (:meth:`GaussianHead.params`
+    from the linear output)."""
+    loc, raw = out.chunk(2, -1)
+    return loc, positive_scale(raw, min_scale)
+
+
 class GaussianHead(nn.Module):
     """Linear layer to a diagonal Gaussian ``Independent(Normal(loc, scale), 1)`` over D dims."""
 
@@ -251,6 +266,13 @@ class GaussianHead(nn.Module):
             scale = scale * math.sqrt(temperature)
         eps = torch.randn(loc.shape, dtype=loc.dtype, device=loc.device, generator=generator)
         return loc + scale * eps
+
+    def log_density(self, out: Tensor, x: Tensor) -> Tensor:
+        """``forward``'s log-density of frames ``x (N, D)`` from the linear output ``out
+        (N, 2 D)`` -> ``(N,)``, without a distribution object (a particle filter's per-step
+        weights)."""
+        loc, scale = gaussian_params(out, self.min_scale)
+        return _normal_log_density(x, loc, scale).sum(-1)
 
 
 class GMMHead(nn.Module):
@@ -292,6 +314,16 @@ class GMMHead(nn.Module):
             scale = scale * math.sqrt(temperature)
         return loc + scale * eps.gather(1, cols)
 
+    def log_density(self, out: Tensor, x: Tensor) -> Tensor:
+        """``forward``'s log-density of frames ``x (N, D)`` from the linear output ``out
+        (N, K (1 + 2 D))`` -> ``(N,)``, without distribution objects."""
+        k, d = self.k, self.out_dim
+        logits, loc, raw = out.split([k, k * d, k * d], -1)
+        loc = loc.unflatten(-1, (k, d))  # (N, K, D)
+        scale = positive_scale(raw, self.min_scale).unflatten(-1, (k, d))  # (N, K, D)
+        per = _normal_log_density(x.unsqueeze(-2), loc, scale).sum(-1)  # (N, K)
+        return (torch.log_softmax(logits, -1) + per).logsumexp(-1)
+
 
 class BernoulliHead(nn.Module):
     """Linear layer to independent Bernoulli bits ``Independent(Bernoulli(logits=...), 1)``."""
@@ -311,6 +343,11 @@ class BernoulliHead(nn.Module):
                     generator: torch.Generator | None = None) -> Tensor:
         """A draw of ``forward`` from the logits ``out (N, D)`` -> ``(N, D)`` bits."""
         return _bits(out / temperature if temperature != 1.0 else out, generator)
+
+    def log_density(self, out: Tensor, x: Tensor) -> Tensor:
+        """``forward``'s log-probability of bits ``x (N, D)`` from the logits ``out (N, D)``
+        -> ``(N,)``, without a distribution object."""
+        return -F.binary_cross_entropy_with_logits(out, x, reduction="none").sum(-1)
 
 
 class CategoricalHead(nn.Module):
@@ -333,6 +370,11 @@ class CategoricalHead(nn.Module):
         """A draw of ``forward`` from the logits ``out (N, V)`` -> ``(N, V)`` one-hot frames."""
         idx = _category(out / temperature if temperature != 1.0 else out, generator)
         return F.one_hot(idx, out.shape[-1]).to(out.dtype)
+
+    def log_density(self, out: Tensor, x: Tensor) -> Tensor:
+        """``forward``'s log-probability of one-hot frames ``x (N, V)`` from the logits ``out
+        (N, V)`` -> ``(N,)`` (0 for an all-zero padding frame, as :class:`CategoricalFrames`)."""
+        return (x * torch.log_softmax(out, -1)).sum(-1)
 
 
 class StrokeHead(nn.Module):
@@ -383,6 +425,25 @@ class StrokeHead(nn.Module):
         x1 = m1 + s1 * e1
         x2 = m2 + s2 * (rho * e1 + (1.0 - rho.square()).sqrt() * e2)
         return torch.stack([x1, x2, _bits(pen_logit, generator)], -1)
+
+    def log_density(self, out: Tensor, x: Tensor) -> Tensor:
+        """``forward``'s log-density of frames ``x (N, 3)`` from the linear output ``out
+        (N, 6 K + 1)`` -> ``(N,)``, without distribution objects: the mixture of
+        :class:`BivariateNormal` over (dx, dy), plus the pen bit's Bernoulli."""
+        k = self.k
+        logits, loc, raw, raw_rho, pen_logit = out.split([k, 2 * k, 2 * k, k, 1], -1)
+        loc = loc.unflatten(-1, (k, 2))  # (N, K, 2)
+        scale = positive_scale(raw, self.min_scale).unflatten(-1, (k, 2))  # (N, K, 2)
+        rho = MAX_CORRELATION * torch.tanh(raw_rho)  # (N, K)
+        z1, z2 = ((x[..., None, :2] - loc) / scale).unbind(-1)  # (N, K) each
+        one_minus_rho2 = 1.0 - rho.square()
+        quad = (z1.square() - 2.0 * rho * z1 * z2 + z2.square()) / one_minus_rho2
+        per = (-math.log(2.0 * math.pi) - scale.log().sum(-1) - 0.5 * one_minus_rho2.log()
+               - 0.5 * quad)  # (N, K): BivariateNormal.log_prob
+        offset = (torch.log_softmax(logits, -1) + per).logsumexp(-1)
+        pen = -F.binary_cross_entropy_with_logits(pen_logit.squeeze(-1), x[..., 2],
+                                                  reduction="none")
+        return offset + pen
 
 
 def make_head(output: str, in_dim: int, x_dim: int, *, components: int, min_scale: float,

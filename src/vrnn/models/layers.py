@@ -69,6 +69,20 @@ class Decoder(nn.Module):
         """``(..., in_dim)`` -> a distribution with batch shape ``(...)`` over frames ``(D,)``."""
         return self.head(self.mlp(inp), temperature)
 
+    def log_density(self, inp: Tensor, x: Tensor) -> Tensor:
+        """``forward(inp).log_prob(x)`` for ``inp (N, in_dim)``, ``x (N, D)`` -> ``(N,)``, from
+        the head's linear output without distribution objects: the per-step weights of a
+        particle filter, a few dozen operations a step instead of hundreds."""
+        return self.head.log_density(self.head.linear(self.mlp(inp)), x)
+
+
+def emission_log_density(decoder: nn.Module, inp: Tensor, x: Tensor) -> Tensor:
+    """log p(x | inp) of a model's decoder: :meth:`Decoder.log_density` for the library's own,
+    the distribution's ``log_prob`` for a module swapped in."""
+    if type(decoder) is Decoder:
+        return decoder.log_density(inp, x)
+    return decoder(inp).log_prob(x)
+
 
 # -- Eq. 7: the recurrence h_t = f(phi_x(x_t), phi_z(z_t), h_{t-1}) -------------------------------
 

@@ -37,7 +37,14 @@ from vrnn.models.base import SequenceModel
 from vrnn.models.config import ModelConfig
 from vrnn.models.distributions import diagonal_normal
 from vrnn.models.generation import SRNNSampler
-from vrnn.models.layers import MLP, BackwardRNN, Decoder, LatentGaussian, reparameterise
+from vrnn.models.layers import (
+    MLP,
+    BackwardRNN,
+    Decoder,
+    LatentGaussian,
+    emission_log_density,
+    reparameterise,
+)
 
 
 def _tiled(rows: Tensor, per_sequence: Tensor) -> Tensor:
@@ -237,7 +244,7 @@ class SRNN(SequenceModel):
                 # log q(z_t) with z_t = loc + scale * eps; the 2 pi terms cancel with log p's
                 log_q = -(0.5 * eps.square() + q_scale.log()).sum(-1)
                 log_p = -(0.5 * ((z - p_loc) / p_scale).square() + p_scale.log()).sum(-1)
-                log_px = self.decoder(torch.cat([z, d_t], -1)).log_prob(x_t)
+                log_px = emission_log_density(self.decoder, torch.cat([z, d_t], -1), x_t)
                 return particles(t, log_px + log_p - log_q)
         return weigh
 

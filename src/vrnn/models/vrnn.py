@@ -32,7 +32,15 @@ from vrnn.models.base import SequenceModel
 from vrnn.models.config import ModelConfig
 from vrnn.models.distributions import diagonal_normal
 from vrnn.models.generation import VRNNSampler
-from vrnn.models.layers import MLP, BackwardRNN, Decoder, LatentGaussian, make_cell, reparameterise
+from vrnn.models.layers import (
+    MLP,
+    BackwardRNN,
+    Decoder,
+    LatentGaussian,
+    emission_log_density,
+    make_cell,
+    reparameterise,
+)
 
 
 class VRNN(SequenceModel):
@@ -208,7 +216,7 @@ class VRNN(SequenceModel):
                 else:
                     loc, sd = self.prior(h)
                     log_p = -(0.5 * ((z - loc) / sd).square() + sd.log()).sum(-1)
-                log_px = self.decoder(torch.cat([feat_z, h], -1)).log_prob(x_t)
+                log_px = emission_log_density(self.decoder, torch.cat([feat_z, h], -1), x_t)
                 return particles(t, log_px + log_p - log_q)
         return resample
 

@@ -235,7 +235,8 @@ def fit(model: SequenceModel, train, valid=None, *, objective: Objective | None 
             every 30 seconds: updates, time against the budget, the bounds).
         log_interval: updates between train rows of the history.
         callback: optional ``callback(step, row)`` after every update (``row``: the logged train
-            row, or ``{"step", "epoch", "train_bound"}``).
+            row, or ``{"step", "epoch", "train_bound"}``; ``train_bound`` is None on a fivo update
+            that writes no row: its ELBO costs a pass of its own).
 
     Raises:
         ValueError naming the argument (``train[3]: expected a (T, D=3) sequence ...``).

@@ -167,9 +167,10 @@ class StepFigures:
         return self.sums.non_finite == 0
 
     @property
-    def bound(self) -> float:
-        """Mean ELBO per sequence of the global batch (nats)."""
-        return self.sums.elbo / self.sums.sequences
+    def bound(self) -> float | None:
+        """Mean ELBO per sequence of the global batch (nats); None on a fivo update that did not
+        compute it (one that writes no row of ``metrics.csv``)."""
+        return self.sums.elbo / self.sums.elbo_sequences if self.sums.elbo_sequences else None
 
 
 def _noise(run: Run, batch: Batch, T: int) -> tuple[Tensor, torch.Generator | None]:
@@ -190,9 +191,10 @@ def train_step(run: Run, batch: Batch, votes: Callable[[], RankSums]) -> StepFig
     mask = None if batch.mask is None else batch.mask.to(env.device)
     noise, generator = _noise(run, batch, x.shape[1])
     kl_weight = run.loss.objective.kl_weight(state.step)
+    logs = (state.step + 1) % cfg.log_interval == 0 or state.step + 1 >= cfg.max_steps
     run.optimizer.zero_grad(set_to_none=True)
     loss, bound = run.objective(x, mask, noise, state.carried, kl_weight,
-                                env.world_size / batch.global_size, generator)
+                                env.world_size / batch.global_size, generator, logs)
     loss.backward()
     if cfg.grad_clip_value > 0:  # element-wise first, as Pyro's ClippedAdam
         torch.nn.utils.clip_grad_value_(model.parameters(), cfg.grad_clip_value)
@@ -200,9 +202,13 @@ def train_step(run: Run, batch: Batch, votes: Callable[[], RankSums]) -> StepFig
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
     ok = bool(torch.isfinite(loss)) and bool(torch.isfinite(grad_norm))
     stop = votes()
-    mine = UpdateSums(elbo=float(bound.elbo.sum()), kl=float(bound.kl.sum()),
-                      sequences=len(batch.rows),
-                      steps=float(x.shape[0] * x.shape[1]) if mask is None else float(mask.sum()),
+    steps = float(x.shape[0] * x.shape[1]) if mask is None else float(mask.sum())
+    figured = bound.elbo is not None
+    mine = UpdateSums(elbo=float(bound.elbo.sum()) if figured else 0.0,
+                      kl=float(bound.kl.sum()) if figured else 0.0,
+                      sequences=len(batch.rows), steps=steps,
+                      elbo_sequences=len(batch.rows) if figured else 0.0,
+                      elbo_steps=steps if figured else 0.0,
                       non_finite=0.0 if ok else 1.0, sigint=stop.sigint, sigterm=stop.sigterm,
                       out_of_time=stop.out_of_time, objective=float(bound.objective.sum()),
                       ess=0.0 if bound.ess is None else float(bound.ess.sum()))
@@ -340,7 +346,8 @@ class Run:
                              else tuple(s.detach() for s in figures.state))
         window.add(sums.elbo, sums.kl, sums.sequences, sums.steps, figures.grad_norm,
                    objective=sums.objective,
-                   ess=sums.ess if self.loss.objective.reports_ess else None)
+                   ess=sums.ess if self.loss.objective.reports_ess else None,
+                   elbo_sequences=sums.elbo_sequences, elbo_steps=sums.elbo_steps)
         if state.step % cfg.log_interval and state.step != cfg.max_steps:
             return {"step": state.step, "epoch": state.epoch, "train_bound": figures.bound}
         row = {"step": state.step, "epoch": state.epoch, "sequences": state.sequences_seen,

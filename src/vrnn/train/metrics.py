@@ -27,7 +27,10 @@ are ELBOs (exact log-likelihoods for RNNs) in nats: per sequence, and per time s
 validation bound is the ELBO whatever ``--objective`` trains.
 ``sequences``: training sequences (or TBPTT windows) seen so far, summed over all processes.
 ``train_objective``: the bound being maximised, per sequence: the ELBO with the KL weight and
-free bits of the loss (``--objective elbo``), the IWAE or the FIVO bound. ``train_ess``: fivo's
+free bits of the loss (``--objective elbo``), the IWAE or the FIVO bound. With ``--objective
+fivo`` the train ELBO and KL (``train_bound``, ``train_bound_per_step``,
+``train_kl_per_step``) are those of the update that writes the row only: beside FIVO they cost a
+pass of their own, which the other updates skip. ``train_ess``: fivo's
 effective sample size (mean over steps and sequences, 1 to ``--particles``); empty otherwise.
 The last two came later: a metrics.csv without them is read by name and resumes."""
 
@@ -118,17 +121,23 @@ class TrainWindow:
 
     def __init__(self) -> None:
         self.elbo = self.kl = self.sequences = self.steps = self.objective = 0.0
+        self.elbo_sequences = self.elbo_steps = 0.0
         self.ess: float | None = None
         self.grad_norms: list[float] = []
 
     def add(self, elbo: float, kl: float, sequences: float, steps: float, grad_norm: float,
-            objective: float | None = None, ess: float | None = None) -> None:
+            objective: float | None = None, ess: float | None = None,
+            elbo_sequences: float | None = None, elbo_steps: float | None = None) -> None:
         """One update's sums over its sequences: ELBO, KL, the objective (default: the ELBO)
-        and the ESS (fivo; None otherwise)."""
+        and the ESS (fivo; None otherwise). ``elbo_sequences`` and ``elbo_steps``: what the
+        ELBO and KL sums cover (default: every sequence and step; 0 for a fivo update that
+        did not compute them)."""
         self.elbo += elbo
         self.kl += kl
         self.sequences += sequences
         self.steps += steps
+        self.elbo_sequences += sequences if elbo_sequences is None else elbo_sequences
+        self.elbo_steps += steps if elbo_steps is None else elbo_steps
         self.objective += elbo if objective is None else objective
         if ess is not None:
             self.ess = (self.ess or 0.0) + ess
@@ -136,9 +145,10 @@ class TrainWindow:
 
     def row(self) -> dict:
         """The window's train columns; then the window starts afresh."""
-        row = {"train_bound": self.elbo / self.sequences,
-               "train_bound_per_step": self.elbo / self.steps,
-               "train_kl_per_step": self.kl / self.steps,
+        figured = self.elbo_sequences > 0
+        row = {"train_bound": self.elbo / self.elbo_sequences if figured else None,
+               "train_bound_per_step": self.elbo / self.elbo_steps if figured else None,
+               "train_kl_per_step": self.kl / self.elbo_steps if figured else None,
                "grad_norm": float(np.mean(self.grad_norms)),
                "train_objective": self.objective / self.sequences,
                "train_ess": None if self.ess is None else self.ess / self.sequences}

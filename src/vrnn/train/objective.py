@@ -33,7 +33,9 @@ class LossModule(nn.Module):
 
     Args of ``forward``: ``x (B, T, D)``, ``mask (B, T)``; ``noise``: what
     :meth:`vrnn.inference.objectives.Objective.noise` drew; ``state``: the carried state (the
-    ELBO only); ``generator``: FIVO's particle draws.
+    ELBO only); ``generator``: FIVO's particle draws; ``figures``: whether the plain ELBO and KL
+    beside the loss are needed (FIVO computes them in a pass of their own, so training asks for
+    them on the updates that write a row of ``metrics.csv`` only).
 
     ``precision`` (``--precision``): ``bf16`` runs the forward pass under
     :func:`vrnn.kernels.precision.autocast` (its products, and so their backward, in bfloat16;
@@ -47,11 +49,12 @@ class LossModule(nn.Module):
         self.precision = precision
 
     def forward(self, x: Tensor, mask: Tensor | None, noise: Tensor | None, state,
-                kl_weight: float, scale: float, generator: torch.Generator | None = None
-                ) -> tuple[Tensor, Bound]:
+                kl_weight: float, scale: float, generator: torch.Generator | None = None,
+                figures: bool = True) -> tuple[Tensor, Bound]:
         with autocast(self.model, self.precision, x.device):
             bound = self.objective.bound(self.model, x, mask, noise=noise, state=state,
-                                         kl_weight=kl_weight, generator=generator)
+                                         kl_weight=kl_weight, generator=generator,
+                                         figures=figures)
         loss = -bound.objective.sum() * scale
         bound.objective = bound.objective.detach()
         return loss, bound
@@ -74,6 +77,11 @@ class UpdateSums(RankSums):
     with its KL weight and free bits)."""
     ess: float = 0.0
     """fivo: sum over sequences of their mean effective sample size."""
+    elbo_sequences: float = 0.0
+    """The sequences whose ELBO and KL are in ``elbo`` and ``kl``: all of them, or none on a
+    fivo update that wrote no row (its ELBO costs a pass of its own)."""
+    elbo_steps: float = 0.0
+    """Their time steps."""
 
 
 def kl_weight_at(cfg: TrainConfig, step: int) -> float:

@@ -58,8 +58,11 @@ class Progress:
             parts.append(f"valid bound {valid:.4g} (update {self.run.validated_at})")
         return ", ".join(parts)
 
-    def update(self, bound: float) -> None:
-        self.running = bound if self.running is None else 0.95 * self.running + 0.05 * bound
+    def update(self, bound: float | None) -> None:
+        """After an update: ``bound`` its ELBO per sequence (None: not computed, fivo)."""
+        if bound is not None:
+            self.running = (bound if self.running is None
+                            else 0.95 * self.running + 0.05 * bound)
         if self.bar is not None:
             done = min(self._spent(), self.budget) if self.budget else self.run.state.step
             self.bar.update(done - self.bar.n)  # redrawn at most every tenth of a second
