@@ -19,6 +19,7 @@ from vrnn.study.studies import (
     FAMILIES_PAPERS,
     FAMILIES_PUBLISHED,
     SRNN_PAPER,
+    own_recipes_of,
     study_claims,
     study_entries,
     study_stem,
@@ -209,8 +210,7 @@ def write_report(args, info, ds, out: Path, records: dict, *, command: str) -> P
     stem = study_stem(args.data, study_tag(args))
     study = getattr(args, "study", "paper")
     paper = study == "paper"
-    entries = study_entries(study, info.kind,
-                            own_recipes=getattr(args, "own_recipes", False))
+    entries = study_entries(study, info.kind, **own_recipes_of(args))
     order = [e.key for e in entries if e.key in records]
     order += [k for k in records if k not in order]  # results of models the study has dropped
     by_key = _results(records, order)

@@ -76,6 +76,7 @@ from vrnn.study.studies import (
     DEFAULT_BATCH,
     STUDIES,
     Entry,
+    own_recipes_of,
     study_entries,
     study_stem,
     study_tag,
@@ -206,8 +207,7 @@ def _check_study_flags(args: argparse.Namespace) -> None:
 
 def select_entries(args: argparse.Namespace, kind: str) -> tuple[Entry, ...]:
     """The entries of ``--study`` that ``--models`` selects (all of them by default)."""
-    study = study_entries(getattr(args, "study", "paper"), kind,
-                          own_recipes=getattr(args, "own_recipes", False))
+    study = study_entries(getattr(args, "study", "paper"), kind, **own_recipes_of(args))
     if not args.models:
         return study
     by_key = {e.key: e for e in study}

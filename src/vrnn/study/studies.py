@@ -137,38 +137,55 @@ OWN_RECIPES = {"rnn": "vrnn", "vrnn": "vrnn", "srnn": "srnn", "dmm": "dmm"}
 """The recipe (:mod:`vrnn.train.recipes`) of each family's own paper, for ``--own-recipes``: the
 VRNN paper trained its RNN baselines with its own setting; a VRNN trained with FIVO gets the FIVO
 paper's. STORN has none: Bayer and Osendorfer (2014) train with adadelta and report no setting
-that an Adam recipe could follow, so it gets no twin."""
+that an Adam recipe could follow, so it gets no twin; nor does a model whose paper has no
+experiment on the data's kind (the VRNN paper on polyphonic music): its own-recipe claims use its
+shared-recipe model."""
 OWN_SUFFIX = "-own-recipe"
 """The key suffix of a model's twin trained by its own paper's recipe."""
 
 
-def own_recipe(entry: Entry) -> str | None:
+def own_recipe(entry: Entry, kind: str | None = None) -> str | None:
     """The recipe of ``entry``'s own paper (:data:`OWN_RECIPES`; ``fivo`` for a model trained
-    with FIVO), None when its family has none."""
-    if dict(entry.train).get("objective") == "fivo":
-        return "fivo"
-    return OWN_RECIPES.get(entry.model.split("-")[0])
+    with FIVO) for data of ``kind``, None when its family has none or its paper no setting for
+    that kind."""
+    from vrnn.train.recipes import RECIPES
+
+    name = ("fivo" if dict(entry.train).get("objective") == "fivo"
+            else OWN_RECIPES.get(entry.model.split("-")[0]))
+    return name if name is not None and RECIPES[name].covers(kind) else None
 
 
-def with_own_recipes(entries: tuple[Entry, ...]) -> tuple[Entry, ...]:
+def with_own_recipes(entries: tuple[Entry, ...], kind: str | None = None) -> tuple[Entry, ...]:
     """``entries``, each followed by its twin trained by its own paper's recipe (key
-    ``<key>-own-recipe``, name ``<name> [<recipe> recipe]``) where its family has one."""
+    ``<key>-own-recipe``, name ``<name> [<recipe> recipe]``) where its paper has one for data of
+    ``kind``."""
     out: list[Entry] = []
     for e in entries:
         out.append(e)
-        recipe = own_recipe(e)
+        recipe = own_recipe(e, kind)
         if recipe is not None:
             out.append(Entry(e.key + OWN_SUFFIX, e.model, e.posterior, e.res_q,
                              f"{e.name} [{recipe} recipe]", (*e.train, ("recipe", recipe))))
     return tuple(out)
 
 
-def study_entries(study: str, kind: str, *, own_recipes: bool = False) -> tuple[Entry, ...]:
+def own_recipes_of(args: argparse.Namespace) -> dict:
+    """``--own-recipes`` as :func:`vrnn.study.studies.study_entries` takes it, with the data
+    kind a recipe reads (a built-in data set's; None for a path, as ``vrnn train``)."""
+    from vrnn.data.registry import BUILTIN_KINDS
+
+    return {"own_recipes": getattr(args, "own_recipes", False),
+            "recipe_kind": BUILTIN_KINDS.get(args.data)}
+
+
+def study_entries(study: str, kind: str, *, own_recipes: bool = False,
+                  recipe_kind: str | None = None) -> tuple[Entry, ...]:
     """The models of ``--study`` for data of ``kind`` ('audio', 'strokes', 'binary'), in the
     order of the report; ``own_recipes``: each followed by its twin trained by its own paper's
-    recipe (:func:`with_own_recipes`)."""
+    recipe (:func:`with_own_recipes`) for data of ``recipe_kind`` (a built-in data set's kind,
+    None for data given as a path: what a recipe reads, as ``vrnn train`` does)."""
     if own_recipes:
-        return with_own_recipes(study_entries(study, kind))
+        return with_own_recipes(study_entries(study, kind), recipe_kind)
     from vrnn.models.config import parse_model_name
 
     def name(model: str) -> str:
@@ -292,12 +309,15 @@ def study_claims(study: str, results: dict[str, ModelResult], *,
     ``field="elbo"`` it has none.
 
     With twins trained by their own papers' recipes (``--own-recipes``), the study's claims are
-    judged twice: among the models of the shared recipe, then among the twins, each by its own
-    paper's recipe; then every twin against its shared-recipe model (:func:`recipe_claims`)."""
+    judged twice: among the models of the shared recipe, then among the models each by its own
+    paper's recipe (the twins, and the shared-recipe model of one without a twin); then every
+    twin against its shared-recipe model (:func:`recipe_claims`)."""
     from vrnn.study.tables import assess_claims
 
     shared = {k: r for k, r in results.items() if not k.endswith(OWN_SUFFIX)}
     own = {k.removesuffix(OWN_SUFFIX): r for k, r in results.items() if k.endswith(OWN_SUFFIX)}
+    if own:  # a model without a twin (no recipe of its paper's) stands as it is
+        own = {k: own.get(k, r) for k, r in shared.items()}
     if study == "paper":
         if field != "log_likelihood":
             return []

@@ -7,7 +7,10 @@ VRNN paper's optimiser and clipping, batch 32, no KL annealing); the others are 
 (or its authors' released code, where the paper is silent) reports, with the source beside each
 value. Where a paper gives different values for different data, the recipe holds one set per
 data kind (``audio``, ``strokes``, ``binary``, ``text``): a built-in data set's kind selects it,
-and data given as a path gets the recipe's first (its paper's main experiment).
+and data given as a path gets the recipe's first (its paper's main experiment). A built-in data
+set of a kind the paper has no experiment on gets the recipe's values that hold for every kind
+and the ``default`` recipe's for the rest (the VRNN paper on polyphonic music: its learning rate
+and clipping, this project's batch), not another kind's batch.
 
 What no recipe reproduces, and why:
 
@@ -58,9 +61,16 @@ class Recipe:
 
     def resolved(self, kind: str | None) -> dict[str, float | int]:
         """Every field of :data:`RECIPE_FIELDS` for data of ``kind`` (None: a path, read as
-        the paper's main experiment)."""
+        the paper's main experiment; a kind the paper has no values for: its values that hold
+        for every kind, the ``default`` recipe's for the rest)."""
         main = next(iter(self.by_kind.values()), {})
-        return {**DEFAULT_VALUES, **self.values, **self.by_kind.get(kind, main)}
+        return {**DEFAULT_VALUES, **self.values,
+                **(main if kind is None else self.by_kind.get(kind, {}))}
+
+    def covers(self, kind: str | None) -> bool:
+        """Whether the paper reports a setting for data of ``kind`` (one for every kind, one
+        for this kind, or a path, read as its main experiment)."""
+        return kind is None or not self.by_kind or kind in self.by_kind
 
 
 RECIPES: dict[str, Recipe] = {r.name: r for r in (
