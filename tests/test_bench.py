@@ -651,6 +651,7 @@ def test_performance_doc_holds_the_tables_of_its_json(tmp_path):
                                           ("families", "STORN ours / VRNN ours"),
                                           ("particles", "K particles"),
                                           ("particles-inloop", "/ IWAE"),
+                                          ("particles-lean", "/ IWAE"),
                                           ("precision", "speed-up of ours bf16 over ours"),
                                           ("precision-amx", "speed-up of ours bf16 over ours"),
                                           ("precision-isolated", "in a process of their own"),
