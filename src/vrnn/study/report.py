@@ -205,6 +205,88 @@ def _curve_facts(records: dict, order: list[str]) -> list[str]:
             "budget:", "", *lines]
 
 
+def _models_table(records: dict, order: list[str], kind: str) -> list[str]:
+    """Each model's size, updates, training time, best step, log-likelihood per step (and bits
+    per sample or character) and evaluation time, in the report's order."""
+    lines = ["| model | parameters | updates | training minutes (CPU) | updates per CPU minute "
+             "| best step | per step | "
+             + {"audio": "bits per sample | ", "text": "bits per character | "}.get(kind, "")
+             + "evaluation s |",
+             "|---|---:|---:|---:|---:|---:|---:|"
+             + ("---:|" if kind in ("audio", "text") else "") + "---:|"]
+    for m in order:
+        r = records[m]
+        s = r["summary"]
+        cpu = r.get("train_cpu_minutes", 0)
+        rate = f"{r['steps'] / cpu:.0f}" if cpu > 0 else "-"
+        row = (f"| {r['name']} | {r['n_params']:,} | {r['steps']} | {r['train_minutes']:.1f} "
+               f"({cpu:.1f}) | {rate} | "
+               f"{r['best_step']} | {s['log_likelihood_per_step']:.3f} | ")
+        if kind == "audio":
+            # results.json files written before the key was renamed hold -log2 p as
+            # "log_likelihood_bits_per_sample" (the same value under a misleading name)
+            bits = s.get("nll_bits_per_sample", s.get("log_likelihood_bits_per_sample"))
+            row += f"{bits:.3f} | "
+        elif kind == "text":  # -log2 p per character: a frame is one character
+            row += f"{-s['log_likelihood_per_step'] / math.log(2.0):.3f} | "
+        eval_s = r["eval_s"] + (r.get("smc") or {}).get("eval_s", 0.0)
+        lines.append(row + f"{eval_s:.0f} |")
+    return lines
+
+
+def _claim_lines(study: str, claims: list, smc_claims: list, elbo_claims: list) -> list[str]:
+    """The claims judged by the importance-sampled estimate, then the same gaps by SMC and (the
+    SRNN study) by the ELBO."""
+    lines: list[str] = []
+    whose = {"paper": "the paper", "srnn": "the SRNN paper", "objectives": "this study",
+             "families": "the papers (a claim without a paper behind it is reported, not "
+                         "tested)"}[study]
+    lines += [f"Claims of {whose}, judged by the paired gap in the importance-sampled "
+              "log-likelihood (exact for an RNN) on the same test sequences (a claim holds when "
+              "the gap has the claimed sign; its size in paired standard errors is beside it):",
+              ""]
+    lines += [c.line() for c in claims]
+    if smc_claims:
+        lines += ["", "The same gaps in the SMC estimate:", ""]
+        lines += [c.line() for c in smc_claims]
+    if elbo_claims:
+        lines += ["", "The same gaps in the ELBO, the bound the SRNN paper reports:", ""]
+        lines += [c.line() for c in elbo_claims]
+    return lines
+
+
+def _settings_line(args, records: dict, order: list[str], kind: str) -> str:
+    """The training settings the study's models shared, a flag left to its recipe read as what
+    it resolved to."""
+    trained = _trained_with(records, order)  # a flag left to its recipe: what it resolved to
+    lr = args.lr if args.lr is not None else trained.get("lr", 3e-4)
+    batch = args.batch_size or trained.get("batch_size") or DEFAULT_BATCH.get(kind, 32)
+    kl_steps = (args.kl_anneal_steps if args.kl_anneal_steps is not None
+                else trained.get("kl_anneal_steps", 0))
+    anneal = f"over {kl_steps} updates" if kl_steps else "off"
+    return (f"Settings: preset `{args.preset}` for every model, Adam lr {lr:g}, "
+            f"batch {batch}, gradient norm "
+            f"clipped at {trained.get('grad_clip', 5.0):g}, KL annealing "
+            f"{anneal}, validation every {args.val_interval} updates, early stopping with "
+            f"patience {args.patience}, {args.budget_minutes:g} minutes of training per model "
+            f"({args.budget_clock} time), {_threads()}, "
+            f"seed {args.seed}.")
+
+
+def _figure_lines(figures: dict, docs: Path) -> list[str]:
+    """Each figure under its label: PNGs shown, other files (audio) linked, relative to
+    ``docs``."""
+    lines: list[str] = []
+    for label, paths in figures.items():
+        paths = paths if isinstance(paths, list) else [paths]
+        if all(Path(p).suffix == ".png" for p in paths):
+            lines += [f"{label}:", ""] + [f"![{label}]({_rel(p, docs)})" for p in paths] + [""]
+        else:
+            lines += [f"{label}: " + ", ".join(f"[{Path(p).name}]({_rel(p, docs)})"
+                                              for p in paths), ""]
+    return lines
+
+
 def write_report(args, info, ds, out: Path, records: dict, *, command: str) -> Path:
     docs = check_folder(args.docs, "--docs")
     stem = study_stem(args.data, study_tag(args))
@@ -245,29 +327,7 @@ def write_report(args, info, ds, out: Path, records: dict, *, command: str) -> P
              f"`~` the importance-sampled estimate with S = {args.samples}"
              + ("" if study == "srnn" else ", exact for the RNNs") + "; "
              "± one standard error over sequences.", "", table, "",
-             "| model | parameters | updates | training minutes (CPU) | updates per CPU minute "
-             "| best step | per step | "
-             + {"audio": "bits per sample | ", "text": "bits per character | "}.get(info.kind, "")
-             + "evaluation s |",
-             "|---|---:|---:|---:|---:|---:|---:|"
-             + ("---:|" if info.kind in ("audio", "text") else "") + "---:|"]
-    for m in order:
-        r = records[m]
-        s = r["summary"]
-        cpu = r.get("train_cpu_minutes", 0)
-        rate = f"{r['steps'] / cpu:.0f}" if cpu > 0 else "-"
-        row = (f"| {r['name']} | {r['n_params']:,} | {r['steps']} | {r['train_minutes']:.1f} "
-               f"({cpu:.1f}) | {rate} | "
-               f"{r['best_step']} | {s['log_likelihood_per_step']:.3f} | ")
-        if info.kind == "audio":
-            # results.json files written before the key was renamed hold -log2 p as
-            # "log_likelihood_bits_per_sample" (the same value under a misleading name)
-            bits = s.get("nll_bits_per_sample", s.get("log_likelihood_bits_per_sample"))
-            row += f"{bits:.3f} | "
-        elif info.kind == "text":  # -log2 p per character: a frame is one character
-            row += f"{-s['log_likelihood_per_step'] / math.log(2.0):.3f} | "
-        eval_s = r["eval_s"] + (r.get("smc") or {}).get("eval_s", 0.0)
-        lines.append(row + f"{eval_s:.0f} |")
+             *_models_table(records, order, info.kind)]
     lines += ["", *_estimator_table(records, order, args.samples)]
     if study == "families":
         lines += ["Which family is above which: the models ranked by their mean over the test "
@@ -282,20 +342,7 @@ def write_report(args, info, ds, out: Path, records: dict, *, command: str) -> P
             lines += ["Beside the published figures (negative log-likelihood per time step, "
                       "lower is better; ours on `chorales`, theirs on JSB, other sizes and "
                       "budgets):", "", *_published_table(records, order), ""]
-    whose = {"paper": "the paper", "srnn": "the SRNN paper", "objectives": "this study",
-             "families": "the papers (a claim without a paper behind it is reported, not "
-                         "tested)"}[study]
-    lines += [f"Claims of {whose}, judged by the paired gap in the importance-sampled "
-              "log-likelihood (exact for an RNN) on the same test sequences (a claim holds when "
-              "the gap has the claimed sign; its size in paired standard errors is beside it):",
-              ""]
-    lines += [c.line() for c in claims]
-    if smc_claims:
-        lines += ["", "The same gaps in the SMC estimate:", ""]
-        lines += [c.line() for c in smc_claims]
-    if elbo_claims:
-        lines += ["", "The same gaps in the ELBO, the bound the SRNN paper reports:", ""]
-        lines += [c.line() for c in elbo_claims]
+    lines += _claim_lines(study, claims, smc_claims, elbo_claims)
     kt = extra.get("kl_transitions")
     if kt:
         lines += [f"- KL at waveform transitions: over {kt['n_steps']} test steps, the Spearman "
@@ -304,26 +351,8 @@ def write_report(args, info, ds, out: Path, records: dict, *, command: str) -> P
                   f"{kt['spearman_kl_vs_log_energy']:+.2f})."]
     if study == "families":
         lines += ["", *_curve_facts(records, order)]
-    trained = _trained_with(records, order)  # a flag left to its recipe: what it resolved to
-    lr = args.lr if args.lr is not None else trained.get("lr", 3e-4)
-    batch = args.batch_size or trained.get("batch_size") or DEFAULT_BATCH.get(info.kind, 32)
-    kl_steps = (args.kl_anneal_steps if args.kl_anneal_steps is not None
-                else trained.get("kl_anneal_steps", 0))
-    anneal = f"over {kl_steps} updates" if kl_steps else "off"
-    lines += ["", f"Settings: preset `{args.preset}` for every model, Adam lr {lr:g}, "
-              f"batch {batch}, gradient norm "
-              f"clipped at {trained.get('grad_clip', 5.0):g}, KL annealing "
-              f"{anneal}, validation every {args.val_interval} updates, early stopping with "
-              f"patience {args.patience}, {args.budget_minutes:g} minutes of training per model "
-              f"({args.budget_clock} time), {_threads()}, "
-              f"seed {args.seed}.", ""]
-    for label, paths in extra["figures"].items():
-        paths = paths if isinstance(paths, list) else [paths]
-        if all(Path(p).suffix == ".png" for p in paths):
-            lines += [f"{label}:", ""] + [f"![{label}]({_rel(p, docs)})" for p in paths] + [""]
-        else:
-            lines += [f"{label}: " + ", ".join(f"[{Path(p).name}]({_rel(p, docs)})"
-                                              for p in paths), ""]
+    lines += ["", _settings_line(args, records, order, info.kind), ""]
+    lines += _figure_lines(extra["figures"], docs)
     section = "\n".join(lines).rstrip() + "\n"
     write_text(out / "report.md", section)
     from vrnn.study.html import write_html
