@@ -193,6 +193,45 @@ def _model_name(model: SequenceModel) -> str:
     return next((g for g in guesses if g in MODEL_NAMES), f"{cfg.family}-gauss")
 
 
+def _batch_for(batch_size, n_train: int, explicit: bool, whose: str) -> int:
+    """The batch ``fit`` trains with: ``batch_size`` checked, and the default's (or a recipe's)
+    cut to the ``n_train`` training sequences with a warning, as ``vrnn train`` does; one the
+    caller named is refused when larger."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    if batch_size <= n_train:
+        return batch_size
+    if explicit:  # asked for by name: the caller meant it
+        raise ValueError(f"batch_size {batch_size} is more than the {n_train} training "
+                         f"sequences; pass batch_size={n_train} or less")
+    warnings.warn(f"vrnn.fit: batch_size {batch_size}{whose or ' (the default)'} is more "
+                  f"than the {n_train} training sequences: training with batches "
+                  f"of {n_train}", stacklevel=3)
+    return n_train
+
+
+def _train_in_memory(model: SequenceModel, cfg: TrainConfig, env: DistEnv, dataset,
+                     objective: Objective | None, precision: str, callback):
+    """The training loop of ``vrnn train`` on ``dataset`` in memory (no run folder): the run
+    and why it stopped."""
+    optimizer = make_optimizer(model, cfg)
+    state = TrainState.start(cfg.seed, env.device, TrainClock())
+    with _distribution_checks_off(), warnings.catch_warnings():
+        # without valid, the loop's note about an empty validation split names --data
+        warnings.filterwarnings("ignore", message=".*validation split is empty")
+        batches = EpochBatches(dataset, cfg, env)
+        resolve_kl_epochs(cfg, batches)
+        if objective is None:  # the recipe's KL schedule
+            objective = ELBO(kl_start=cfg.kl_start, kl_anneal_steps=cfg.kl_anneal_steps)
+        loss = LossModule(model, objective, precision)
+        run = Run(cfg, env, dataset, model, optimizer, loss, loss, state, batches, _Rows(),
+                  resumed=False, in_memory=True)
+        with StopConditions(cfg, state.clock, None) as stops:
+            stopped = _loop(run, stops, callback)
+            _finish(run, stopped, 0)
+    return run, stopped
+
+
 def fit(model: SequenceModel, train, valid=None, *, objective: Objective | None = None,
         steps: int = 1000, recipe: str = "default", batch_size: int | None = None,
         lr: float | None = None, grad_clip: float | None = None,
@@ -253,18 +292,7 @@ def fit(model: SequenceModel, train, valid=None, *, objective: Objective | None 
     valid_seqs = [] if valid is None else as_sequences(valid, "valid", D)
     if not train_seqs:
         raise ValueError("train: no sequences")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
-    if batch_size > len(train_seqs):
-        if explicit_batch:  # asked for by name: the caller meant it
-            raise ValueError(f"batch_size {batch_size} is more than the {len(train_seqs)} "
-                             f"training sequences; pass batch_size={len(train_seqs)} or less")
-        # the default (or a recipe's) with a small data set: every sequence in each batch,
-        # as `vrnn train` does, said once
-        warnings.warn(f"vrnn.fit: batch_size {batch_size}{whose or ' (the default)'} is more "
-                      f"than the {len(train_seqs)} training sequences: training with batches "
-                      f"of {len(train_seqs)}", stacklevel=2)
-        batch_size = len(train_seqs)
+    batch_size = _batch_for(batch_size, len(train_seqs), explicit_batch, whose)
     stats = _statistics(model, train_seqs, normalise)
     if stats is not None:
         loc, scale = (a.astype(np.float32) for a in stats)
@@ -285,28 +313,15 @@ def fit(model: SequenceModel, train, valid=None, *, objective: Objective | None 
     model.config.x_loc, model.config.x_scale = (), ()  # training reads normalised frames
     try:
         model.to(env.device)
-        dataset = _Arrays(train_seqs, valid_seqs)
-        optimizer = make_optimizer(model, cfg)
-        state = TrainState.start(seed, env.device, TrainClock())
-        with _distribution_checks_off(), warnings.catch_warnings():
-            # without valid, the loop's note about an empty validation split names --data
-            warnings.filterwarnings("ignore", message=".*validation split is empty")
-            batches = EpochBatches(dataset, cfg, env)
-            resolve_kl_epochs(cfg, batches)
-            if objective is None:  # the recipe's KL schedule
-                objective = ELBO(kl_start=cfg.kl_start, kl_anneal_steps=cfg.kl_anneal_steps)
-            loss = LossModule(model, objective, precision)
-            run = Run(cfg, env, dataset, model, optimizer, loss, loss, state, batches, _Rows(),
-                      resumed=False, in_memory=True)
-            with StopConditions(cfg, state.clock, None) as stops:
-                stopped = _loop(run, stops, callback)
-                _finish(run, stopped, 0)
+        run, stopped = _train_in_memory(model, cfg, env, _Arrays(train_seqs, valid_seqs),
+                                        objective, precision, callback)
     finally:
         if stats is None:
             model.config.x_loc, model.config.x_scale = saved_scale
         else:
             model.config.x_loc = tuple(float(v) for v in stats[0])
             model.config.x_scale = tuple(float(v) for v in stats[1])
+    state = run.state
     best_step = state.step
     if restore_best and run.best_weights is not None:
         best_step, weights = run.best_weights
