@@ -53,7 +53,6 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-from scipy.signal import resample_poly
 
 from vrnn.data.core import (
     DataError,
@@ -178,6 +177,9 @@ def implausible_rate(path: Path, rate: int) -> str:
 def resample(x: np.ndarray, rate: int, target: int) -> np.ndarray:
     """A mono waveform ``x`` (N,) at ``rate`` Hz resampled to ``target`` Hz
     (``scipy.signal.resample_poly``), float32."""
+    # imported here: scipy.signal takes seconds to import, and only resampling needs it
+    from scipy.signal import resample_poly
+
     g = gcd(int(target), int(rate))
     return resample_poly(x, int(target) // g, int(rate) // g).astype(np.float32)
 
