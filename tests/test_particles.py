@@ -15,6 +15,7 @@ from vrnn.inference import particles as particles_mod
 from vrnn.inference.objectives import FIVO, fivo_bound
 from vrnn.inference.smc import draw_ancestors
 from vrnn.kernels import filtering_backward
+from vrnn.kernels import replay as replay_mod
 
 B, T, K, D = 3, 12, 4, 3
 
@@ -116,6 +117,45 @@ def test_fast_fivo_equals_the_book_float32_smoothing_and_the_autograd_loop():
     _compare(model, x, mask, noise, 0.9, "multinomial", 1e-5)
 
 
+@pytest.mark.parametrize("name", ["vrnn-gmm", "vrnn-i-gauss", "vrnn-bernoulli"])
+def test_fast_fivo_replays_the_hooks_activations_as_the_book(name, monkeypatch):
+    """The batched pass after the loop reads the prior's and the decoder's MLP activations the
+    resampling hook recorded (vrnn.kernels.replay) instead of running their forward products
+    again; value and gradient still those of the filter written here, and the replay is used."""
+    calls = []
+    real = replay_mod.replay
+    monkeypatch.setattr(replay_mod, "replay", lambda *a: calls.append(1) or real(*a))
+    binary = name == "vrnn-bernoulli"
+    model = _model("lstm", name=name, **(dict(data_kind="binary") if binary else {}))
+    x, mask = _batch()
+    if binary:
+        x = (x > 0).double()
+    _compare(model, x, mask, _noise(model, torch.float64), 0.9, "multinomial", 1e-9)
+    assert len(calls) == (1 if name == "vrnn-i-gauss" else 2)
+
+
+def test_replay_is_the_mlps_gradient():
+    """replay's hand-written backward against autograd through the same ReLU MLP (float64):
+    every weight, every bias and the input, with some units off at every layer."""
+    torch.manual_seed(0)
+    mlp = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.ReLU(), torch.nn.Linear(7, 6),
+                              torch.nn.ReLU()).double()
+    inp = torch.randn(4, 9, 5, dtype=torch.float64, requires_grad=True)
+    layers = ((mlp[0].weight, mlp[0].bias), (mlp[2].weight, mlp[2].bias))
+    record = replay_mod.MLPRecord(layers, 4, 9, inp.detach())
+    for t in range(9):
+        record.record(t, inp.detach()[:, t])
+    assert all(bool((a == 0).any()) for a in record.buffers)  # the ReLUs cut somewhere
+    g_out = torch.randn(4, 9, 6, dtype=torch.float64)
+    params = [inp, *mlp.parameters()]
+    want = torch.autograd.grad((mlp(inp) * g_out).sum(), params)
+    got_out = record.replay(inp)
+    torch.testing.assert_close(got_out, mlp(inp), rtol=0, atol=1e-12)
+    got = torch.autograd.grad((got_out * g_out).sum(), params)
+    for w, g in zip(want, got):
+        torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("name,options", [
     ("srnn-gauss", dict(posterior="smoothing", res_q=True)),
     ("srnn-gauss", dict(posterior="filtering", res_q=False)),
@@ -190,8 +230,8 @@ def test_planted_state_not_reordered(monkeypatch):
     noise = _noise(model, torch.float64)
     real = type(model)._weigh
 
-    def forgetful(self, x_, replicas, pf):
-        hook = real(self, x_, replicas, pf)
+    def forgetful(self, x_, replicas, pf, records=None):
+        hook = real(self, x_, replicas, pf, records)
         return lambda *a: (hook(*a), None)[1]  # the filter decides; the loop copies nothing
     monkeypatch.setattr(type(model), "_weigh", forgetful)
     _red(model, x, mask, noise)

@@ -28,6 +28,8 @@ from torch.distributions import Independent, kl_divergence
 from vrnn.inference.particles import ParticleFilter
 from vrnn.inference.protocol import State, Step, StepTerms
 from vrnn.kernels.filtering import LoopWeights, Resample, filtering_loop
+from vrnn.kernels.precision import product_dtype
+from vrnn.kernels.replay import MLPRecord
 from vrnn.models.base import SequenceModel
 from vrnn.models.config import ModelConfig
 from vrnn.models.distributions import diagonal_normal
@@ -162,16 +164,26 @@ class VRNN(SequenceModel):
 
         feat_x = self.phi_x(x)  # (B, T, X), before the loop: it depends on x alone
         enc_feat = self.encoder_features(feat_x, mask)  # (B, T, X [+ A])
+        records = None if particles is None else self._records(N, T, x)
         f = filtering_loop(enc_feat, noise, state, self.loop_weights(),
                            min_scale=self.config.min_scale, replicas=replicas,
                            hand_written=self.custom_loop,
                            resample=None if particles is None
-                           else self._weigh(x, replicas, particles))
+                           else self._weigh(x, replicas, particles, records))
 
-        # After the loop: prior, decoder, KL and likelihood, batched over all steps.
+        # After the loop: prior, decoder, KL and likelihood, batched over all steps (a particle
+        # filter's hook already ran the prior's and the decoder's MLPs: their recorded
+        # activations stand in for the forward products, :mod:`vrnn.kernels.replay`).
         q = diagonal_normal(f.loc, f.scale)  # Eq. 9
-        p = self.prior_dist(f.h_prev)  # Eq. 5
-        px = self.decoder(torch.cat([f.phi_z, f.h_prev], -1))  # Eq. 6
+        dec_in = torch.cat([f.phi_z, f.h_prev], -1)
+        if records is None:
+            p = self.prior_dist(f.h_prev)  # Eq. 5
+            px = self.decoder(dec_in)  # Eq. 6
+        else:
+            prior_rec, dec_rec = records
+            p = (self.prior_dist(f.h_prev) if prior_rec is None
+                 else diagonal_normal(*self.prior.gaussian.params(prior_rec.replay(f.h_prev))))
+            px = self.decoder.head(dec_rec.replay(dec_in))
         xr = x if replicas == 1 else x.repeat(replicas, 1, 1)  # (N, T, D)
         terms = StepTerms(log_px=px.log_prob(xr), kl=kl_divergence(q, p), state=f.state)  # (N, T)
         if sample_terms:
@@ -200,11 +212,35 @@ class VRNN(SequenceModel):
         modules)."""
         return isinstance(self.phi_z, MLP) and isinstance(self.encoder.mlp, MLP)
 
-    def _weigh(self, x: Tensor, replicas: int, particles: ParticleFilter) -> Resample:
+    def _records(self, rows: int, steps: int, x: Tensor
+                 ) -> tuple[MLPRecord | None, MLPRecord] | None:
+        """Where the resampling hook keeps the prior's and the decoder's MLP activations for
+        the batched pass after the loop: ``(prior or None, decoder)``; None (the batched pass
+        runs them again) for a module swapped in, an MLP without layers, or bf16 products
+        (the hook runs in float32)."""
+        dec = self.decoder
+        if (type(dec) is not Decoder or type(dec.mlp) is not MLP or not dec.mlp.layers
+                or product_dtype(x.device.type) is not None):
+            return None
+        def record(mlp: MLP) -> MLPRecord:
+            layers = tuple((layer.weight, layer.bias) for layer in mlp.layers)
+            return MLPRecord(layers, rows, steps, x)
+        prior = self.prior
+        if prior is None:
+            return None, record(dec.mlp)
+        if type(prior) is not LatentGaussian or type(prior.mlp) is not MLP:
+            return None
+        return (record(prior.mlp) if prior.mlp.layers else None), record(dec.mlp)
+
+    def _weigh(self, x: Tensor, replicas: int, particles: ParticleFilter,
+               records: tuple[MLPRecord | None, MLPRecord] | None = None) -> Resample:
         """The loop's resampling hook: step t's alpha_t = p(x_t | z_t, h_{t-1}) p(z_t | h_{t-1})
-        / q(z_t | .) of every row from what the loop computed (Eq. 5 and 6 run here once more,
-        without gradient, on the step's N rows; the pass's differentiable terms come from the
-        batched pass after the loop), handed to ``particles``."""
+        / q(z_t | .) of every row from what the loop computed (Eq. 5 and 6 run here, without
+        gradient, on the step's N rows), handed to ``particles``. With ``records``
+        (:meth:`_records`) the MLPs' activations are kept for the batched pass after the loop,
+        which then runs only their output layers and the backward products."""
+        prior_rec, dec_rec = (None, None) if records is None else records
+
         def resample(t: int, h: Tensor, z: Tensor, feat_z: Tensor, scale: Tensor,
                      eps: Tensor) -> Tensor | None:
             with torch.no_grad():
@@ -214,9 +250,15 @@ class VRNN(SequenceModel):
                 if self.prior is None:
                     log_p = -0.5 * z.square().sum(-1)
                 else:
-                    loc, sd = self.prior(h)
+                    loc, sd = (self.prior(h) if prior_rec is None
+                               else self.prior.gaussian.params(prior_rec.record(t, h)))
                     log_p = -(0.5 * ((z - loc) / sd).square() + sd.log()).sum(-1)
-                log_px = emission_log_density(self.decoder, torch.cat([feat_z, h], -1), x_t)
+                dec_in = torch.cat([feat_z, h], -1)
+                if dec_rec is None:
+                    log_px = emission_log_density(self.decoder, dec_in, x_t)
+                else:
+                    head = self.decoder.head
+                    log_px = head.log_density(head.linear(dec_rec.record(t, dec_in)), x_t)
                 return particles(t, log_px + log_p - log_q)
         return resample
 
