@@ -652,10 +652,12 @@ def test_performance_doc_holds_the_tables_of_its_json(tmp_path):
                                           ("particles", "K particles"),
                                           ("particles-inloop", "/ IWAE"),
                                           ("particles-lean", "/ IWAE"),
+                                          ("particles-replay", "/ IWAE"),
                                           ("precision", "speed-up of ours bf16 over ours"),
                                           ("precision-amx", "speed-up of ours bf16 over ours"),
                                           ("precision-isolated", "in a process of their own"),
-                                          ("generation", "literal ms/step")])
+                                          ("generation", "literal ms/step"),
+                                          ("generation-quiet", "literal ms/step")])
 def test_performance_doc_holds_the_tables_of_each_section_json(name, printed, tmp_path, capsys):
     """The SRNN, K-particle and bf16 sections of docs/PERFORMANCE.md quote the tables of
     docs/benchmark-cpu-<name>.json verbatim (rendered in this process: no timing, no second
