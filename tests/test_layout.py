@@ -434,3 +434,18 @@ def test_the_family_check_finds_a_planted_switch(tmp_path):
         """))
     assert family_switches(tmp_path) == [
         "inference/smc.py:4: isinstance on ['VRNN', 'int']", "inference/smc.py:4: is_latent"]
+
+
+def test_importing_vrnn_leaves_the_slow_optional_modules_unimported():
+    """Every `vrnn` command starts with `import vrnn`; scipy.signal (2 to 3 s to import, only for
+    resampling audio) and the plotting and MIDI libraries are imported where they are used, not
+    at import."""
+    import subprocess
+    import sys
+
+    slow = ["scipy.signal", "scipy.stats", "matplotlib", "mido", "pretty_midi"]
+    code = ("import sys, vrnn, vrnn.cli; "
+            f"print([m for m in {slow!r} if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "[]", out
