@@ -47,6 +47,16 @@ def diagonal_normal(loc: Tensor, scale: Tensor) -> Independent:
     return Independent(Normal(loc, scale), 1)
 
 
+def bivariate_log_density(x: Tensor, loc: Tensor, scale: Tensor, rho: Tensor) -> Tensor:
+    """The bivariate normal's log-density of ``x (..., 2)`` with ``loc``, ``scale`` ``(..., 2)``
+    and correlation ``rho (...)`` -> ``(...)``: :meth:`BivariateNormal.log_prob`, and the pen
+    strokes' per-step weights without the object."""
+    z1, z2 = ((x - loc) / scale).unbind(-1)
+    one_minus_rho2 = 1.0 - rho.square()
+    quad = (z1.square() - 2.0 * rho * z1 * z2 + z2.square()) / one_minus_rho2
+    return -math.log(2.0 * math.pi) - scale.log().sum(-1) - 0.5 * one_minus_rho2.log() - 0.5 * quad
+
+
 class BivariateNormal(Distribution):
     """Bivariate normal over (dx, dy) with a correlation term, as in Graves (2013) Eq. 24-25.
 
@@ -81,16 +91,7 @@ class BivariateNormal(Distribution):
         return self.loc
 
     def log_prob(self, value: Tensor) -> Tensor:
-        z = (value - self.loc) / self.scale  # (..., 2)
-        z1, z2 = z.unbind(-1)
-        one_minus_rho2 = 1.0 - self.rho.square()
-        quad = (z1.square() - 2.0 * self.rho * z1 * z2 + z2.square()) / one_minus_rho2
-        return (
-            -math.log(2.0 * math.pi)
-            - self.scale.log().sum(-1)
-            - 0.5 * one_minus_rho2.log()
-            - 0.5 * quad
-        )
+        return bivariate_log_density(value, self.loc, self.scale, self.rho)
 
     def rsample(self, sample_shape: torch.Size = _NO_SHAPE, generator=None) -> Tensor:
         shape = self._extended_shape(sample_shape)
@@ -230,8 +231,8 @@ def _normal_log_density(x: Tensor, loc: Tensor, scale: Tensor) -> Tensor:
 
 
 def gaussian_params(out: Tensor, min_scale: float) -> tuple[Tensor, Tensor]:
-    """loc and scale of a Gaussian layer's output ``(..., 2 D)`` (:meth:`GaussianHead.params`
-    from the linear output)."""
+    """loc and scale of a Gaussian layer's linear output ``(..., 2 D)``: the first half, and the
+    second through :func:`positive_scale` (every Gaussian layer of the library)."""
     loc, raw = out.chunk(2, -1)
     return loc, positive_scale(raw, min_scale)
 
@@ -248,8 +249,7 @@ class GaussianHead(nn.Module):
 
     def params(self, h: Tensor) -> tuple[Tensor, Tensor]:
         """``h (..., in_dim)`` -> ``loc, scale`` each ``(..., out_dim)``."""
-        loc, raw = self.linear(h).chunk(2, -1)
-        return loc, positive_scale(raw, self.min_scale)
+        return gaussian_params(self.linear(h), self.min_scale)
 
     def forward(self, h: Tensor, temperature: float = 1.0) -> Distribution:
         loc, scale = self.params(h)
@@ -260,8 +260,7 @@ class GaussianHead(nn.Module):
     def sample_from(self, out: Tensor, temperature: float = 1.0,
                     generator: torch.Generator | None = None) -> Tensor:
         """A draw of ``forward`` from the linear output ``out (N, 2 D)`` -> ``(N, D)``."""
-        loc, raw = out.chunk(2, -1)
-        scale = positive_scale(raw, self.min_scale)
+        loc, scale = gaussian_params(out, self.min_scale)
         if temperature != 1.0:
             scale = scale * math.sqrt(temperature)
         eps = torch.randn(loc.shape, dtype=loc.dtype, device=loc.device, generator=generator)
@@ -435,11 +434,7 @@ class StrokeHead(nn.Module):
         loc = loc.unflatten(-1, (k, 2))  # (N, K, 2)
         scale = positive_scale(raw, self.min_scale).unflatten(-1, (k, 2))  # (N, K, 2)
         rho = MAX_CORRELATION * torch.tanh(raw_rho)  # (N, K)
-        z1, z2 = ((x[..., None, :2] - loc) / scale).unbind(-1)  # (N, K) each
-        one_minus_rho2 = 1.0 - rho.square()
-        quad = (z1.square() - 2.0 * rho * z1 * z2 + z2.square()) / one_minus_rho2
-        per = (-math.log(2.0 * math.pi) - scale.log().sum(-1) - 0.5 * one_minus_rho2.log()
-               - 0.5 * quad)  # (N, K): BivariateNormal.log_prob
+        per = bivariate_log_density(x[..., None, :2], loc, scale, rho)  # (N, K)
         offset = (torch.log_softmax(logits, -1) + per).logsumexp(-1)
         pen = -F.binary_cross_entropy_with_logits(pen_logit.squeeze(-1), x[..., 2],
                                                   reduction="none")

@@ -54,7 +54,7 @@ from vrnn.kernels.activations import positive_scale
 from vrnn.kernels.precision import from_low
 from vrnn.models.base import SequenceModel
 from vrnn.models.config import ModelConfig
-from vrnn.models.distributions import GaussianHead, diagonal_normal
+from vrnn.models.distributions import GaussianHead, diagonal_normal, gaussian_params
 from vrnn.models.generation import DMMSampler
 from vrnn.models.layers import MLP, BackwardRNN, Decoder, ForwardRNN, reparameterise
 
@@ -119,8 +119,7 @@ class _SplitCombiner:
         c_z = 0.5 * torch.tanh(self.combiner.z_to_hidden(z_prev))  # (N, A)
         out = from_low(F.linear(c_z, self.weight))  # (N, 2Z)
         out = (out.view(-1, *static_t.shape) + static_t).view(out.shape)  # row r * B + b
-        loc, raw = out.chunk(2, -1)
-        return loc, positive_scale(raw, self.combiner.gaussian.min_scale)
+        return gaussian_params(out, self.combiner.gaussian.min_scale)
 
 
 class DMM(SequenceModel):

@@ -38,6 +38,7 @@ from torch import Tensor, nn
 
 from vrnn.inference.protocol import State
 from vrnn.kernels.activations import positive_scale
+from vrnn.models.distributions import gaussian_params
 from vrnn.models.layers import MLP, Decoder, ForwardRNN, LatentGaussian
 
 
@@ -112,12 +113,6 @@ class Fused:
     def __call__(self, v: Tensor) -> tuple[Tensor, ...]:
         out = F.linear(v, self.weight, self.bias)
         return (out,) if self.one else out.split_with_sizes(self.sizes, -1)
-
-
-def gaussian_of(out: Tensor, min_scale: float) -> tuple[Tensor, Tensor]:
-    """loc and scale of a Gaussian layer's output ``(N, 2Z)`` (``GaussianHead.params``)."""
-    loc, raw = out.chunk(2, -1)
-    return loc, positive_scale(raw, min_scale)
 
 
 def latent_net(net: nn.Module) -> tuple[nn.Linear, Callable[[Tensor], Tensor], float]:
@@ -251,7 +246,7 @@ class VRNNSampler(Sampler):
         if self.prior is None:
             z = eps  # VRNN-I: 0 + 1 * eps
         else:
-            loc, scale = gaussian_of(self.prior(prior_pre[0]), self.min_scale)  # Eq. 5
+            loc, scale = gaussian_params(self.prior(prior_pre[0]), self.min_scale)  # Eq. 5
             z = torch.addcmul(loc, scale, eps)
         dec_z, gz = self.on_z(self.phi_z(z))
         x = self.head.sample_from(self.dec_rest(dec_h + dec_z), temperature, generator)  # Eq. 6
@@ -291,7 +286,7 @@ class SRNNSampler(Sampler):
         (gx,) = self.on_x(self.phi_x(x_prev))
         d_state = self.cell.update(gx, gh, d_state)  # d_t
         prior_d, dec_d, gh = self.on_d(d_state[0])
-        loc, scale = gaussian_of(self.prior(prior_d + prior_z), self.min_scale)
+        loc, scale = gaussian_params(self.prior(prior_d + prior_z), self.min_scale)
         z = torch.addcmul(loc, scale, eps)
         dec_z, prior_z = self.on_z(z)
         x = self.head.sample_from(self.dec_rest(dec_d + dec_z), temperature, generator)

@@ -31,11 +31,10 @@ from torch.distributions import kl_divergence
 
 from vrnn.inference.particles import ParticleFilter
 from vrnn.inference.protocol import State, Step, StepTerms
-from vrnn.kernels.activations import positive_scale
 from vrnn.kernels.precision import from_low
 from vrnn.models.base import SequenceModel
 from vrnn.models.config import ModelConfig
-from vrnn.models.distributions import diagonal_normal
+from vrnn.models.distributions import diagonal_normal, gaussian_params
 from vrnn.models.generation import SRNNSampler
 from vrnn.models.layers import (
     MLP,
@@ -76,8 +75,7 @@ class _SplitGaussian:
     def __call__(self, static_t: Tensor, z_prev: Tensor) -> tuple[Tensor, Tensor]:
         out = _tiled(from_low(F.linear(z_prev, self.w_z)), static_t)  # (N, n)
         if not self.hidden:
-            loc, raw = out.chunk(2, -1)
-            return loc, positive_scale(raw, self.net.gaussian.min_scale)
+            return gaussian_params(out, self.net.gaussian.min_scale)
         out = F.relu(out)
         for layer in self.rest:
             out = F.relu(layer(out))
