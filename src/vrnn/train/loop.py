@@ -173,6 +173,12 @@ class StepFigures:
         return self.sums.elbo / self.sums.elbo_sequences if self.sums.elbo_sequences else None
 
 
+def writes_row(cfg: TrainConfig, step: int) -> bool:
+    """Whether update ``step`` (counted from 1) writes a row of metrics.csv: every
+    ``log_interval``-th and the last. Training asks FIVO for its plain ELBO on those only."""
+    return step % cfg.log_interval == 0 or step >= cfg.max_steps
+
+
 def _noise(run: Run, batch: Batch, T: int) -> tuple[Tensor, torch.Generator | None]:
     """This update's draws from the shared noise stream, as the run's objective takes them
     (:meth:`vrnn.inference.objectives.Objective.noise`)."""
@@ -191,7 +197,7 @@ def train_step(run: Run, batch: Batch, votes: Callable[[], RankSums]) -> StepFig
     mask = None if batch.mask is None else batch.mask.to(env.device)
     noise, generator = _noise(run, batch, x.shape[1])
     kl_weight = run.loss.objective.kl_weight(state.step)
-    logs = (state.step + 1) % cfg.log_interval == 0 or state.step + 1 >= cfg.max_steps
+    logs = writes_row(cfg, state.step + 1)
     run.optimizer.zero_grad(set_to_none=True)
     loss, bound = run.objective(x, mask, noise, state.carried, kl_weight,
                                 env.world_size / batch.global_size, generator, logs)
@@ -348,7 +354,7 @@ class Run:
                    objective=sums.objective,
                    ess=sums.ess if self.loss.objective.reports_ess else None,
                    elbo_sequences=sums.elbo_sequences, elbo_steps=sums.elbo_steps)
-        if state.step % cfg.log_interval and state.step != cfg.max_steps:
+        if not writes_row(cfg, state.step):
             return {"step": state.step, "epoch": state.epoch, "train_bound": figures.bound}
         row = {"step": state.step, "epoch": state.epoch, "sequences": state.sequences_seen,
                "elapsed_s": state.clock.wall(), **window.row(),
